@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+DEMO   ?= demo
+ROWS   ?= 10000
+
+.PHONY: install demo test test-fast bench lint typecheck clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+
+$(STAMP): $(PY) pyproject.toml setup.py govern/mask/_hmac.c
+	@test -f /usr/include/openssl/sha.h || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq libssl-dev)
+	$(PIP) install --quiet -e '.[server,client,dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install govern with every extra the tests need
+
+demo: install ## generate the demo world and show what each principal sees
+	$(VENV)/bin/govern demo --dir $(DEMO) --rows $(ROWS)
+	cd $(DEMO) && ../$(VENV)/bin/govern policy check && ../$(VENV)/bin/govern policy test
+
+test: install ## run the whole test suite (slow tests included)
+	$(PY) -m pytest -n 2 -q
+
+test-fast: install
+	$(PY) -m pytest -n 2 -q -m "not slow"
+
+bench: install ## masking benchmark (2M rows by default; ROWS=... to change)
+	$(PY) benchmarks/masking.py --rows $(or $(BENCH_ROWS),2000000) --json benchmarks/results/masking.json
+
+lint: install
+	$(VENV)/bin/ruff check govern tests benchmarks
+
+typecheck: install
+	$(VENV)/bin/mypy govern/plan govern/policy govern/mask
+
+clean:
+	rm -rf $(VENV) build *.egg-info $(DEMO) .pytest_cache

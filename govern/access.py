@@ -1,0 +1,129 @@
+"""Governed access: the data flow in one place (decide → plan → scan → mask).
+
+:class:`Governor` holds one *valid* policy version (with its decider), the key ring and the
+settings. The CLI and the HTTP server both go through it, so a preview on a steward's laptop
+and a read through the gateway run the same code. Swapping the policy (hot reload) replaces
+the whole :class:`PolicyState` atomically; a request keeps the state it started with.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from govern.config import Settings
+from govern.errors import NotFound
+from govern.identity.principal import Principal
+from govern.mask.execute_arrow import ArrowExecutor, Request, pushdown_filter, resolve_request, scan_columns
+from govern.plan.compile import Draft, authorize, authorize_purpose, compile_plan
+from govern.plan.model import AccessPlan
+from govern.policy.decide import Decider
+from govern.policy.load import load_policy
+from govern.policy.model import PolicySet
+from govern.policy.predicates import Predicate, compile_client_filter
+from govern.storage import scan as storage_scan
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    policy: PolicySet
+    decider: Decider
+
+
+@dataclass
+class GovernedRead:
+    plan: AccessPlan
+    request: Request
+    reader: pa.RecordBatchReader
+
+
+class Governor:
+    def __init__(self, settings: Settings, policy: PolicySet | None = None, keys: object | None = None) -> None:
+        self.settings = settings
+        policy = policy if policy is not None else load_policy(settings.policy_dir)
+        self._state = PolicyState(policy, Decider(policy))
+        self._lock = threading.Lock()
+        self._keys = keys
+        self._datasets: dict[str, object] = {}
+
+    # -- policy --------------------------------------------------------------------------------
+    @property
+    def state(self) -> PolicyState:
+        return self._state
+
+    def swap_policy(self, policy: PolicySet) -> None:
+        """Install a validated policy; decisions and plans of the old one are dropped."""
+        with self._lock:
+            self._state = PolicyState(policy, Decider(policy))
+            self._datasets.clear()
+
+    @property
+    def keys(self) -> object:
+        if self._keys is None:
+            from govern.mask.keys import KeyRing
+
+            self._keys = KeyRing.from_settings(self.settings)
+        return self._keys
+
+    # -- storage -------------------------------------------------------------------------------
+    def dataset(self, name: str, state: PolicyState | None = None):  # -> pyarrow.dataset.Dataset
+        state = state or self._state
+        entry = state.policy.datasets.get(name)
+        if entry is None:
+            raise NotFound(f"unknown dataset '{name}'")
+        key = (state.policy.version, name)
+        ds = self._datasets.get(key)  # type: ignore[arg-type]
+        if ds is None:
+            ds = storage_scan.open_dataset(entry.location, entry.format, self.settings)
+            self._datasets[key] = ds  # type: ignore[index]
+        return ds
+
+    def schema(self, name: str, state: PolicyState | None = None) -> pa.Schema:
+        return storage_scan.physical_schema(self.dataset(name, state))
+
+    def check_storage(self, name: str, timeout: float) -> None:
+        """Raise StorageError unless the dataset's location answers within ``timeout``."""
+        entry = self._state.policy.datasets.get(name)
+        if entry is None:
+            raise NotFound(f"unknown dataset '{name}'")
+        storage_scan.check_reachable(entry.location, entry.format, self.settings, timeout)
+
+    def readable_datasets(self, principal: Principal, purpose: str) -> list[dict[str, object]]:
+        """Datasets ``principal`` may read under ``purpose`` (purpose must be entitled)."""
+        state = self._state
+        authorize_purpose(state.decider, principal, purpose)
+        out = []
+        for name, entry in sorted(state.policy.datasets.items()):
+            if state.decider.decide(principal, f"dataset:{name}", "read", purpose).allowed:
+                out.append({"name": name, "description": entry.description, "format": entry.format})
+        return out
+
+    # -- plans and reads -----------------------------------------------------------------------
+    def plan(self, principal: Principal, dataset: str, purpose: str, *, action: str = "read",
+             state: PolicyState | None = None) -> AccessPlan:
+        state = state or self._state
+        if dataset not in state.policy.datasets:
+            raise NotFound(f"unknown dataset '{dataset}'")
+        # Decide on the dataset before touching storage: a denied caller learns nothing more.
+        authorize(Draft(state.policy, state.decider, principal, purpose, dataset, pa.schema([]), action, None))
+        schema = self.schema(dataset, state)
+        key_id = getattr(self._keys, "active", None) or self.settings.masking_key_id
+        return compile_plan(state.policy, state.decider, principal, purpose, dataset, schema,
+                            action=action, key_id=key_id)
+
+    def read(self, principal: Principal, dataset: str, purpose: str, *, columns: list[str] | None = None,
+             filter: str | None = None, limit: int | None = None,
+             state: PolicyState | None = None) -> GovernedRead:
+        state = state or self._state
+        plan = self.plan(principal, dataset, purpose, state=state)
+        client_filter: Predicate | None = compile_client_filter(filter) if filter else None
+        request = resolve_request(plan, columns, client_filter, limit)
+        keys = self.keys
+        ds = self.dataset(dataset, state)
+        raw = storage_scan.scan(ds, scan_columns(plan, request), pushdown_filter(plan, request),
+                                self.settings.batch_size)
+        executor = ArrowExecutor(plan, request, keys, threads=self.settings.mask_threads,
+                                 row_filter_applied=True)
+        return GovernedRead(plan, request, executor.reader(raw))

@@ -1,0 +1,209 @@
+"""Python client for pipelines: governed reads as Arrow, pandas or polars, streaming.
+
+>>> from govern.client import Client
+>>> c = Client("http://127.0.0.1:8000", token="gk_...", purpose="model-training")  # doctest: +SKIP
+>>> table = c.read("patients", columns=["patient_id", "zip"], filter="region = 'EU'")  # doctest: +SKIP
+
+Errors come back as the same exception classes the gateway raises (``govern.errors``), chosen
+by the problem ``type``; ``exc.status`` and ``exc.request_id`` are set. Only idempotent requests
+are retried (connection failures, 429 and 503 before any data arrived); a stream that breaks
+midway raises :class:`StreamInterrupted` — it is never silently short.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pyarrow as pa
+
+from govern import errors as _errors
+from govern.errors import PROBLEM_BASE, GovernError
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+
+class StreamInterrupted(GovernError):
+    status = 502
+    slug = "stream-interrupted"
+    title = "The data stream ended before its end marker"
+
+
+class TransportFailed(GovernError):
+    status = 503
+    slug = "transport-failed"
+    title = "Could not reach the gateway"
+
+
+_BY_SLUG: dict[str, type[GovernError]] = {cls.slug: cls for cls in _errors.ALL_ERRORS}
+
+
+def error_from_problem(status: int, body: dict[str, Any]) -> GovernError:
+    """Rebuild a typed exception from a problem+json body."""
+    slug = str(body.get("type", "")).removeprefix(PROBLEM_BASE)
+    cls = _BY_SLUG.get(slug, GovernError)
+    exc = cls.__new__(cls)
+    extra = {k: v for k, v in body.items() if k not in ("type", "title", "status", "detail")}
+    GovernError.__init__(exc, str(body.get("detail", "request failed")), **extra)
+    exc.status = status  # type: ignore[misc]
+    exc.request_id = body.get("request_id")  # type: ignore[attr-defined]
+    if isinstance(exc, _errors.PolicyError):
+        exc.problems = []
+    return exc
+
+
+class _ResponseReader:
+    """A read-only file object over a streaming httpx response."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._chunks = response.iter_raw(1 << 16)
+        self._buf = bytearray()
+        self._done = False
+        self.closed = False
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            while not self._done and (n < 0 or len(self._buf) < n):
+                try:
+                    self._buf += next(self._chunks)
+                except StopIteration:
+                    self._done = True
+        except httpx.HTTPError as exc:
+            raise StreamInterrupted(f"connection broke while streaming: {type(exc).__name__}") from None
+        if n < 0:
+            out, self._buf = bytes(self._buf), bytearray()
+        else:
+            out, self._buf = bytes(self._buf[:n]), self._buf[n:]
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Client:
+    def __init__(self, base_url: str, token: str, purpose: str | None = None, *, timeout: float = 60.0,
+                 retries: int = 3, backoff: float = 0.3, transport: httpx.BaseTransport | None = None) -> None:
+        self.purpose = purpose
+        self.retries = retries
+        self.backoff = backoff
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport,
+                                  headers={"Authorization": f"Bearer {token}", "User-Agent": "govern-client"})
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __repr__(self) -> str:  # never show the token
+        return f"Client({str(self._http.base_url)!r}, purpose={self.purpose!r})"
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def _headers(self, purpose: str | None) -> dict[str, str]:
+        p = purpose or self.purpose
+        return {"X-Purpose": p} if p else {}
+
+    def _send(self, method: str, path: str, *, purpose: str | None = None, params: dict[str, Any] | None = None,
+              json: Any = None, stream: bool = False, idempotent: bool = True) -> httpx.Response:
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        attempts = self.retries + 1 if idempotent else 1
+        for attempt in range(attempts):
+            try:
+                request = self._http.build_request(method, path, params=params, json=json,
+                                                   headers=self._headers(purpose))
+                response = self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                if attempt + 1 >= attempts:
+                    raise TransportFailed(f"could not reach the gateway: {type(exc).__name__}") from None
+                time.sleep(self.backoff * (2 ** attempt))
+                continue
+            if response.status_code in (429, 503) and attempt + 1 < attempts:
+                retry_after = response.headers.get("retry-after")
+                response.close()
+                time.sleep(float(retry_after) if retry_after and retry_after.isdigit() else self.backoff * (2 ** attempt))
+                continue
+            if response.status_code >= 400:
+                body = self._problem(response)
+                raise error_from_problem(response.status_code, body)
+            return response
+        raise TransportFailed("retries exhausted")  # pragma: no cover - loop always returns or raises
+
+    @staticmethod
+    def _problem(response: httpx.Response) -> dict[str, Any]:
+        try:
+            response.read()
+            body = response.json()
+            return body if isinstance(body, dict) else {"detail": str(body)}
+        except Exception:  # noqa: BLE001 - a non-JSON error body still becomes a typed error
+            return {"detail": f"HTTP {response.status_code}"}
+        finally:
+            response.close()
+
+    # -- datasets --------------------------------------------------------------------------------
+    def datasets(self, purpose: str | None = None) -> list[dict[str, Any]]:
+        return self._send("GET", "/v1/datasets", purpose=purpose).json()["datasets"]
+
+    def describe(self, name: str, purpose: str | None = None) -> dict[str, Any]:
+        return self._send("GET", f"/v1/datasets/{name}", purpose=purpose).json()
+
+    def _open(self, name: str, columns: list[str] | None, filter: str | None, limit: int | None,
+              purpose: str | None) -> tuple[pa.RecordBatchStreamReader, httpx.Response]:
+        params = {"columns": ",".join(columns) if columns else None, "filter": filter, "limit": limit,
+                  "format": "arrow"}
+        response = self._send("GET", f"/v1/datasets/{name}/rows", purpose=purpose, params=params, stream=True)
+        try:
+            return pa.ipc.open_stream(_ResponseReader(response)), response
+        except pa.ArrowInvalid as exc:
+            response.close()
+            raise StreamInterrupted(f"the Arrow stream is incomplete or corrupt: {exc}") from None
+
+    @staticmethod
+    def _batches(reader: pa.RecordBatchStreamReader, response: httpx.Response) -> Iterator[pa.RecordBatch]:
+        try:
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except pa.ArrowInvalid as exc:
+                    raise StreamInterrupted(f"the Arrow stream is incomplete or corrupt: {exc}") from None
+                yield batch
+        finally:
+            response.close()
+
+    def stream(self, name: str, columns: list[str] | None = None, filter: str | None = None,
+               limit: int | None = None, purpose: str | None = None) -> Iterator[pa.RecordBatch]:
+        """Yield record batches as they arrive (memory stays bounded)."""
+        reader, response = self._open(name, columns, filter, limit, purpose)
+        yield from self._batches(reader, response)
+
+    def read(self, name: str, columns: list[str] | None = None, filter: str | None = None,
+             limit: int | None = None, purpose: str | None = None) -> pa.Table:
+        reader, response = self._open(name, columns, filter, limit, purpose)
+        batches = list(self._batches(reader, response))
+        return pa.Table.from_batches(batches, schema=reader.schema)
+
+    def read_pandas(self, name: str, **kwargs: Any):  # -> pandas.DataFrame
+        return self.read(name, **kwargs).to_pandas()
+
+    def read_polars(self, name: str, **kwargs: Any):  # -> polars.DataFrame
+        import polars as pl
+
+        return pl.from_arrow(self.read(name, **kwargs))
+
+    # -- stewards --------------------------------------------------------------------------------
+    def audit(self, after: int = 0, limit: int = 100, purpose: str | None = None, **filters: str) -> dict[str, Any]:
+        return self._send("GET", "/v1/audit", purpose=purpose,
+                          params={"after": after, "limit": limit, **filters}).json()
+
+    def explain(self, principal: str, dataset: str, for_purpose: str, purpose: str | None = None) -> dict[str, Any]:
+        return self._send("GET", "/v1/policy/explain", purpose=purpose,
+                          params={"principal": principal, "dataset": dataset, "for_purpose": for_purpose}).json()

@@ -1,0 +1,120 @@
+"""Settings: ``govern.yaml`` plus ``GOVERN_*`` environment variables (environment wins).
+
+Settings are built explicitly (``load_settings``) and passed down; nothing is configured at
+import time. Secrets are ``SecretStr`` so they never appear in a repr or a log line, and in
+``govern.yaml`` a secret may be given as ``{"$env": NAME}`` or ``{"$file": PATH}`` instead of
+inline text.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from govern.errors import InvalidRequest
+from govern.identity.oidc_settings import OidcSettings
+
+
+class S3Settings(BaseModel):
+    """Where ``s3://`` locations resolve. Pass endpoint/scheme explicitly: pyarrow ignores
+    ``AWS_ENDPOINT_URL``."""
+
+    endpoint_override: str | None = None  # "127.0.0.1:9000"
+    scheme: str = "https"
+    region: str = "us-east-1"
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    anonymous: bool = False
+    connect_timeout: float = 5.0
+    request_timeout: float = 10.0
+    retries: int = 1
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GOVERN_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    policy_dir: Path = Path("policies")
+    data_root: Path = Path("data")
+    state_dir: Path = Path(".govern")
+
+    # Masking keys. The master key is never logged or returned; see docs/security.md.
+    masking_key: SecretStr | None = None
+    masking_key_file: Path | None = None
+    masking_key_id: str = "k1"
+
+    s3: S3Settings = Field(default_factory=S3Settings)
+
+    # Engine
+    batch_size: int = 65_536
+    mask_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    max_rows: int = 10_000_000
+
+    # Server (used by the gateway)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    audit_url: str | None = None  # default: sqlite under state_dir; or postgresql://...
+    oidc: OidcSettings | None = None
+    watch_policies: bool = True
+    reload_debounce_ms: int = 300
+    max_concurrent_reads: int = 8
+    queue_timeout: float = 5.0
+    storage_timeout: float = 5.0
+    log_level: str = "info"
+
+
+def _resolve_secret_refs(value: Any, base: Path) -> Any:
+    """Replace ``{"$env": NAME}`` and ``{"$file": PATH}`` with the referenced text."""
+    if isinstance(value, dict):
+        if set(value) == {"$env"}:
+            name = value["$env"]
+            if name not in os.environ:
+                raise InvalidRequest(f"settings refer to environment variable {name}, which is unset")
+            return os.environ[name]
+        if set(value) == {"$file"}:
+            path = Path(value["$file"])
+            path = path if path.is_absolute() else base / path
+            try:
+                return path.read_text().strip()
+            except OSError as exc:
+                raise InvalidRequest(f"settings refer to a file that cannot be read: {exc.strerror}") from None
+        return {k: _resolve_secret_refs(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_secret_refs(v, base) for v in value]
+    return value
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional YAML file, then environment, then explicit overrides.
+
+    Relative paths in the file are resolved against the file's folder, so a demo folder can be
+    moved as a whole.
+    """
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except OSError as exc:
+            raise InvalidRequest(f"cannot read settings file {p}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise InvalidRequest(f"{p}: invalid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise InvalidRequest(f"{p}: settings must be a mapping")
+        file_values = _resolve_secret_refs(raw, p.parent)
+        for key in ("policy_dir", "data_root", "state_dir", "masking_key_file"):
+            if key in file_values and file_values[key] is not None:
+                v = Path(file_values[key])
+                file_values[key] = v if v.is_absolute() else (p.parent / v)
+    # Environment variables take precedence over the file: drop file keys the env sets.
+    for key in list(file_values):
+        if f"GOVERN_{key.upper()}" in os.environ:
+            file_values.pop(key)
+    file_values.update(overrides)
+    return Settings(**file_values)

@@ -1,0 +1,39 @@
+"""Who is asking: a principal with attributes, resolved by an identity source.
+
+A principal is plain data. Local principals come from ``principals.yaml``; principals from an
+identity provider (JWT) carry their roles and attributes from token claims. Missing clearance
+means ``public`` (fail closed: no read up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from govern.errors import NotFound
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    roles: tuple[str, ...] = ()  # extra roles asserted by an identity provider
+    source: str = "local"
+
+    @property
+    def clearance(self) -> str:
+        value = self.attributes.get("clearance")
+        return value if isinstance(value, str) else "public"
+
+    @property
+    def cache_key(self) -> tuple[str, tuple[str, ...]]:
+        return (self.name, tuple(sorted(self.roles)))
+
+
+def local_principal(policy: Any, name: str) -> Principal:
+    """The principal ``name`` as declared in principals.yaml (raises NotFound)."""
+    entry = policy.principals.get(name)
+    if entry is None:
+        raise NotFound(f"unknown principal '{name}'")
+    return Principal(name=name, attributes=dict(entry.attributes), source="principals.yaml")

@@ -1,0 +1,208 @@
+"""Execute an access plan on a stream of Arrow record batches.
+
+Memory is bounded: batches flow through a small window of in-flight work (``threads`` batches
+masked in parallel; pyarrow kernels and the HMAC kernel release the GIL), so peak memory does
+not grow with the dataset. Per batch, in this order:
+
+1. row filters (unless the scan already applied them exactly);
+2. masks, then cell rules (``CASE WHEN coalesce(when, true) THEN cell mask ELSE column``);
+3. the caller's filter, on *masked* values — never on the raw values behind a mask;
+4. projection to the requested columns, and the row limit.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from govern.errors import GovernError, MaskError, UnknownColumn
+from govern.mask import registry
+from govern.mask.predicate_arrow import evaluate, to_expression
+from govern.plan.model import AccessPlan, ColumnPlan
+from govern.policy.predicates import Predicate
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the caller asked for, already validated against the plan."""
+
+    columns: tuple[str, ...]  # output columns, in order
+    filter: Predicate | None = None
+    limit: int | None = None
+
+
+def resolve_request(plan: AccessPlan, columns: list[str] | None, client_filter: Predicate | None,
+                    limit: int | None) -> Request:
+    """Check the caller's columns and filter against the plan (withheld = unknown)."""
+    visible = plan.visible_names
+    if columns:
+        bad = [c for c in columns if c not in visible]
+        if bad:
+            raise UnknownColumn(f"unknown or withheld column(s): {', '.join(bad)}", columns=bad)
+        out = tuple(dict.fromkeys(columns))
+    else:
+        out = tuple(visible)
+    if client_filter is not None:
+        bad = [c for c in client_filter.columns if c not in visible]
+        if bad:
+            raise UnknownColumn(f"filter refers to unknown or withheld column(s): {', '.join(bad)}", columns=bad)
+    if limit is not None and limit < 0:
+        raise UnknownColumn("limit must be non-negative")
+    return Request(out, client_filter, limit)
+
+
+def scan_columns(plan: AccessPlan, request: Request) -> list[str]:
+    """Raw columns the scan must read for this request (and nothing else)."""
+    computed = list(request.columns)
+    if request.filter is not None:
+        computed += [c for c in request.filter.columns if c not in computed]
+    needed = plan.raw_columns_needed(computed)
+    for name in computed:
+        col = plan.column(name)
+        if col.mask is not None:
+            fn = registry.get(col.mask.function)
+            needed += [c for c in fn.inputs(col.mask.kwargs, plan.privacy_unit) if c not in needed]
+        for rule in plan.cell_rules:
+            if rule.column == name:
+                fn = registry.get(rule.mask.function)
+                needed += [c for c in fn.inputs(rule.mask.kwargs, plan.privacy_unit) if c not in needed]
+    return list(dict.fromkeys(needed))
+
+
+def pushdown_filter(plan: AccessPlan, request: Request) -> pc.Expression | None:
+    """The filter the scan may apply on raw data: row filters, plus the caller's filter when
+    every column it names is kept unmasked (so raw and masked values coincide)."""
+    parts = [to_expression(rf.predicate) for rf in plan.row_filters]
+    if request.filter is not None and not plan.cell_rules and all(
+        plan.column(c).action == "keep" for c in request.filter.columns
+    ):
+        parts.append(to_expression(request.filter.sql))
+    if not parts:
+        return None
+    expr = parts[0]
+    for p in parts[1:]:
+        expr = pc.and_kleene(expr, p)
+    return expr
+
+
+class ArrowExecutor:
+    """Applies one plan to batches. Stateless apart from its keys; safe to share."""
+
+    def __init__(self, plan: AccessPlan, request: Request, keys: object, *, threads: int = 1,
+                 row_filter_applied: bool = False) -> None:
+        self.plan = plan
+        self.request = request
+        self.keys = keys
+        self.threads = max(1, threads)
+        self.row_filter_applied = row_filter_applied
+        self._computed = list(request.columns) + [
+            c for c in (request.filter.columns if request.filter else ()) if c not in request.columns
+        ]
+        self._cell_rules = {c: [r for r in plan.cell_rules if r.column == c] for c in self._computed}
+
+    # -- one batch ---------------------------------------------------------------------------
+    def _mask_column(self, col: ColumnPlan, batch: pa.RecordBatch, kernel_threads: int) -> pa.Array:
+        raw = batch.column(col.name)
+        if isinstance(raw, pa.ChunkedArray):
+            raw = raw.combine_chunks()
+        out = raw
+        if col.mask is not None:
+            out = self._apply(col.mask.function, col.mask.kwargs, raw, batch, kernel_threads)
+        for rule in self._cell_rules.get(col.name, ()):
+            cond = evaluate(rule.when, batch)
+            cond = pc.fill_null(cond, True)  # unknown means masked (fail closed)
+            masked = self._apply(rule.mask.function, rule.mask.kwargs, raw, batch, kernel_threads)
+            out = pc.if_else(cond, masked, out)
+        return out
+
+    def _apply(self, function: str, params: dict, raw: pa.Array, batch: pa.RecordBatch, kernel_threads: int) -> pa.Array:
+        fn = registry.get(function)
+        fn.check_type(raw.type, params)
+        inputs = {name: batch.column(name) for name in fn.inputs(params, self.plan.privacy_unit)}
+        ctx = registry.MaskContext(keys=self.keys, inputs=inputs, privacy_unit=self.plan.privacy_unit,
+                                   threads=kernel_threads)
+        result = fn.arrow(raw, params, ctx)
+        if len(result) != len(raw):
+            raise MaskError(f"mask '{function}' changed the number of rows")
+        return result
+
+    def transform(self, batch: pa.RecordBatch, kernel_threads: int = 1) -> pa.RecordBatch:
+        if self.plan.row_filters and not self.row_filter_applied:
+            for rf in self.plan.row_filters:
+                batch = batch.filter(to_expression(rf.predicate), null_selection_behavior="drop")
+        arrays = [self._mask_column(self.plan.column(name), batch, kernel_threads) for name in self._computed]
+        masked = pa.RecordBatch.from_arrays(arrays, names=self._computed)
+        if self.request.filter is not None:
+            masked = masked.filter(to_expression(self.request.filter.sql), null_selection_behavior="drop")
+        if len(self._computed) != len(self.request.columns):
+            masked = masked.select(list(self.request.columns))
+        return masked
+
+    def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
+        empty = pa.RecordBatch.from_pylist([], schema=input_schema)
+        return self.transform(empty).schema
+
+    # -- a stream ------------------------------------------------------------------------------
+    def batches(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+        remaining = self.request.limit
+        if remaining == 0:
+            return
+        if self.threads == 1:
+            stream: Iterator[pa.RecordBatch] = (self.transform(b, 1) for b in reader)
+        else:
+            stream = self._parallel(reader)
+        for out in stream:
+            if remaining is not None:
+                if out.num_rows >= remaining:
+                    yield out.slice(0, remaining)
+                    return
+                remaining -= out.num_rows
+            if out.num_rows:
+                yield out
+
+    def _parallel(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+        window: deque[Future[pa.RecordBatch]] = deque()
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="govern-mask") as pool:
+            try:
+                for batch in reader:
+                    window.append(pool.submit(self.transform, batch, 1))
+                    if len(window) >= self.threads + 1:
+                        yield window.popleft().result()
+                while window:
+                    yield window.popleft().result()
+            finally:
+                for f in window:
+                    f.cancel()
+
+    def reader(self, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+        schema = self.output_schema(reader.schema)
+        return pa.RecordBatchReader.from_batches(schema, self._checked(self.batches(reader), schema))
+
+    @staticmethod
+    def _checked(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        for b in batches:
+            if not b.schema.equals(schema):
+                try:
+                    b = b.cast(schema)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise MaskError(f"masked batch does not match the plan's schema: {exc}") from None
+            yield b
+
+
+def execute(plan: AccessPlan, reader: pa.RecordBatchReader, keys: object, *,
+            columns: list[str] | None = None, client_filter: Predicate | None = None,
+            limit: int | None = None, threads: int = 1, row_filter_applied: bool = False) -> pa.RecordBatchReader:
+    """Apply ``plan`` to ``reader`` and return a masked stream (fails closed on any error)."""
+    request = resolve_request(plan, columns, client_filter, limit)
+    try:
+        return ArrowExecutor(plan, request, keys, threads=threads,
+                             row_filter_applied=row_filter_applied).reader(reader)
+    except GovernError:
+        raise
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise MaskError(f"masking failed: {exc}") from None

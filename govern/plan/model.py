@@ -1,0 +1,228 @@
+"""The access plan: the frozen, typed IR every engine consumes.
+
+A plan says, for one (principal, purpose, dataset, schema as found in storage), exactly what
+leaves the gateway: each column is kept, masked (function + parameters) or withheld, each with
+the reason that decided it; rows are filtered; some cells are masked where a predicate holds.
+
+The plan is plain data: ``to_dict()`` is JSON-serializable and ``hash`` is a stable SHA-256 of
+its canonical JSON. Predicates are stored as canonical DuckDB SQL text in which subject
+attributes have already been bound as typed literals, so a plan can be read by a person, logged
+in an audit record, and executed by any engine without consulting policy files again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Action = Literal["keep", "mask", "withhold"]
+
+LEVELS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
+
+
+def level_rank(level: str) -> int:
+    """Rank of a security level; unknown levels rank above everything (fail closed)."""
+    try:
+        return LEVELS.index(level)
+    except ValueError:
+        return len(LEVELS)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why something was decided: a stable code, a sentence, and where the rule lives."""
+
+    code: str
+    detail: str
+    source: str | None = None  # "policy.csv:12", "catalog.yaml:30", ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "detail": self.detail, "source": self.source}
+
+    def __str__(self) -> str:
+        return f"{self.detail} ({self.source})" if self.source else self.detail
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """A mask function by name with its (validated) parameters."""
+
+    function: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, function: str, params: dict[str, Any] | None = None) -> MaskSpec:
+        items = ((k, _freeze(v)) for k, v in (params or {}).items())
+        return cls(function, tuple(sorted(items, key=lambda kv: kv[0])))
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"function": self.function, "params": _plain(dict(self.params))}
+
+    def __str__(self) -> str:
+        if not self.params:
+            return self.function
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params)
+        return f"{self.function}({args})"
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    name: str
+    action: Action
+    reason: Reason
+    type: str  # Arrow type as found in storage, e.g. "string", "date32[day]"
+    mask: MaskSpec | None = None
+    level: str | None = None
+    tags: tuple[str, ...] = ()
+    result_type: str | None = None  # Arrow type the principal receives (None if withheld)
+
+    @property
+    def visible(self) -> bool:
+        return self.action != "withhold"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "action": self.action,
+            "mask": self.mask.to_dict() if self.mask else None,
+            "reason": self.reason.to_dict(),
+            "type": self.type,
+            "result_type": self.result_type,
+            "level": self.level,
+            "tags": list(self.tags),
+        }
+
+
+@dataclass(frozen=True)
+class CellRule:
+    """Where ``when`` holds (or is unknown), ``column`` gets ``mask`` instead of its own mask."""
+
+    column: str
+    when: str  # canonical DuckDB SQL over raw columns, literals bound
+    mask: MaskSpec
+    reason: Reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "column": self.column,
+            "when": self.when,
+            "mask": self.mask.to_dict(),
+            "reason": self.reason.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Rows pass only where ``predicate`` is true (NULL drops the row)."""
+
+    predicate: str  # canonical DuckDB SQL over raw columns, literals bound
+    reason: Reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"predicate": self.predicate, "reason": self.reason.to_dict()}
+
+
+@dataclass(frozen=True)
+class AccessPlan:
+    dataset: str
+    principal: str
+    purpose: str
+    action: str
+    columns: tuple[ColumnPlan, ...]
+    row_filters: tuple[RowFilter, ...] = ()
+    cell_rules: tuple[CellRule, ...] = ()
+    privacy_unit: str | None = None
+    key_id: str | None = None
+    policy_version: str | None = None
+    decision: Reason | None = None  # why the dataset itself was allowed
+    _hash: str = field(default="", compare=False, repr=False)
+
+    # -- views -----------------------------------------------------------------------------
+    def column(self, name: str) -> ColumnPlan:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def visible_columns(self) -> tuple[ColumnPlan, ...]:
+        return tuple(c for c in self.columns if c.visible)
+
+    @property
+    def visible_names(self) -> list[str]:
+        return [c.name for c in self.columns if c.visible]
+
+    def raw_columns_needed(self, output: list[str] | None = None) -> list[str]:
+        """Raw columns an engine must read to produce ``output`` (all visible if None).
+
+        Includes columns referenced by row filters and cell rules, and mask inputs such as the
+        privacy unit for ``date_shift``. Mask inputs are resolved by the engine via the mask
+        registry; this covers predicates.
+        """
+        from govern.policy.predicates import referenced_columns
+
+        wanted = list(output if output is not None else self.visible_names)
+        needed = dict.fromkeys(wanted)
+        for rf in self.row_filters:
+            needed.update(dict.fromkeys(referenced_columns(rf.predicate)))
+        for cr in self.cell_rules:
+            if cr.column in wanted:
+                needed.update(dict.fromkeys(referenced_columns(cr.when)))
+        return list(needed)
+
+    @property
+    def row_filter_sql(self) -> str | None:
+        if not self.row_filters:
+            return None
+        return " AND ".join(f"({rf.predicate})" for rf in self.row_filters)
+
+    # -- serialization ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "principal": self.principal,
+            "purpose": self.purpose,
+            "action": self.action,
+            "columns": [c.to_dict() for c in self.columns],
+            "row_filters": [r.to_dict() for r in self.row_filters],
+            "cell_rules": [c.to_dict() for c in self.cell_rules],
+            "privacy_unit": self.privacy_unit,
+            "key_id": self.key_id,
+            "policy_version": self.policy_version,
+            "decision": self.decision.to_dict() if self.decision else None,
+        }
+
+    @property
+    def hash(self) -> str:
+        """Stable SHA-256 of the canonical JSON form (sorted keys, no whitespace)."""
+        if not self._hash:
+            canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+            object.__setattr__(self, "_hash", hashlib.sha256(canonical.encode()).hexdigest())
+        return self._hash
+
+    def to_json(self, indent: int | None = 2) -> str:
+        body = self.to_dict()
+        body["hash"] = self.hash
+        return json.dumps(body, indent=indent, sort_keys=False, default=str)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

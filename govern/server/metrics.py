@@ -1,0 +1,21 @@
+"""Prometheus metrics, one registry per app (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("govern_requests_total", "HTTP requests", ["route", "method", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("govern_request_seconds", "Time to response headers", ["route"],
+                                 registry=self.registry)
+        self.rows = Counter("govern_rows_total", "Rows delivered", ["dataset"], registry=self.registry)
+        self.bytes = Counter("govern_bytes_total", "Bytes delivered", ["dataset"], registry=self.registry)
+        self.denials = Counter("govern_denials_total", "Refused requests by reason", ["reason"],
+                               registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,146 @@
+"""Datasets: list, schema-as-you-see-it, and the streaming governed read."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from starlette.responses import StreamingResponse
+
+from govern.errors import GovernError, InvalidRequest, LimitExceeded
+from govern.server.gateway import Gateway, RequestContext
+from govern.server.streaming import MEDIA_TYPES, encode
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+Auth = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]
+PurposeHeader = Annotated[str | None, Header(alias="X-Purpose", description="Why you are asking.")]
+PurposeQuery = Annotated[str | None, Query(alias="purpose", description="Alternative to X-Purpose.")]
+
+
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def _context(request: Request, route: str, dataset: str | None = None, action: str = "read") -> RequestContext:
+    return RequestContext(request_id=request.state.request_id, route=route, dataset=dataset, action=action)
+
+
+@router.get("", summary="Datasets you may read under the declared purpose")
+def list_datasets(request: Request, authorization: Auth = None, x_purpose: PurposeHeader = None,
+                  purpose: PurposeQuery = None) -> dict:
+    gw = _gateway(request)
+    ctx = _context(request, "list")
+    try:
+        principal = gw.authenticate(ctx, authorization)
+        p = gw.require_purpose(ctx, x_purpose, purpose)
+        items = gw.governor.readable_datasets(principal, p)
+    except GovernError as exc:
+        gw.record_denial(ctx, exc)
+        raise
+    return {"purpose": p, "datasets": items}
+
+
+@router.get("/{name}", summary="The schema as you see it, with each column's action and why")
+def describe_dataset(name: str, request: Request, authorization: Auth = None, x_purpose: PurposeHeader = None,
+                     purpose: PurposeQuery = None) -> dict:
+    gw = _gateway(request)
+    ctx = _context(request, "describe", name)
+    try:
+        principal = gw.authenticate(ctx, authorization)
+        p = gw.require_purpose(ctx, x_purpose, purpose)
+        plan = gw.governor.plan(principal, name, p)
+    except GovernError as exc:
+        gw.record_denial(ctx, exc)
+        raise
+    entry = gw.governor.state.policy.datasets[name]
+    return {
+        "name": name,
+        "description": entry.description,
+        "purpose": p,
+        "plan_hash": plan.hash,
+        "columns": [
+            {"name": c.name, "type": c.result_type, "action": c.action,
+             "mask": c.mask.to_dict() if c.mask else None, "reason": c.reason.to_dict()}
+            for c in plan.columns if c.visible
+        ],
+        "withheld": [{"name": c.name, "reason": c.reason.to_dict()} for c in plan.columns if not c.visible],
+        "row_filters": [rf.to_dict() for rf in plan.row_filters],
+        "cell_rules": [cr.to_dict() for cr in plan.cell_rules],
+    }
+
+
+@router.get(
+    "/{name}/rows",
+    summary="Stream the rows you may see (masked, filtered), as Arrow, Parquet, CSV or JSON lines",
+    responses={200: {"content": {m: {} for m in MEDIA_TYPES.values()}}},
+)
+def read_rows(
+    name: str,
+    request: Request,
+    authorization: Auth = None,
+    x_purpose: PurposeHeader = None,
+    purpose: PurposeQuery = None,
+    columns: Annotated[str | None, Query(description="Comma-separated column names.")] = None,
+    filter: Annotated[str | None, Query(description="SQL predicate on the masked view.", max_length=4000)] = None,
+    limit: Annotated[int | None, Query(ge=0)] = None,
+    format: Annotated[Literal["arrow", "parquet", "csv", "jsonl"], Query()] = "arrow",
+) -> StreamingResponse:
+    gw = _gateway(request)
+    ctx = _context(request, "rows", name)
+    ctx.extra = {k: v for k, v in {"columns": columns, "filter": filter, "limit": limit, "format": format}.items()
+                 if v is not None}
+    slot = False
+    try:
+        principal = gw.authenticate(ctx, authorization)
+        p = gw.require_purpose(ctx, x_purpose, purpose)
+        if limit is not None and limit > gw.settings.max_rows:
+            raise LimitExceeded(f"limit may be at most {gw.settings.max_rows}", limit=gw.settings.max_rows)
+        cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+        if columns is not None and not cols:
+            raise InvalidRequest("columns is empty")
+        gw.acquire_read_slot()
+        slot = True
+        result = gw.governor.read(principal, name, p, columns=cols, filter=filter,
+                                  limit=limit if limit is not None else gw.settings.max_rows)
+        ctx.plan = result.plan
+        gw.audit.reserve(ctx.request_id)  # proves the audit store is writable before any data
+    except GovernError as exc:
+        if slot:
+            gw.release_read_slot()
+        gw.record_denial(ctx, exc)
+        raise
+
+    def finish(rows: int, nbytes: int) -> None:
+        gw.record(ctx, outcome="ok", status=200, rows=rows, nbytes=nbytes)
+        gw.metrics.rows.labels(dataset=name).inc(rows)
+        gw.metrics.bytes.labels(dataset=name).inc(nbytes)
+
+    def body():  # type: ignore[no-untyped-def]
+        finished = False
+        try:
+            yield from encode(format, result.reader, finish)
+            finished = True
+        except GeneratorExit:  # the client went away: the response did not complete
+            try:
+                gw.record(ctx, outcome="aborted", status=499, detail="client disconnected")
+            except GovernError:
+                pass
+            raise
+        except Exception as exc:
+            detail = exc.detail if isinstance(exc, GovernError) else type(exc).__name__
+            try:
+                gw.record(ctx, outcome="aborted", status=500, detail=f"stream aborted: {detail}"[:500])
+            except GovernError:
+                pass
+            raise
+        finally:
+            gw.release_read_slot()
+            if not finished and hasattr(result.reader, "close"):
+                result.reader.close()
+
+    headers = {"x-govern-plan-hash": result.plan.hash, "x-govern-policy-version": result.plan.policy_version or ""}
+    if format in ("csv", "jsonl", "parquet"):
+        ext = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}[format]
+        headers["content-disposition"] = f'attachment; filename="{name}.{ext}"'
+    return StreamingResponse(body(), media_type=MEDIA_TYPES[format], headers=headers)

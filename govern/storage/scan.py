@@ -1,0 +1,266 @@
+"""Open datasets and stream their rows with projection and predicate pushdown.
+
+This is the only place the gateway touches data files. Three promises hold here:
+
+- **Only what the plan needs is read.** ``scan`` projects the plan's columns and hands the
+  filter to the Arrow scanner, which prunes Parquet row groups (and hive partitions) by
+  their statistics before decoding anything.
+- **Memory is bounded.** Batches are pulled one at a time with a small read-ahead, so peak
+  memory depends on ``batch_size`` and the read-ahead, not on the dataset's size.
+- **Failures are loud.** Every pyarrow/OS error becomes a :class:`StorageError` whose message
+  quotes the location as the catalog states it (no server paths, no credentials). A failure
+  in the middle of a stream is raised by the reader; and because a truncated CSV file simply
+  looks shorter, the reader re-checks every file's size and mtime at the end of the stream
+  and raises if any changed, so a short read is never mistaken for the whole dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from govern.config import Settings
+from govern.errors import GovernError, InvalidRequest, StorageError
+from govern.storage.location import is_within, local_root, resolve
+
+__all__ = ["FORMATS", "check_reachable", "open_dataset", "physical_schema", "scan"]
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("parquet", "csv")
+
+# Read-ahead small enough that a scan holds a handful of batches, not a file.
+BATCH_READAHEAD = 2
+FRAGMENT_READAHEAD = 1
+
+
+def open_dataset(location: str, fmt: str, settings: Settings) -> ds.Dataset:
+    """Open a file or a folder/prefix of files as one dataset.
+
+    A folder is listed recursively; names starting with ``.`` or ``_`` (``_SUCCESS``,
+    temporary files) are skipped. Hive partitioning (``region=EU/``) is used only when the
+    folder is laid out that way. Local files found in a folder are re-checked against the
+    data root, so a symlink planted inside the folder cannot lead outside it. The schema is
+    taken from the first file (pyarrow's default); extra columns in later files are ignored,
+    which withholds them, the fail-closed direction.
+    """
+    file_format = _file_format(fmt)
+    fs, path = resolve(location, settings)
+    try:
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            raise StorageError(f"dataset location {location!r} was not found", location=location)
+        if info.type == pafs.FileType.File:
+            return ds.dataset(path, filesystem=fs, format=file_format)
+        if info.type != pafs.FileType.Directory:
+            raise StorageError(f"dataset location {location!r} is not a file or folder", location=location)
+        files = _list_files(fs, path)
+        if not files:
+            raise StorageError(f"dataset location {location!r} holds no data files", location=location)
+        if isinstance(fs, pafs.LocalFileSystem):
+            root = local_root(settings)
+            if not all(is_within(f, root) for f in files):
+                raise InvalidRequest(
+                    f"dataset location {location!r} contains a link that leads outside the data root",
+                    location=location,
+                )
+        hive = any("=" in part for f in files for part in PurePosixPath(f).relative_to(path).parts[:-1])
+        return ds.dataset(
+            files,
+            filesystem=fs,
+            format=file_format,
+            partitioning="hive" if hive else None,
+            partition_base_dir=path,
+        )
+    except GovernError:
+        raise
+    except (OSError, pa.ArrowException) as exc:
+        raise _storage_error(exc, location, "open") from exc
+
+
+def physical_schema(dataset: ds.Dataset) -> pa.Schema:
+    """The schema as stored (including hive partition fields), before any policy applies."""
+    return dataset.schema
+
+
+def scan(
+    dataset: ds.Dataset,
+    columns: list[str],
+    filter: pc.Expression | None,
+    batch_size: int,
+    *,
+    location: str | None = None,
+) -> pa.RecordBatchReader:
+    """Stream ``columns`` of the rows matching ``filter``, one batch at a time.
+
+    The scanner is built eagerly, so a bad column or filter fails here, before any byte is
+    sent to a client. ``location`` is only used in error messages (give the catalog's text).
+    """
+    if batch_size <= 0:
+        raise InvalidRequest("batch_size must be positive")
+    names = set(dataset.schema.names)
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise StorageError(
+            f"{_subject(location)} has no column(s) {', '.join(map(repr, missing))}",
+            **_extra(location),
+        )
+    try:
+        scanner = dataset.scanner(
+            columns=list(columns),
+            filter=filter,
+            batch_size=batch_size,
+            batch_readahead=BATCH_READAHEAD,
+            fragment_readahead=FRAGMENT_READAHEAD,
+            use_threads=True,
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        # Binding the filter to the stored types failed: the data does not have the types
+        # the catalog promised. No I/O has happened yet. (The message may quote filter
+        # literals, i.e. data, so only its type is logged.)
+        log.warning("scan of %r refused: %s", location, type(exc).__name__)
+        raise StorageError(
+            f"the filter cannot be applied to {_subject(location)}: its stored column types differ",
+            **_extra(location),
+        ) from exc
+    try:
+        before = _snapshot(dataset)
+    except (OSError, pa.ArrowException) as exc:
+        raise _storage_error(exc, location, "scan") from exc
+    schema = scanner.projected_schema
+    return pa.RecordBatchReader.from_batches(schema, _stream(scanner, dataset, before, location))
+
+
+def check_reachable(location: str, fmt: str, settings: Settings, timeout: float) -> None:
+    """Readiness probe: open the dataset (listing plus one footer or header) or raise
+    :class:`StorageError` within ``timeout`` seconds.
+
+    The probe runs in a daemon thread because the S3 client's own timeouts do not bound
+    every path (its read timeout is ignored on Linux); a hung probe thread is abandoned,
+    never waited for, so ``/readyz`` always answers.
+    """
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            open_dataset(location, fmt, settings)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=probe, name="govern-storage-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive() or not outcome:
+        raise StorageError(
+            f"dataset location {location!r} did not answer within {timeout:g}s", location=location
+        )
+    exc = outcome[0]
+    if exc is None:
+        return
+    if isinstance(exc, GovernError):
+        raise exc
+    raise StorageError(f"dataset location {location!r} is not readable", location=location) from exc
+
+
+# -- internals ---------------------------------------------------------------------------
+
+
+def _file_format(fmt: str) -> ds.FileFormat:
+    if fmt == "parquet":
+        return ds.ParquetFileFormat()
+    if fmt == "csv":
+        return ds.CsvFileFormat()
+    raise InvalidRequest(f"unsupported dataset format {fmt!r} (supported: {', '.join(FORMATS)})")
+
+
+def _list_files(fs: pafs.FileSystem, base: str) -> list[str]:
+    selector = pafs.FileSelector(base, recursive=True)
+    files = []
+    for info in fs.get_file_info(selector):
+        if info.type != pafs.FileType.File:
+            continue
+        rel = PurePosixPath(info.path).relative_to(base).parts
+        if any(part.startswith((".", "_")) for part in rel):
+            continue
+        files.append(info.path)
+    return sorted(files)
+
+
+def _snapshot(dataset: ds.Dataset) -> list[tuple[str, int | None, object]] | None:
+    """Size and mtime of every file, to detect a file changed under a running scan."""
+    if not isinstance(dataset, ds.FileSystemDataset):
+        return None
+    infos = dataset.filesystem.get_file_info(dataset.files)
+    return [(i.path, i.size, i.mtime_ns) for i in infos]
+
+
+def _stream(
+    scanner: ds.Scanner,
+    dataset: ds.Dataset,
+    before: list[tuple[str, int | None, object]] | None,
+    location: str | None,
+) -> Iterator[pa.RecordBatch]:
+    try:
+        reader = scanner.to_reader()
+        try:
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                yield batch
+        finally:
+            reader.close()
+        if before is not None and _snapshot(dataset) != before:
+            raise StorageError(
+                f"{_subject(location)} changed while it was being read; the read is incomplete",
+                **_extra(location),
+            )
+    except (OSError, pa.ArrowException) as exc:
+        raise _storage_error(exc, location, "read") from exc
+
+
+def _subject(location: str | None) -> str:
+    return f"dataset location {location!r}" if location else "the dataset"
+
+
+def _extra(location: str | None) -> dict[str, str]:
+    return {"location": location} if location else {}
+
+
+_NOT_FOUND = ("NoSuchBucket", "NO_SUCH_BUCKET", "NoSuchKey", "RESOURCE_NOT_FOUND", "Path does not exist")
+_DENIED = ("ACCESS_DENIED", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "response code: 403")
+_UNREACHABLE = ("NETWORK_CONNECTION", "curlCode", "Couldn't connect", "timed out", "Timeout")
+_CORRUPT = ("thrift", "magic bytes", "File too short", "corrupt", "Unexpected end of stream")
+
+
+def _storage_error(exc: BaseException, location: str | None, action: str) -> StorageError:
+    """A safe StorageError for a pyarrow/OS error. The raw message (which may hold server
+    paths) goes to the server log only; Arrow's parse and conversion errors may quote rows,
+    so for those not even the log gets the message."""
+    text = str(exc)
+    if isinstance(exc, OSError):
+        log.warning("storage %s of %r failed: %s: %s", action, location, type(exc).__name__, text)
+    else:
+        log.warning("storage %s of %r failed: %s", action, location, type(exc).__name__)
+    if isinstance(exc, FileNotFoundError) or any(s in text for s in _NOT_FOUND):
+        why = "was not found"
+    elif isinstance(exc, PermissionError) or any(s in text for s in _DENIED):
+        why = "could not be read: access denied"
+    elif any(s in text for s in _UNREACHABLE):
+        why = "is unreachable"
+    elif isinstance(exc, pa.ArrowException) and not isinstance(exc, OSError) or any(
+        s in text for s in _CORRUPT
+    ):
+        why = "could not be read: a file is invalid, truncated, corrupt or of another format"
+    else:
+        why = "could not be read (I/O error)"
+    return StorageError(f"{_subject(location)} {why}", **_extra(location))

@@ -1,0 +1,42 @@
+"""Shared fixtures: real files in tmp paths, built from the repo's example policy set."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_POLICIES = REPO / "policies"
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    """A private copy of the example policy set that a test may edit."""
+    d = tmp_path / "policies"
+    shutil.copytree(EXAMPLE_POLICIES, d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def demo_world(tmp_path_factory: pytest.TempPathFactory):
+    """A demo world (2,000 patients) generated once per test session. Read-only for tests."""
+    from govern.demo import create_demo
+
+    d = tmp_path_factory.mktemp("demo")
+    return create_demo(d, rows=2_000, seed=7)
+
+
+@pytest.fixture(scope="session")
+def governor(demo_world):
+    from govern.access import Governor
+    from govern.config import load_settings
+
+    return Governor(load_settings(demo_world.config))
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
