@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 ROWS   ?= 10000
 
-.PHONY: install demo test test-fast bench lint typecheck clean
+.PHONY: install demo serve test test-fast bench lint typecheck clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,15 @@ $(STAMP): $(PY) pyproject.toml setup.py govern/mask/_hmac.c
 
 install: $(STAMP) ## create .venv and install govern with every extra the tests need
 
-demo: install ## generate the demo world and show what each principal sees
+demo: install ## generate the demo world, check its policy, then serve it on http://127.0.0.1:8000
 	$(VENV)/bin/govern demo --dir $(DEMO) --rows $(ROWS)
-	cd $(DEMO) && ../$(VENV)/bin/govern policy check && ../$(VENV)/bin/govern policy test
+	$(VENV)/bin/govern policy check $(DEMO)/policies
+	cd $(DEMO) && ../$(VENV)/bin/govern policy test
+	@echo "API keys: $(DEMO)/keys.json"
+	$(VENV)/bin/govern serve --config $(DEMO)/govern.yaml
+
+serve: install ## serve an existing demo world
+	$(VENV)/bin/govern serve --config $(DEMO)/govern.yaml
 
 test: install ## run the whole test suite (slow tests included)
 	$(PY) -m pytest -n 2 -q

@@ -32,15 +32,14 @@ def make_policy(n_rules: int) -> Path:
     d = Path(tempfile.mkdtemp(prefix="govern-bench-"))
     shutil.copytree(REPO / "policies", d, dirs_exist_ok=True)
     lines = [(d / "policy.csv").read_text()]
-    principals = ["principals:"]
+    principals = [(d / "principals.yaml").read_text().rstrip()]
     n_users = max(1, n_rules // 10)
     for u in range(n_users):
         principals.append(f"  user{u}: {{attributes: {{clearance: internal}}}}")
-    principals.append("  alice: {attributes: {regions: [EU], clearance: confidential}}")
     for i in range(n_rules):
-        lines.append(f"p, user{i % n_users}, dataset:patients, read, purpose{i % 50}, allow\n")
+        lines.append(f"p, user{i % n_users}, dataset:patients, read, purpose{i // n_users}, allow\n")
     (d / "policy.csv").write_text("".join(lines))
-    (d / "principals.yaml").write_text("attributes: [regions, clearance, department]\n" + "\n".join(principals) + "\n")
+    (d / "principals.yaml").write_text("\n".join(principals) + "\n")
     return d
 
 

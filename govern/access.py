@@ -122,8 +122,9 @@ class Governor:
         request = resolve_request(plan, columns, client_filter, limit)
         keys = self.keys
         ds = self.dataset(dataset, state)
+        entry = state.policy.datasets[dataset]
         raw = storage_scan.scan(ds, scan_columns(plan, request), pushdown_filter(plan, request),
-                                self.settings.batch_size)
+                                self.settings.batch_size, location=entry.location)
         executor = ArrowExecutor(plan, request, keys, threads=self.settings.mask_threads,
                                  row_filter_applied=True)
         return GovernedRead(plan, request, executor.reader(raw))

@@ -153,14 +153,28 @@ LAST_NAMES = tuple(
 )
 
 _ASCII_EXTRA = str.maketrans(
-    {"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "Ae", "ß": "ss", "đ": "d",
-     "ð": "d", "Ð": "D", "þ": "th", "Þ": "Th", "ı": "i", "œ": "oe"}
+    {
+        "ł": "l",
+        "Ł": "L",
+        "ø": "o",
+        "Ø": "O",
+        "æ": "ae",
+        "Æ": "Ae",
+        "ß": "ss",
+        "đ": "d",
+        "ð": "d",
+        "Ð": "D",
+        "þ": "th",
+        "Þ": "Th",
+        "ı": "i",
+        "œ": "oe",
+    }
 )
 
 
 def _ascii(text: str) -> str:
-    """"Łukasz Søren-Zoë" → "lukaszsorenzoe": the mailbox form of a name (applied to the name
-    lists once, not per row)."""
+    """The mailbox form of a name: "Łukasz Søren-Zoë" → "lukaszsorenzoe". Applied to the
+    name lists once, not per row."""
     folded = unicodedata.normalize("NFKD", text.translate(_ASCII_EXTRA))
     return "".join(c for c in folded if c.isascii() and c.isalnum()).lower()
 
@@ -231,13 +245,17 @@ def make_patients(rows: int, rng: np.random.Generator) -> pa.Table:
     )
     area = rng.integers(1, 900, n)
     area[area == 666] = 667  # never issued
-    ssn = _fixed(n, (area, 3), "-", (rng.integers(1, 100, n), 2), "-", (rng.integers(1, 10_000, n), 4))
+    ssn = _fixed(
+        n, (area, 3), "-", (rng.integers(1, 100, n), 2), "-", (rng.integers(1, 10_000, n), 4)
+    )
     birth = rng.integers(_days(date(1930, 1, 1)), _days(date(2010, 12, 31)) + 1, n).astype(np.int32)
     zip_code = _fixed(n, (rng.integers(1_000, 100_000, n), 5))
     region = _pick(REGIONS, _categorical(rng, _REGION_P, n))
     diagnosis = _pick(DIAGNOSES, _categorical(rng, _DIAGNOSIS_P, n))
     charges = np.round(np.clip(rng.lognormal(np.log(2_500.0), 1.1, n), 50.0, 50_000.0), 2)
-    phone = _fixed(n, "+1-555-", (rng.integers(200, 1000, n), 3), "-", (rng.integers(0, 10_000, n), 4))
+    phone = _fixed(
+        n, "+1-555-", (rng.integers(200, 1000, n), 3), "-", (rng.integers(0, 10_000, n), 4)
+    )
     return pa.Table.from_arrays(
         [
             pa.array(np.arange(1, n + 1, dtype=np.int64)),
@@ -268,7 +286,9 @@ def make_encounters(patients: pa.Table, rng: np.random.Generator) -> pa.Table:
     owner = rng.permutation(np.repeat(np.arange(n, dtype=np.int32), per_patient))
     m = owner.size
     first_day, last_day = _days(date(2015, 1, 1)), _days(date(2025, 12, 31))
-    per_day = rng.multinomial(m, np.full(last_day - first_day + 1, 1.0 / (last_day - first_day + 1)))
+    per_day = rng.multinomial(
+        m, np.full(last_day - first_day + 1, 1.0 / (last_day - first_day + 1))
+    )
     day = np.repeat(np.arange(first_day, last_day + 1, dtype=np.int32), per_day)  # sorted
     dept = _categorical(rng, _DEPARTMENT_P, m)
     cost = np.round(

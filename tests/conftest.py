@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.conftest_s3"]
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_POLICIES = REPO / "policies"
 

@@ -72,7 +72,7 @@ def _wait_until_up(proc: subprocess.Popen[bytes], url: str, deadline: float) -> 
         if proc.poll() is not None:
             return False
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
+            with urllib.request.urlopen(url, timeout=1) as resp:  # loopback only
                 resp.read()
                 return True
         except urllib.error.HTTPError:

@@ -76,10 +76,12 @@ def scan_columns(plan: AccessPlan, request: Request) -> list[str]:
 
 def pushdown_filter(plan: AccessPlan, request: Request) -> pc.Expression | None:
     """The filter the scan may apply on raw data: row filters, plus the caller's filter when
-    every column it names is kept unmasked (so raw and masked values coincide)."""
+    every column it names is kept unmasked with no cell rule (so raw and masked values coincide
+    in every row)."""
     parts = [to_expression(rf.predicate) for rf in plan.row_filters]
-    if request.filter is not None and not plan.cell_rules and all(
-        plan.column(c).action == "keep" for c in request.filter.columns
+    cell_ruled = {r.column for r in plan.cell_rules}
+    if request.filter is not None and all(
+        plan.column(c).action == "keep" and c not in cell_ruled for c in request.filter.columns
     ):
         parts.append(to_expression(request.filter.sql))
     if not parts:

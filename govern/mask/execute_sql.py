@@ -69,6 +69,6 @@ def execute_duckdb(plan: AccessPlan, source: pa.Table | pa.RecordBatchReader, ke
             from govern.mask.functions import register_duckdb_udfs
 
             register_duckdb_udfs(con, keys)
-        return con.execute(q.sql, q.parameters).fetch_arrow_table()
+        return con.sql(q.sql, params=q.parameters or None).to_arrow_table()
     finally:
         con.close()

@@ -16,6 +16,7 @@ absolute path (that would leak server layout over HTTP) and never credentials.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import weakref
@@ -141,7 +142,7 @@ def s3_filesystem(settings: Settings) -> pafs.S3FileSystem:
         if hit is not None and hit[0]() is settings and hit[1] == key:
             return hit[2]
         fs = _build_s3(settings.s3)
-        ref = weakref.ref(settings, lambda _r, ident=ident: _forget(ident, _r))
+        ref = weakref.ref(settings, functools.partial(_forget, ident))
         _s3_cache[ident] = (ref, key, fs)
         return fs
 

@@ -60,10 +60,14 @@ def open_dataset(location: str, fmt: str, settings: Settings) -> ds.Dataset:
         if info.type == pafs.FileType.File:
             return ds.dataset(path, filesystem=fs, format=file_format)
         if info.type != pafs.FileType.Directory:
-            raise StorageError(f"dataset location {location!r} is not a file or folder", location=location)
+            raise StorageError(
+                f"dataset location {location!r} is not a file or folder", location=location
+            )
         files = _list_files(fs, path)
         if not files:
-            raise StorageError(f"dataset location {location!r} holds no data files", location=location)
+            raise StorageError(
+                f"dataset location {location!r} holds no data files", location=location
+            )
         if isinstance(fs, pafs.LocalFileSystem):
             root = local_root(settings)
             if not all(is_within(f, root) for f in files):
@@ -71,7 +75,9 @@ def open_dataset(location: str, fmt: str, settings: Settings) -> ds.Dataset:
                     f"dataset location {location!r} contains a link that leads outside the data root",
                     location=location,
                 )
-        hive = any("=" in part for f in files for part in PurePosixPath(f).relative_to(path).parts[:-1])
+        hive = any(
+            "=" in part for f in files for part in PurePosixPath(f).relative_to(path).parts[:-1]
+        )
         return ds.dataset(
             files,
             filesystem=fs,
@@ -119,6 +125,7 @@ def scan(
             batch_size=batch_size,
             batch_readahead=BATCH_READAHEAD,
             fragment_readahead=FRAGMENT_READAHEAD,
+            fragment_scan_options=_scan_options(dataset),
             use_threads=True,
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
@@ -181,6 +188,16 @@ def _file_format(fmt: str) -> ds.FileFormat:
     raise InvalidRequest(f"unsupported dataset format {fmt!r} (supported: {', '.join(FORMATS)})")
 
 
+def _scan_options(dataset: ds.Dataset) -> ds.FragmentScanOptions | None:
+    """Parquet without pre-buffering. Pre-buffering keeps every byte range it read until the
+    whole file is done, so peak memory grows with the file (measured: 33 MB at 1.6M rows,
+    116 MB at 6.4M, versus ~5 MB flat without it). Bounded memory wins over fewer, larger
+    S3 requests."""
+    if isinstance(getattr(dataset, "format", None), ds.ParquetFileFormat):
+        return ds.ParquetFragmentScanOptions(pre_buffer=False)
+    return None
+
+
 def _list_files(fs: pafs.FileSystem, base: str) -> list[str]:
     selector = pafs.FileSelector(base, recursive=True)
     files = []
@@ -236,8 +253,20 @@ def _extra(location: str | None) -> dict[str, str]:
     return {"location": location} if location else {}
 
 
-_NOT_FOUND = ("NoSuchBucket", "NO_SUCH_BUCKET", "NoSuchKey", "RESOURCE_NOT_FOUND", "Path does not exist")
-_DENIED = ("ACCESS_DENIED", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "response code: 403")
+_NOT_FOUND = (
+    "NoSuchBucket",
+    "NO_SUCH_BUCKET",
+    "NoSuchKey",
+    "RESOURCE_NOT_FOUND",
+    "Path does not exist",
+)
+_DENIED = (
+    "ACCESS_DENIED",
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "response code: 403",
+)
 _UNREACHABLE = ("NETWORK_CONNECTION", "curlCode", "Couldn't connect", "timed out", "Timeout")
 _CORRUPT = ("thrift", "magic bytes", "File too short", "corrupt", "Unexpected end of stream")
 
@@ -257,7 +286,7 @@ def _storage_error(exc: BaseException, location: str | None, action: str) -> Sto
         why = "could not be read: access denied"
     elif any(s in text for s in _UNREACHABLE):
         why = "is unreachable"
-    elif isinstance(exc, pa.ArrowException) and not isinstance(exc, OSError) or any(
+    elif (isinstance(exc, pa.ArrowException) and not isinstance(exc, OSError)) or any(
         s in text for s in _CORRUPT
     ):
         why = "could not be read: a file is invalid, truncated, corrupt or of another format"

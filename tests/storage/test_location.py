@@ -106,7 +106,9 @@ def test_absolute_path_to_a_file_outside_is_refused(settings: Settings, outside:
         resolve(outside.as_uri(), settings)
 
 
-def test_symlink_leading_outside_is_refused(settings: Settings, data_root: Path, outside: Path) -> None:
+def test_symlink_leading_outside_is_refused(
+    settings: Settings, data_root: Path, outside: Path
+) -> None:
     (data_root / "innocent.parquet").symlink_to(outside)
     (data_root / "dir-link").symlink_to(outside.parent, target_is_directory=True)
     for location in ("innocent.parquet", "dir-link/passwd.parquet", "dir-link"):
@@ -195,3 +197,17 @@ def test_half_credentials_are_refused_without_echoing_them() -> None:
         resolve("s3://b/k", settings)
     assert "AKIDEXAMPLE" not in str(err.value)
     assert "very-secret-value" not in repr(settings)
+
+
+def test_cache_entry_dies_with_its_settings() -> None:
+    import gc
+
+    from govern.storage import location
+
+    settings = _s3_settings()
+    s3_filesystem(settings)
+    ident = id(settings)
+    assert ident in location._s3_cache
+    del settings
+    gc.collect()
+    assert ident not in location._s3_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,7 +15,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
@@ -152,7 +152,9 @@ def test_scan_projects_only_requested_columns(settings: Settings, parquet_file: 
     assert len(sizes) >= ROWS // 256
 
 
-def test_filter_is_exact_and_may_use_unprojected_columns(settings: Settings, parquet_file: Path) -> None:
+def test_filter_is_exact_and_may_use_unprojected_columns(
+    settings: Settings, parquet_file: Path
+) -> None:
     dataset = open_dataset("t.parquet", "parquet", settings)
     f = (pc.field("id") >= 1234) & (pc.field("id") < 1300) & (pc.field("region") == "EU")
     out = scan(dataset, ["amount"], f, 1000).read_all()
@@ -172,7 +174,7 @@ def test_filter_prunes_row_groups_by_statistics(settings: Settings, parquet_file
     dataset = open_dataset("t.parquet", "parquet", settings)
     out = scan(dataset, ["id", "name"], low, 500, location="t.parquet").read_all()
     assert out.column("id").to_pylist() == list(range(1500))
-    with pytest.raises(StorageError, match="'t.parquet' could not be read"):
+    with pytest.raises(StorageError, match=re.escape("'t.parquet' could not be read")):
         scan(dataset, ["id", "name"], None, 500, location="t.parquet").read_all()
 
 
@@ -212,7 +214,7 @@ def test_truncated_parquet_mid_stream_raises(settings: Settings, data_root: Path
     reader = scan(open_dataset("big.parquet", "parquet", settings), ["id", "name"], None, 1_000)
     rows = reader.read_next_batch().num_rows
     os.truncate(path, path.stat().st_size // 10)
-    with pytest.raises(StorageError, match="big.parquet|the dataset"):
+    with pytest.raises(StorageError, match=r"the dataset could not be read"):
         for batch in reader:
             rows += batch.num_rows
     assert rows < 100_000
@@ -222,7 +224,9 @@ def test_file_deleted_mid_stream_raises(settings: Settings, data_root: Path) -> 
     folder = data_root / "parts"
     folder.mkdir()
     for i in range(6):
-        pq.write_table(_table(20_000, i * 20_000), folder / f"part-{i}.parquet", row_group_size=5_000)
+        pq.write_table(
+            _table(20_000, i * 20_000), folder / f"part-{i}.parquet", row_group_size=5_000
+        )
     dataset = open_dataset("parts", "parquet", settings)
     reader = scan(dataset, ["id"], None, 1_000, location="parts")
     rows = reader.read_next_batch().num_rows
@@ -271,7 +275,11 @@ def _peak(data_root: Path, location: str) -> dict[str, int]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), *sys.path])}
     out = subprocess.run(
         [sys.executable, "-c", _PEAK_SCRIPT, str(data_root), location],
-        capture_output=True, text=True, check=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=120,
     )
     return json.loads(out.stdout)
 
@@ -294,7 +302,7 @@ def test_peak_memory_does_not_grow_with_dataset_size(data_root: Path) -> None:
 
 def test_check_reachable_local(settings: Settings, parquet_file: Path) -> None:
     check_reachable("t.parquet", "parquet", settings, timeout=5)
-    with pytest.raises(StorageError, match="'nope.parquet' was not found"):
+    with pytest.raises(StorageError, match=re.escape("'nope.parquet' was not found")):
         check_reachable("nope.parquet", "parquet", settings, timeout=5)
     with pytest.raises(InvalidRequest):
         check_reachable("/etc/passwd", "parquet", settings, timeout=5)

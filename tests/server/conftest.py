@@ -1,0 +1,102 @@
+"""Gateway fixtures: an app over a private copy of the demo world, and a real uvicorn process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from govern.config import load_settings
+from govern.server.app import create_app
+
+
+@dataclass
+class World:
+    directory: Path
+    keys: dict[str, str]
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "govern.yaml"
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[who]}"}
+
+
+@pytest.fixture
+def world(demo_world, tmp_path: Path) -> World:
+    """A private, editable copy of the session's demo world (policies, keys, state)."""
+    d = tmp_path / "world"
+    shutil.copytree(demo_world.directory, d, ignore=shutil.ignore_patterns("audit.db*"))
+    keys = json.loads((d / "keys.json").read_text())
+    return World(d, keys)
+
+
+def make_client(world: World, **overrides) -> TestClient:
+    settings = load_settings(world.config, watch_policies=False, **overrides)
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(world: World):
+    with make_client(world) as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    world: World
+    log: Path
+
+
+def start_server(world: World, *extra: str, env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    log = world.directory / f"server-{port}.log"
+    fh = log.open("w")
+    exe = Path(sys.executable).parent / "govern"
+    proc = subprocess.Popen([str(exe), "serve", "--config", str(world.config), "--port", str(port), *extra],
+                            stdout=fh, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited early:\n{log.read_text()}")
+        try:
+            if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
+                return Server(url, proc, world, log)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"gateway did not start:\n{log.read_text()}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture
+def server(world: World):
+    s = start_server(world)
+    yield s
+    stop_server(s)
