@@ -239,7 +239,7 @@ def audit_verify(config: str | None, url: str | None) -> None:
     settings = _settings(config)
     target = url or settings.audit_url or f"sqlite:///{(settings.state_dir / 'audit.db').resolve()}"
     try:
-        log = open_audit_log(target)
+        log = open_audit_log(target, table_prefix=settings.audit_table_prefix)
         result = log.verify()
         pending = log.pending()
         log.close()

@@ -23,6 +23,7 @@ from govern import errors as _errors
 from govern.errors import PROBLEM_BASE, GovernError
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+EOS_MARKER = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # Arrow IPC end-of-stream
 
 
 class StreamInterrupted(GovernError):
@@ -62,6 +63,7 @@ class _ResponseReader:
         self._buf = bytearray()
         self._done = False
         self.closed = False
+        self.tail = b""  # the last bytes handed out: an Arrow stream must end with its EOS marker
 
     def read(self, n: int = -1) -> bytes:
         try:
@@ -76,6 +78,7 @@ class _ResponseReader:
             out, self._buf = bytes(self._buf), bytearray()
         else:
             out, self._buf = bytes(self._buf[:n]), self._buf[n:]
+        self.tail = (self.tail + out)[-8:]
         return out
 
     def readable(self) -> bool:
@@ -155,23 +158,27 @@ class Client:
         return self._send("GET", f"/v1/datasets/{name}", purpose=purpose).json()
 
     def _open(self, name: str, columns: list[str] | None, filter: str | None, limit: int | None,
-              purpose: str | None) -> tuple[pa.RecordBatchStreamReader, httpx.Response]:
+              purpose: str | None) -> tuple[pa.RecordBatchStreamReader, _ResponseReader, httpx.Response]:
         params = {"columns": ",".join(columns) if columns else None, "filter": filter, "limit": limit,
                   "format": "arrow"}
         response = self._send("GET", f"/v1/datasets/{name}/rows", purpose=purpose, params=params, stream=True)
+        source = _ResponseReader(response)
         try:
-            return pa.ipc.open_stream(_ResponseReader(response)), response
+            return pa.ipc.open_stream(source), source, response
         except pa.ArrowInvalid as exc:
             response.close()
             raise StreamInterrupted(f"the Arrow stream is incomplete or corrupt: {exc}") from None
 
     @staticmethod
-    def _batches(reader: pa.RecordBatchStreamReader, response: httpx.Response) -> Iterator[pa.RecordBatch]:
+    def _batches(reader: pa.RecordBatchStreamReader, source: _ResponseReader,
+                 response: httpx.Response) -> Iterator[pa.RecordBatch]:
         try:
             while True:
                 try:
                     batch = reader.read_next_batch()
                 except StopIteration:
+                    if source.tail != EOS_MARKER:
+                        raise StreamInterrupted("the Arrow stream ended without its end-of-stream marker") from None
                     break
                 except pa.ArrowInvalid as exc:
                     raise StreamInterrupted(f"the Arrow stream is incomplete or corrupt: {exc}") from None
@@ -182,13 +189,13 @@ class Client:
     def stream(self, name: str, columns: list[str] | None = None, filter: str | None = None,
                limit: int | None = None, purpose: str | None = None) -> Iterator[pa.RecordBatch]:
         """Yield record batches as they arrive (memory stays bounded)."""
-        reader, response = self._open(name, columns, filter, limit, purpose)
-        yield from self._batches(reader, response)
+        reader, source, response = self._open(name, columns, filter, limit, purpose)
+        yield from self._batches(reader, source, response)
 
     def read(self, name: str, columns: list[str] | None = None, filter: str | None = None,
              limit: int | None = None, purpose: str | None = None) -> pa.Table:
-        reader, response = self._open(name, columns, filter, limit, purpose)
-        batches = list(self._batches(reader, response))
+        reader, source, response = self._open(name, columns, filter, limit, purpose)
+        batches = list(self._batches(reader, source, response))
         return pa.Table.from_batches(batches, schema=reader.schema)
 
     def read_pandas(self, name: str, **kwargs: Any):  # -> pandas.DataFrame

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     audit_url: str | None = None  # default: sqlite under state_dir; or postgresql://...
+    audit_table_prefix: str = "govern_"
     oidc: OidcSettings | None = None
     watch_policies: bool = True
     reload_debounce_ms: int = 300
@@ -112,6 +113,14 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             if key in file_values and file_values[key] is not None:
                 v = Path(file_values[key])
                 file_values[key] = v if v.is_absolute() else (p.parent / v)
+        oidc = file_values.get("oidc")
+        if isinstance(oidc, dict) and oidc.get("jwks_file"):
+            v = Path(oidc["jwks_file"])
+            oidc["jwks_file"] = v if v.is_absolute() else (p.parent / v)
+        audit_url = file_values.get("audit_url")
+        if isinstance(audit_url, str) and audit_url.startswith("sqlite:///") and not audit_url.startswith("sqlite:////"):
+            rel = Path(audit_url.removeprefix("sqlite:///"))
+            file_values["audit_url"] = f"sqlite:///{(p.parent / rel).resolve()}"
     # Environment variables take precedence over the file: drop file keys the env sets.
     for key in list(file_values):
         if f"GOVERN_{key.upper()}" in os.environ:

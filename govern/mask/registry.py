@@ -84,7 +84,7 @@ class SqlContext:
     keys: Any
     privacy_unit: str | None = None
     quote: Callable[[str], str] = lambda name: '"' + name.replace('"', '""') + '"'
-    parameters: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict, repr=False)  # key material
 
     def bind(self, value: Any) -> str:
         for name, existing in self.parameters.items():

@@ -32,11 +32,55 @@ from govern.server.problems import from_error, problem_response
 log = logging.getLogger("govern.access")
 
 
+class RequestContextMiddleware:
+    """Request id, access log and metrics, as plain ASGI.
+
+    Not ``BaseHTTPMiddleware``: that one re-streams bodies and can end a response cleanly when
+    the app fails midway, which would turn a broken stream into a short body that looks
+    complete. Here an exception propagates and the server aborts the connection.
+    """
+
+    def __init__(self, app: Any, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        rid = Gateway.new_request_id(headers.get("x-request-id"))
+        scope.setdefault("state", {})["request_id"] = rid
+        token = request_id_var.set(rid)
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            request_id_var.reset(token)
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            route_name = getattr(route, "path", "unmatched")
+            m = self.gateway.metrics
+            m.requests.labels(route=route_name, method=scope.get("method", ""), status=str(status["code"])).inc()
+            m.latency.labels(route=route_name).observe(elapsed)
+            log.info("request", extra={"request_id": rid, "method": scope.get("method"), "route": route_name,
+                                       "status": status["code"], "ms": round(elapsed * 1000, 2)})
+
+
 def build_gateway(settings: Settings, *, governor: Governor | None = None, audit: AuditLog | None = None) -> Gateway:
     governor = governor or Governor(settings)
     if audit is None:
         url = settings.audit_url or f"sqlite:///{(settings.state_dir / 'audit.db').resolve()}"
-        audit = open_audit_log(url)
+        audit = open_audit_log(url, table_prefix=settings.audit_table_prefix)
     authenticator = Authenticator(lambda: governor.state.policy, settings.oidc)
     reloader = PolicyReloader(settings.policy_dir, governor.state.policy, governor.swap_policy,
                               debounce_ms=settings.reload_debounce_ms)
@@ -90,25 +134,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> FastAPI
                                 "the gateway failed to handle this request; it has been logged",
                                 request_id=request_id_var.get())
 
-    @app.middleware("http")
-    async def request_context(request: Request, call_next: Any) -> Response:
-        rid = Gateway.new_request_id(request.headers.get("x-request-id"))
-        token = request_id_var.set(rid)
-        request.state.request_id = rid
-        start = time.perf_counter()
-        try:
-            response = await call_next(request)
-        finally:
-            request_id_var.reset(token)
-        elapsed = time.perf_counter() - start
-        route = request.scope.get("route")
-        route_name = getattr(route, "path", "unmatched")
-        gw.metrics.requests.labels(route=route_name, method=request.method, status=str(response.status_code)).inc()
-        gw.metrics.latency.labels(route=route_name).observe(elapsed)
-        response.headers["x-request-id"] = rid
-        log.info("request", extra={"request_id": rid, "method": request.method, "route": route_name,
-                                   "status": response.status_code, "ms": round(elapsed * 1000, 2)})
-        return response
+    app.add_middleware(RequestContextMiddleware, gateway=gw)
 
     from govern.server.routes import audit, datasets, health, policy
 

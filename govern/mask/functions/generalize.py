@@ -98,8 +98,12 @@ def _sql(expr: str, params: Mapping[str, Any], ctx: SqlContext) -> str:
     arms = []
     if "date" in params:
         unit = "year" if params["date"] == "year" else "month"
+        # DuckDB rounds TIMESTAMP_NS to microseconds: step back 1 us when that rounded up
+        ts = f"try_cast({x} AS TIMESTAMP)"
+        floor_us = (f"(CASE WHEN typeof({x}) = 'TIMESTAMP_NS' AND {ts} > try_cast({x} AS TIMESTAMP_NS) "
+                    f"THEN {ts} - INTERVAL 1 MICROSECOND ELSE {ts} END)")
         arms.append(f"WHEN typeof({x}) = 'DATE' OR typeof({x}) LIKE 'TIMESTAMP%' "
-                    f"THEN cast_to_type(date_trunc('{unit}', try_cast({x} AS TIMESTAMP)), {x})")
+                    f"THEN cast_to_type(date_trunc('{unit}', {floor_us}), {x})")
     if "bucket" in params:
         b = params["bucket"]
         fb, dec = num_lit(float(b)), format(decimal.Decimal(str(b)), "f")

@@ -121,7 +121,7 @@ def _shift_arrow(values: pa.Array, params: Mapping[str, Any], ctx: MaskContext) 
     else:
         storage, per_day = pa.int64(), _UNIT_PER_DAY[t.unit]
     try:
-        shifted = pc.add_checked(arr.cast(pa.int64()), pa.array(days * per_day))
+        shifted = pc.add_checked(arr.cast(storage).cast(pa.int64()), pa.array(days * per_day))
         return shifted.cast(storage).cast(t)
     except pa.ArrowInvalid as exc:
         raise MaskError(f"date_shift: result out of range for {t}: {exc}") from None

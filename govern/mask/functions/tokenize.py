@@ -58,7 +58,7 @@ def tokenize(values: pa.Array, keys: Any, n_threads: int = 1) -> pa.Array:
     body = pa.Array.from_buffers(pa.large_string(), len(text),
                                  [_validity(text), pa.py_buffer(hex_offsets), pa.py_buffer(hexed)],
                                  null_count=text.null_count)
-    return pc.binary_join_element_wise(pa.scalar(keys.active + ":", pa.large_string()), body, "").cast(pa.string())
+    return pc.binary_join_element_wise(pa.scalar(keys.active + ":", pa.large_string()), body, pa.scalar("", pa.large_string())).cast(pa.string())
 
 
 def reidentify(array: pa.Array | pa.ChunkedArray, keys: Any) -> pa.StringArray:
