@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
 from govern.config import Settings
 from govern.errors import NotFound
 from govern.identity.principal import Principal
-from govern.mask.execute_arrow import ArrowExecutor, Request, pushdown_filter, resolve_request, scan_columns
+from govern.mask.execute_arrow import (
+    ArrowExecutor,
+    Request,
+    pushdown_filter,
+    resolve_request,
+    scan_columns,
+)
 from govern.plan.compile import Draft, authorize, authorize_purpose, compile_plan
 from govern.plan.model import AccessPlan
 from govern.policy.decide import Decider
@@ -46,7 +53,7 @@ class Governor:
         self._state = PolicyState(policy, Decider(policy))
         self._lock = threading.Lock()
         self._keys = keys
-        self._datasets: dict[str, object] = {}
+        self._datasets: dict[tuple[str, str], Any] = {}
 
     # -- policy --------------------------------------------------------------------------------
     @property
@@ -74,10 +81,10 @@ class Governor:
         if entry is None:
             raise NotFound(f"unknown dataset '{name}'")
         key = (state.policy.version, name)
-        ds = self._datasets.get(key)  # type: ignore[arg-type]
+        ds = self._datasets.get(key)
         if ds is None:
             ds = storage_scan.open_dataset(entry.location, entry.format, self.settings)
-            self._datasets[key] = ds  # type: ignore[index]
+            self._datasets[key] = ds
         return ds
 
     def schema(self, name: str, state: PolicyState | None = None) -> pa.Schema:
@@ -90,7 +97,7 @@ class Governor:
             raise NotFound(f"unknown dataset '{name}'")
         storage_scan.check_reachable(entry.location, entry.format, self.settings, timeout)
 
-    def readable_datasets(self, principal: Principal, purpose: str) -> list[dict[str, object]]:
+    def readable_datasets(self, principal: Principal, purpose: str) -> list[dict[str, Any]]:
         """Datasets ``principal`` may read under ``purpose`` (purpose must be entitled)."""
         state = self._state
         authorize_purpose(state.decider, principal, purpose)

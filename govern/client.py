@@ -145,7 +145,7 @@ class Client:
             response.read()
             body = response.json()
             return body if isinstance(body, dict) else {"detail": str(body)}
-        except Exception:  # noqa: BLE001 - a non-JSON error body still becomes a typed error
+        except Exception:
             return {"detail": f"HTTP {response.status_code}"}
         finally:
             response.close()

@@ -72,6 +72,46 @@ static void key_init(hmac_key_t *k, const uint8_t *key, size_t key_len) {
     OPENSSL_cleanse(pad, sizeof pad);
 }
 
+static inline void store_be32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+
+static inline void state_digest(const SHA256_CTX *c, uint8_t *out) {
+    for (int i = 0; i < 8; i++) store_be32(out + 4 * i, c->h[i]);
+}
+
+/* HMAC of one message. Short messages (<= 55 bytes, the common case for the values we mask)
+ * skip SHA256_Update/Final bookkeeping: the single padded block is built here and compressed
+ * with SHA256_Transform from the precomputed state, then the outer block likewise. */
+static inline void hmac_one(const hmac_key_t *k, const uint8_t *msg, size_t len, uint8_t *digest) {
+    SHA256_CTX ctx;
+    if (len <= 55) {
+        uint8_t block[SHA256_CBLOCK];
+        uint64_t bits = (uint64_t)(SHA256_CBLOCK + len) * 8;
+        memcpy(block, msg, len);
+        block[len] = 0x80;
+        memset(block + len + 1, 0, 55 - len);
+        for (int i = 0; i < 8; i++) block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
+        ctx = k->inner;
+        SHA256_Transform(&ctx, block);
+        state_digest(&ctx, block); /* inner digest becomes the outer message */
+        block[32] = 0x80;
+        memset(block + 33, 0, 23);
+        bits = (uint64_t)(SHA256_CBLOCK + SHA256_DIGEST_LENGTH) * 8;
+        for (int i = 0; i < 8; i++) block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
+        ctx = k->outer;
+        SHA256_Transform(&ctx, block);
+        state_digest(&ctx, digest);
+        return;
+    }
+    ctx = k->inner;
+    SHA256_Update(&ctx, msg, len);
+    SHA256_Final(digest, &ctx);
+    ctx = k->outer;
+    SHA256_Update(&ctx, digest, SHA256_DIGEST_LENGTH);
+    SHA256_Final(digest, &ctx);
+}
+
 static inline int64_t load_offset(const job_t *j, Py_ssize_t i) {
     if (j->offset_width == 4) {
         int32_t v;
@@ -86,7 +126,6 @@ static inline int64_t load_offset(const job_t *j, Py_ssize_t i) {
 static void *run_job(void *arg) {
     job_t *j = (job_t *)arg;
     uint8_t digest[SHA256_DIGEST_LENGTH];
-    SHA256_CTX ctx;
     int64_t start = load_offset(j, j->offset + j->begin);
     for (Py_ssize_t i = j->begin; i < j->end; i++) {
         int64_t stop = load_offset(j, j->offset + i + 1);
@@ -103,12 +142,7 @@ static void *run_job(void *arg) {
             start = stop;
             continue;
         }
-        ctx = j->key->inner;
-        SHA256_Update(&ctx, j->data + start, (size_t)(stop - start));
-        SHA256_Final(digest, &ctx);
-        ctx = j->key->outer;
-        SHA256_Update(&ctx, digest, SHA256_DIGEST_LENGTH);
-        SHA256_Final(digest, &ctx);
+        hmac_one(j->key, j->data + start, (size_t)(stop - start), digest);
         if (j->hex) {
             memcpy(out, j->prefix, j->prefix_len);
             uint8_t *h = out + j->prefix_len;

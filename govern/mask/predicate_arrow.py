@@ -19,7 +19,7 @@ from sqlglot import exp
 
 from govern.errors import PredicateError
 
-_COMPARE = {
+_COMPARE: dict[type[exp.Expression], str] = {
     exp.EQ: "equal",
     exp.NEQ: "not_equal",
     exp.GT: "greater",
@@ -27,8 +27,8 @@ _COMPARE = {
     exp.LT: "less",
     exp.LTE: "less_equal",
 }
-_ARITH = {exp.Add: "add_checked", exp.Sub: "subtract_checked", exp.Mul: "multiply_checked"}
-_UNARY = {
+_ARITH: dict[type[exp.Expression], str] = {exp.Add: "add_checked", exp.Sub: "subtract_checked", exp.Mul: "multiply_checked"}
+_UNARY: dict[type[exp.Expression], str] = {
     exp.Lower: "utf8_lower",
     exp.Upper: "utf8_upper",
     exp.Length: "utf8_length",
@@ -46,7 +46,7 @@ def _call(name: str, args: list[pc.Expression], options: object = None) -> pc.Ex
 @lru_cache(maxsize=2048)
 def to_expression(sql: str) -> pc.Expression:
     """Compile canonical predicate SQL (as stored in a plan) to an Arrow Expression."""
-    tree = sqlglot.parse_one(sql, dialect="duckdb")
+    tree: exp.Expression = sqlglot.parse_one(sql, dialect="duckdb")  # type: ignore[assignment]
     return _compile(tree)
 
 

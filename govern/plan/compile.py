@@ -22,10 +22,25 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from govern.errors import AccessDenied, MaskError, NotFound, PlanError, PredicateError, PurposeNotEntitled
+from govern.errors import (
+    AccessDenied,
+    MaskError,
+    NotFound,
+    PlanError,
+    PredicateError,
+    PurposeNotEntitled,
+)
 from govern.identity.principal import Principal
 from govern.mask import registry
-from govern.plan.model import AccessPlan, CellRule, ColumnPlan, MaskSpec, Reason, RowFilter, level_rank
+from govern.plan.model import (
+    AccessPlan,
+    CellRule,
+    ColumnPlan,
+    MaskSpec,
+    Reason,
+    RowFilter,
+    level_rank,
+)
 from govern.policy.decide import Decider
 from govern.policy.model import DatasetEntry, PolicySet
 from govern.policy.predicates import compile_policy_predicate

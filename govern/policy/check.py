@@ -131,7 +131,7 @@ def _check_cycles(rules: list[CsvRule], what: str, problems: ProblemCollector) -
         for nxt, line in edges.get(node, []):
             if state.get(nxt) == 1:
                 names = [n for n, _ in path] + [node]
-                cycle = names[names.index(nxt):] + [nxt] if nxt in names else [node, nxt]
+                cycle = [*names[names.index(nxt):], nxt] if nxt in names else [node, nxt]
                 key = frozenset(cycle)
                 if key not in reported:
                     reported.add(key)

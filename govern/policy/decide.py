@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import casbin
 from casbin.model import Model
@@ -34,7 +35,7 @@ ALLOW, DENY = "allow", "deny"
 class Decision:
     allowed: bool
     subject: str
-    object: str
+    object: str  # noqa: A003 - the Casbin request field is called obj/object
     action: str
     purpose: str
     rule: CsvRule | None = None
@@ -59,7 +60,7 @@ class Decision:
             f"no rule grants '{self.action}' on {self.object} to {self.subject} for purpose '{self.purpose}'",
         )
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "allowed": self.allowed,
             "subject": self.subject,

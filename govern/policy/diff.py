@@ -38,7 +38,7 @@ def diff_policies(settings: Settings, old_dir: Path, new_dir: Path) -> list[str]
     for name in principals:
         purposes: set[str] = set()
         plans: dict[str, dict[tuple[str, str], AccessPlan | None]] = {"old": {}, "new": {}}
-        for label, gov, policy in (("old", old, old_policy), ("new", new, new_policy)):
+        for gov, policy in ((old, old_policy), (new, new_policy)):
             if name in policy.principals:
                 purposes.update(gov.state.decider.purposes(local_principal(policy, name)))
         for label, gov, policy in (("old", old, old_policy), ("new", new, new_policy)):

@@ -199,8 +199,8 @@ def _budgets(doc: LocatedDict, problems: ProblemCollector) -> list[dict[str, Any
 # -- masking.yaml ----------------------------------------------------------------------------
 
 def _mask_spec(node: LocatedDict, problems: ProblemCollector, file: str, what: str) -> MaskSpec | None:
-    from govern.mask import registry
     from govern.errors import MaskError
+    from govern.mask import registry
 
     if "mask" not in node:
         problems.add(file, node.line, f"{what} needs a 'mask'")

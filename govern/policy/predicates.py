@@ -107,7 +107,7 @@ def parse(text: str, *, allow_subject: bool) -> tuple[exp.Expression | None, lis
         return None, [PredicateIssue(f"cannot parse predicate: {first_line}", pos)]
     if len(statements) != 1 or statements[0] is None:
         return None, [PredicateIssue("predicate must be a single expression")]
-    tree = statements[0]
+    tree: exp.Expression = statements[0]  # type: ignore[assignment]
     issues = list(_validate(tree, allow_subject=allow_subject))
     return tree, issues
 
@@ -243,5 +243,5 @@ def compile_client_filter(text: str) -> Predicate:
 @lru_cache(maxsize=4096)
 def referenced_columns(sql: str) -> tuple[str, ...]:
     """Columns referenced by canonical predicate SQL (as stored in a plan)."""
-    tree = sqlglot.parse_one(sql, dialect="duckdb")
+    tree: exp.Expression = sqlglot.parse_one(sql, dialect="duckdb")  # type: ignore[assignment]
     return tuple(columns_of(tree))

@@ -74,5 +74,5 @@ class PolicyReloader:
                               rust_timeout=500, yield_on_timeout=False, raise_interrupt=False):
             try:
                 self.check_now()
-            except Exception:  # noqa: BLE001 - the watcher must survive anything; status keeps the last state
+            except Exception:
                 continue

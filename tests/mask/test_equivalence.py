@@ -68,7 +68,7 @@ def test_every_registered_mask_is_covered() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_arrow_and_duckdb_agree(con, name: str, data: st.DataObject) -> None:
     types, params_strategy = CASES[name]

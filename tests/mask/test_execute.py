@@ -12,7 +12,13 @@ import pytest
 
 from govern.errors import MaskError, PredicateError, UnknownColumn
 from govern.identity.principal import Principal, local_principal
-from govern.mask.execute_arrow import ArrowExecutor, execute, pushdown_filter, resolve_request, scan_columns
+from govern.mask.execute_arrow import (
+    ArrowExecutor,
+    execute,
+    pushdown_filter,
+    resolve_request,
+    scan_columns,
+)
 from govern.mask.execute_sql import execute_duckdb, plan_sql
 from govern.plan.model import MaskSpec
 from govern.policy.predicates import compile_client_filter

@@ -91,3 +91,9 @@ def test_float_text_is_duckdbs_double_text(values: list, as_float32: bool) -> No
     want = con.sql("SELECT CAST(CAST(x AS DOUBLE) AS VARCHAR) AS s FROM t").to_arrow_table()["s"].combine_chunks()
     assert float_text(arr).equals(want)
     assert float_text(arr.slice(min(1, len(arr)))).equals(want.slice(min(1, len(arr))))
+
+
+def test_every_length_around_the_single_block_fast_path() -> None:
+    # lengths 0..130 bytes cross the one-block (≤ 55) / multi-block boundary and two block edges
+    values = [bytes((i * 7 + j) % 256 for j in range(i)) for i in range(131)]
+    assert hmac_digest(pa.array(values, pa.binary()), KEY).to_pylist() == reference(values)

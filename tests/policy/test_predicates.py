@@ -28,7 +28,7 @@ from govern.policy.predicates import compile_client_filter, compile_policy_predi
     "",
 ])
 def test_disallowed_or_broken_predicates_are_refused(text: str) -> None:
-    tree, issues = parse(text, allow_subject=True)
+    _tree, issues = parse(text, allow_subject=True)
     assert issues, f"{text!r} should be refused"
 
 

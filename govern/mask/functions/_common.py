@@ -30,8 +30,18 @@ UNIT_TEXT_FAMILIES = frozenset(
 )
 
 __all__ = [
-    "canonical_text", "digest_uniforms", "hex_sql", "hmac_hex", "num_lit", "plain", "sql_text",
-    "str_lit", "threads", "unit_text", "unit_text_sql", "uniform_sql",
+    "canonical_text",
+    "digest_uniforms",
+    "hex_sql",
+    "hmac_hex",
+    "num_lit",
+    "plain",
+    "sql_text",
+    "str_lit",
+    "threads",
+    "uniform_sql",
+    "unit_text",
+    "unit_text_sql",
 ]
 
 

@@ -27,8 +27,19 @@ import pyarrow.compute as pc
 from govern.errors import MaskError
 from govern.mask import registry
 from govern.mask.functions._common import (
-    canonical_text, check_int, check_keys, check_number, hex_sql, keyed_uniforms, num_lit, plain,
-    sql_text, str_lit, uniform_sql, unit_text, unit_text_sql,
+    canonical_text,
+    check_int,
+    check_keys,
+    check_number,
+    hex_sql,
+    keyed_uniforms,
+    num_lit,
+    plain,
+    sql_text,
+    str_lit,
+    uniform_sql,
+    unit_text,
+    unit_text_sql,
 )
 from govern.mask.registry import MaskContext, MaskFunction, SqlContext
 

@@ -13,7 +13,14 @@ from typing import Any
 import pyarrow as pa
 
 from govern.mask import registry
-from govern.mask.functions._common import canonical_text, check_keys, hex_sql, hmac_hex, str_lit, threads
+from govern.mask.functions._common import (
+    canonical_text,
+    check_keys,
+    hex_sql,
+    hmac_hex,
+    str_lit,
+    threads,
+)
 from govern.mask.registry import MaskContext, MaskFunction, SqlContext
 
 
