@@ -135,3 +135,26 @@ class Governor:
         executor = ArrowExecutor(plan, request, keys, threads=self.settings.mask_threads,
                                  row_filter_applied=True)
         return GovernedRead(plan, request, executor.reader(raw))
+
+    def reidentify(self, principal: Principal, dataset: str, purpose: str, tokens: list[str],
+                   state: PolicyState | None = None) -> list[str | None]:
+        """Reverse ``tokenize`` tokens of ``dataset``; needs the ``reidentify`` action.
+
+        Raises AccessDenied without it, and MaskError for a token that does not verify under any
+        key of the ring (tampered, or made elsewhere) — never returns garbage.
+        """
+        from govern.errors import AccessDenied, LimitExceeded
+        from govern.mask.functions.tokenize import reidentify as reverse
+
+        state = state or self._state
+        if dataset not in state.policy.datasets:
+            raise NotFound(f"unknown dataset '{dataset}'")
+        authorize_purpose(state.decider, principal, purpose)
+        decision = state.decider.decide(principal, f"dataset:{dataset}", "reidentify", purpose)
+        if not decision.allowed:
+            raise AccessDenied(f"'reidentify' on dataset '{dataset}' for purpose '{purpose}' is denied: "
+                               f"{decision.reason}", decision=decision.to_dict())
+        if len(tokens) > 10_000:
+            raise LimitExceeded("at most 10,000 tokens per request", limit=10_000)
+        return reverse(pa.array(tokens, pa.string()), self.keys).to_pylist()
+

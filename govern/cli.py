@@ -177,6 +177,28 @@ def preview(principal: str, dataset: str, purpose: str, limit: int, columns: str
     click.echo(render_rows(table, fmt), nl=False)
 
 
+@main.command("reidentify")
+@click.argument("principal")
+@click.argument("dataset")
+@click.argument("tokens", nargs=-1, required=True)
+@click.option("--purpose", required=True)
+@click.option("--policies", type=click.Path(file_okay=False), default=None)
+@config_option
+def reidentify(principal: str, dataset: str, tokens: tuple[str, ...], purpose: str, policies: str | None,
+               config: str | None) -> None:
+    """Reverse tokenize tokens (needs the reidentify action), one value per line."""
+    from govern.access import Governor
+    from govern.identity.principal import local_principal
+
+    try:
+        gov = Governor(_settings(config, policies))
+        values = gov.reidentify(local_principal(gov.state.policy, principal), dataset, purpose, list(tokens))
+    except GovernError as exc:
+        _report(exc)
+    for token, value in zip(tokens, values, strict=True):
+        click.echo(f"{token}\t{value}")
+
+
 # -- demo --------------------------------------------------------------------------------------
 
 @main.command("demo")

@@ -9,7 +9,7 @@ so masking happens before any analyst expression sees a column.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
@@ -26,8 +26,8 @@ def quote(name: str) -> str:
 @dataclass(frozen=True)
 class PlanSql:
     sql: str
-    parameters: dict[str, Any]
-    needs_udfs: bool  # some mask's SQL form calls a govern_* UDF (e.g. tokenize)
+    parameters: dict[str, Any] = field(repr=False)  # key-derived blobs: never in a repr
+    needs_udfs: bool = False  # some mask's SQL form calls a govern_* UDF (e.g. tokenize)
 
 
 def plan_sql(plan: AccessPlan, relation: str, keys: object, *, columns: list[str] | None = None,

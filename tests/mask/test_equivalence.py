@@ -81,3 +81,21 @@ def test_arrow_and_duckdb_agree(con, name: str, data: st.DataObject) -> None:
     table = data.draw(S.tables(t), label="table")
     unit = data.draw(st.sampled_from(["u", None]), label="privacy unit")
     assert_same(run_arrow(name, params, table, KEYS, unit), run_sql(con, name, params, table, KEYS, unit))
+
+
+@pytest.mark.parametrize("session_tz", ["America/New_York", "Asia/Kolkata"])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_tz_aware_timestamps_agree_whatever_the_session_time_zone(session_tz: str, data: st.DataObject) -> None:
+    """Same instants in both engines; DuckDB labels its output with the session time zone."""
+    t = pa.timestamp(data.draw(st.sampled_from(["s", "ms", "us"])), "UTC")
+    name, params = data.draw(st.sampled_from([
+        ("generalize", {"date": "year"}), ("generalize", {"date": "month"}), ("date_shift", {"max_days": 90})]))
+    table = data.draw(S.tables(t))
+    con = connect(KEYS)
+    con.execute(f"SET TimeZone = '{session_tz}'")
+    arrow, sql = run_arrow(name, params, table, KEYS), run_sql(con, name, params, table, KEYS)
+    con.close()
+    if sql.array is not None:
+        sql.array = sql.array.cast(t)
+    assert_same(arrow, sql)

@@ -31,9 +31,13 @@ UNIT_TEXT_FAMILIES = frozenset(
 
 __all__ = [
     "canonical_text",
+    "check_int",
+    "check_keys",
+    "check_number",
     "digest_uniforms",
     "hex_sql",
     "hmac_hex",
+    "keyed_uniforms",
     "num_lit",
     "plain",
     "sql_text",
@@ -87,7 +91,7 @@ def threads(ctx: MaskContext) -> int:
     return max(1, int(getattr(ctx, "threads", 0) or min(4, os.cpu_count() or 1)))
 
 
-def unit_text(values: pa.Array, params: Mapping[str, Any], ctx: MaskContext, by: str | None) -> pa.Array:
+def unit_text(values: pa.Array, ctx: MaskContext, by: str | None) -> pa.Array:
     """Text of the privacy-unit column per row; '' when there is no unit or it is null."""
     name = by or ctx.privacy_unit
     if name is None:

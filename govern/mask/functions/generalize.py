@@ -1,7 +1,7 @@
 """``generalize`` (rank 4): coarser values, same type.
 
-* dates/timestamps → truncated to ``date: year|month`` (tz-aware timestamps truncate in UTC on the
-  Arrow side; the DuckDB engine runs with ``TimeZone='UTC'`` so ``date_trunc`` agrees);
+* dates/timestamps → truncated to ``date: year|month``; tz-aware timestamps truncate in UTC in
+  both engines, whatever the DuckDB session ``TimeZone``;
 * integers → ``floor(x / bucket) * bucket`` in exact integer arithmetic (HUGEINT in DuckDB);
 * decimals (precision ≤ 18) → the same on the unscaled integers, exact;
 * floats → ``floor(x / bucket) * bucket`` in double precision, cast back to the column's type;
@@ -102,6 +102,9 @@ def _sql(expr: str, params: Mapping[str, Any], ctx: SqlContext) -> str:
         ts = f"try_cast({x} AS TIMESTAMP)"
         floor_us = (f"(CASE WHEN typeof({x}) = 'TIMESTAMP_NS' AND {ts} > try_cast({x} AS TIMESTAMP_NS) "
                     f"THEN {ts} - INTERVAL 1 MICROSECOND ELSE {ts} END)")
+        utc = f"timezone('UTC', try_cast({x} AS TIMESTAMPTZ))"  # UTC wall clock, any session tz
+        arms.append(f"WHEN typeof({x}) = 'TIMESTAMP WITH TIME ZONE' "
+                    f"THEN cast_to_type(timezone('UTC', date_trunc('{unit}', {utc})), {x})")
         arms.append(f"WHEN typeof({x}) = 'DATE' OR typeof({x}) LIKE 'TIMESTAMP%' "
                     f"THEN cast_to_type(date_trunc('{unit}', {floor_us}), {x})")
     if "bucket" in params:

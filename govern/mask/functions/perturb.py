@@ -48,7 +48,7 @@ _MAX_SHIFT_DAYS = 1_000_000
 
 
 def _message(values: pa.Array, params: Mapping[str, Any], ctx: MaskContext) -> pa.Array:
-    return pc.binary_join_element_wise(unit_text(values, params, ctx, None), canonical_text(values), _SEP)
+    return pc.binary_join_element_wise(unit_text(values, ctx, None), canonical_text(values), _SEP)
 
 
 def _message_sql(expr: str, ctx: SqlContext) -> str:
@@ -122,7 +122,7 @@ _UNIT_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_4
 def _shift_arrow(values: pa.Array, params: Mapping[str, Any], ctx: MaskContext) -> pa.Array:
     arr = plain(values)
     m = int(params["max_days"])
-    (u,) = keyed_uniforms(unit_text(arr, params, ctx, params.get("by")), "date_shift", ctx)
+    (u,) = keyed_uniforms(unit_text(arr, ctx, params.get("by")), "date_shift", ctx)
     days = (np.floor(u * (2 * m + 1)) - m).astype(np.int64)
     t = arr.type
     if pa.types.is_date32(t):

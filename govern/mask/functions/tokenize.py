@@ -44,9 +44,18 @@ _NIBBLE = np.full(256, 255, np.uint8)
 _NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
 
 
+_SLICE = 65_536  # rows per vectorized pass: keeps per-byte index arrays cache-sized
+
+
 def tokenize(values: pa.Array, keys: Any, n_threads: int = 1) -> pa.Array:
     """Tokens for string/integer values under the active key (null stays null)."""
     text = canonical_text(values).cast(pa.large_string())
+    if len(text) <= _SLICE:
+        return _tokenize(text, keys, n_threads)
+    return pa.concat_arrays([_tokenize(text.slice(i, _SLICE), keys, n_threads) for i in range(0, len(text), _SLICE)])
+
+
+def _tokenize(text: pa.Array, keys: Any, n_threads: int) -> pa.Array:
     offsets, data = _views(text)
     iv = _rows(hmac_digest(text, keys.subkey("tokenize-mac"), n_threads))[:, :16]
     ct = data ^ _keystream(keys.subkey("tokenize-enc"), iv, offsets)
@@ -76,7 +85,8 @@ def reidentify(array: pa.Array | pa.ChunkedArray, keys: Any) -> pa.StringArray:
         if kid not in keys:
             raise MaskError("reidentify: token made with an unknown key id")
         rows = pc.indices_nonzero(pc.equal(key_ids, kid).fill_null(False))
-        plain = _decrypt(bodies.take(rows), keys, kid)
+        mine = bodies.take(rows)
+        plain = pa.concat_arrays([_decrypt(mine.slice(i, _SLICE), keys, kid) for i in range(0, len(mine), _SLICE)])
         out = pc.replace_with_mask(out, pc.equal(key_ids, kid).fill_null(False), plain)
     return out
 
@@ -135,8 +145,9 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int64)
     begins = np.zeros(len(lengths), np.int64)
     np.cumsum(lengths[:-1], out=begins[1:])
-    row = np.repeat(np.arange(len(lengths)), lengths)
-    return starts[row] + (np.arange(total) - begins[row])
+    index = np.repeat(starts - begins, lengths)  # per-byte shift from output to source position
+    index += np.arange(total)
+    return index
 
 
 def _interleave(iv: np.ndarray, ct: np.ndarray, lengths: np.ndarray) -> np.ndarray:

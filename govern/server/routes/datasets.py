@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
+from pydantic import BaseModel, Field
 from starlette.responses import StreamingResponse
 
 from govern.errors import GovernError, InvalidRequest, LimitExceeded
@@ -144,3 +145,24 @@ def read_rows(
         ext = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}[format]
         headers["content-disposition"] = f'attachment; filename="{name}.{ext}"'
     return StreamingResponse(body(), media_type=MEDIA_TYPES[format], headers=headers)
+
+
+class ReidentifyRequest(BaseModel):
+    tokens: list[str] = Field(min_length=1, max_length=10_000, description="Tokens made by the tokenize mask.")
+
+
+@router.post("/{name}/reidentify", summary="Reverse tokenize tokens (needs the reidentify action)")
+def reidentify(name: str, body: ReidentifyRequest, request: Request, authorization: Auth = None,
+               x_purpose: PurposeHeader = None, purpose: PurposeQuery = None) -> dict:
+    gw = _gateway(request)
+    ctx = _context(request, "reidentify", name, action="reidentify")
+    try:
+        principal = gw.authenticate(ctx, authorization)
+        p = gw.require_purpose(ctx, x_purpose, purpose)
+        gw.audit.reserve(ctx.request_id)
+        values = gw.governor.reidentify(principal, name, p, body.tokens)
+        gw.record(ctx, outcome="ok", status=200, rows=len(values))
+    except GovernError as exc:
+        gw.record_denial(ctx, exc)
+        raise
+    return {"values": values}
