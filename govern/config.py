@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     storage_timeout: float = 5.0
     log_level: str = "info"
 
+    # Analyst SQL (POST /v1/sql and the PostgreSQL wire server); see docs/sql.md
+    sql_timeout: float = 30.0  # seconds a query may run before it is interrupted
+    sql_max_length: int = 100_000  # characters of SQL text
+    sql_memory_limit: str = "1GB"  # DuckDB memory_limit of each query's sandbox
+    sql_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    sql_max_request_bytes: int = 1_048_576  # body size of POST /v1/sql
+
 
 def _resolve_secret_refs(value: Any, base: Path) -> Any:
     """Replace ``{"$env": NAME}`` and ``{"$file": PATH}`` with the referenced text."""

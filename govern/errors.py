@@ -83,6 +83,14 @@ class UnknownColumn(InvalidRequest):
     title = "Unknown or withheld column"
 
 
+class SqlError(InvalidRequest):
+    """Analyst SQL that is refused or fails: ``position`` is the character offset in the
+    caller's text when known; ``sqlstate`` is the PostgreSQL error code (for the wire server)."""
+
+    slug = "invalid-sql"
+    title = "Invalid SQL"
+
+
 class AuthenticationFailed(GovernError):
     status = 401
     slug = "unauthenticated"
@@ -155,6 +163,14 @@ class LimitExceeded(GovernError):
     title = "Limit exceeded"
 
 
+class QueryTimeout(GovernError):
+    """A query ran past its time limit and was interrupted (no partial result is kept)."""
+
+    status = 408
+    slug = "query-timeout"
+    title = "Query timed out"
+
+
 class Unsupported(GovernError):
     status = 501
     slug = "not-implemented"
@@ -181,6 +197,7 @@ ALL_ERRORS: tuple[type[GovernError], ...] = (
     InvalidRequest,
     PredicateError,
     UnknownColumn,
+    SqlError,
     AuthenticationFailed,
     PurposeRequired,
     PurposeNotEntitled,
@@ -192,5 +209,6 @@ ALL_ERRORS: tuple[type[GovernError], ...] = (
     StorageError,
     AuditError,
     LimitExceeded,
+    QueryTimeout,
     Unsupported,
 )
