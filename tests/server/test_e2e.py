@@ -3,6 +3,7 @@ S3, hot reload of policy files, and a stream that breaks midway."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 
@@ -43,7 +44,11 @@ def test_client_reads_streams_and_raises_typed_errors(server) -> None:
         assert any(r["principal"] == "bob" and r["outcome"] == "ok" for r in audit["records"])
     with Client(server.url, token=world.keys["alice"], purpose="analytics") as c, pytest.raises(AccessDenied):
         c.audit()
-    assert "gk_" not in server.log.read_text()  # no key ever reaches the logs
+    log_text = server.log.read_text()
+    assert "gk_" not in log_text  # no key ever reaches the logs
+    access = [json.loads(line) for line in log_text.splitlines() if line.startswith("{")]
+    reads = [e for e in access if e.get("route") == "/v1/datasets/{name}/rows"]
+    assert reads and all(len(e["request_id"]) == 32 and e["status"] in (200, 400, 403) for e in reads)
 
 
 def test_client_does_not_retry_non_idempotent_and_reports_transport_errors() -> None:
