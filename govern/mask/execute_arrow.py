@@ -187,13 +187,15 @@ class ArrowExecutor:
 
     @staticmethod
     def _checked(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-        for b in batches:
-            if not b.schema.equals(schema):
-                try:
+        """Every batch has the plan's schema; an Arrow failure midway becomes a MaskError."""
+        try:
+            for b in batches:
+                if not b.schema.equals(schema):
                     b = b.cast(schema)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                    raise MaskError(f"masked batch does not match the plan's schema: {exc}") from None
-            yield b
+                yield b
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            # The Arrow message may quote a raw value: keep it out of the error and the audit.
+            raise MaskError(f"masking failed ({type(exc).__name__})") from None
 
 
 def execute(plan: AccessPlan, reader: pa.RecordBatchReader, keys: object, *,
@@ -207,4 +209,4 @@ def execute(plan: AccessPlan, reader: pa.RecordBatchReader, keys: object, *,
     except GovernError:
         raise
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-        raise MaskError(f"masking failed: {exc}") from None
+        raise MaskError(f"masking failed ({type(exc).__name__})") from None
