@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     storage_timeout: float = 5.0
     log_level: str = "info"
 
+    # PostgreSQL wire server of `govern serve` (psql, psycopg, BI tools); see docs/pgwire.md
+    pg_host: str = "127.0.0.1"
+    pg_port: int | None = 6432  # 0 or null: no PostgreSQL wire server
+
     # Analyst SQL (POST /v1/sql and the PostgreSQL wire server); see docs/sql.md
     sql_timeout: float = 30.0  # seconds a query may run before it is interrupted
     sql_max_length: int = 100_000  # characters of SQL text

@@ -35,7 +35,7 @@ ALLOW, DENY = "allow", "deny"
 class Decision:
     allowed: bool
     subject: str
-    object: str  # noqa: A003 - the Casbin request field is called obj/object
+    object: str
     action: str
     purpose: str
     rule: CsvRule | None = None

@@ -136,10 +136,11 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> FastAPI
 
     app.add_middleware(RequestContextMiddleware, gateway=gw)
 
-    from govern.server.routes import audit, datasets, health, policy
+    from govern.server.routes import audit, datasets, health, policy, sql
 
     app.include_router(health.router)
     app.include_router(datasets.router)
+    app.include_router(sql.router)
     app.include_router(audit.router)
     app.include_router(policy.router)
     return app

@@ -12,7 +12,10 @@ with sqlglot (DuckDB dialect) and refuses, with a message and a character positi
   table functions other than ``range``, ``generate_series`` and ``unnest``;
 - functions that reach outside the query (``getenv``, ``current_setting``, ``query``,
   ``read_text``, ``duckdb_*``…);
-- named parameters (``$name``); positional ones (``$1``, ``?``) are counted.
+- named parameters (``$name``); positional ones (``$1``, ``?``) are counted;
+- functions that build one value of a requested size (``repeat``, ``lpad``/``rpad``,
+  ``range``/``generate_series`` as lists, ``list_resize``, ``printf`` widths…) unless the size
+  is a literal ≤ ``MAX_VALUE_SIZE``: DuckDB's ``memory_limit`` does not bound a single value.
 
 Which tables the query may name is decided later (:mod:`govern.sql.resolve`), against the
 datasets the caller may read. None of this is the barrier that keeps raw data out — the
@@ -76,7 +79,7 @@ STATEMENT_KEYWORDS = frozenset({
     "UNINSTALL", "UPSERT", "USE", "VACUUM", "UPDATE_EXTENSIONS",
 })
 
-REFUSED_NODES: tuple[type[exp.Expression], ...] = tuple(
+REFUSED_NODES: tuple[type[exp.Expr], ...] = tuple(
     getattr(exp, name) for name in (
         "DDL", "DML", "Command", "Pragma", "Set", "Use", "Copy", "Attach", "Detach", "Install",
         "Describe", "Summarize", "Show", "Transaction", "Commit", "Rollback", "Into", "Cache",
@@ -86,16 +89,26 @@ REFUSED_NODES: tuple[type[exp.Expression], ...] = tuple(
     ) if hasattr(exp, name)
 )
 
+# DuckDB's memory_limit bounds operators (joins, aggregates, sorts), not one huge value: a
+# function that makes a value of a requested size must be given a literal size within this cap.
+MAX_VALUE_SIZE = 100_000
+SIZED_FUNCTIONS = {"list_resize": 1, "array_resize": 1, "bitstring": 1, "to_base": 2}
+FORMAT_FUNCTIONS = frozenset({"printf", "format"})
+
 ALLOWED_INVISIBLE = frozenset("\t\n\r")
 _CALL = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 
 
 @dataclass(frozen=True)
 class Statement:
-    """A validated query: its tree (comments dropped) and how many positional parameters it has."""
+    """A validated query: its tree (comments dropped) and how many positional parameters it has.
+
+    Every ``?`` is renumbered ``$1, $2, …`` in the order written, so that parameters keep their
+    meaning however the query is regenerated (DuckDB's ``FROM t SELECT ?`` puts FROM first).
+    """
 
     text: str
-    tree: exp.Expression
+    tree: exp.Expr
     parameters: int
 
 
@@ -107,15 +120,62 @@ def validate(sql: str, *, max_length: int) -> Statement:
         raise LimitExceeded(f"the SQL text is longer than {max_length} characters", limit=max_length)
     _check_characters(sql)
     tokens = _tokenize(sql)
-    statements = _parse(sql, tokens)
-    if len(statements) != 1:
-        raise SqlError("send exactly one statement (several were found)",
-                       position=_second_statement(tokens), sqlstate="42601")
-    tree = statements[0]
-    _check_root(sql, tree, tokens)
-    for node in tree.walk():
-        _check_node(sql, node)
-    return Statement(sql, tree, _count_parameters(sql, tree))
+    numbered = _number_placeholders(sql, tokens)
+    try:
+        statements = _parse(numbered, tokens)
+        if len(statements) != 1:
+            raise SqlError("send exactly one statement (several were found)",
+                           position=numbered.forward(_second_statement(tokens)), sqlstate="42601")
+        tree = statements[0]
+        _check_root(numbered, tree, tokens)
+        for node in tree.walk():
+            _check_node(numbered.text, node)
+        parameters = _count_parameters(tree)
+    except (SqlError, LimitExceeded) as exc:
+        position = exc.extra.get("position")
+        if isinstance(position, int):
+            exc.extra["position"] = numbered.original(position)
+        raise
+    return Statement(sql, tree, parameters)
+
+
+@dataclass(frozen=True)
+class _Numbered:
+    text: str
+    shifts: tuple[tuple[int, int, int], ...]  # (offset in the original, offset in text, chars added)
+
+    def original(self, position: int) -> int:
+        return position - sum(added for _, at, added in self.shifts if at < position)
+
+    def forward(self, position: int | None) -> int | None:
+        if position is None:
+            return None
+        return position + sum(added for at, _, added in self.shifts if at < position)
+
+
+def _number_placeholders(sql: str, tokens: list) -> _Numbered:
+    from sqlglot.tokens import TokenType
+
+    marks = [t for t in tokens if t.token_type == TokenType.PLACEHOLDER and t.text == "?"]
+    if not marks:
+        return _Numbered(sql, ())
+    if any(t.token_type == TokenType.PARAMETER for t in tokens):
+        raise SqlError("do not mix $n and ? parameters", position=marks[0].start, sqlstate="42601")
+    parts: list[str] = []
+    shifts: list[tuple[int, int, int]] = []
+    last = 0
+    out_len = 0
+    for i, tok in enumerate(marks, start=1):
+        chunk = sql[last:tok.start]
+        parts.append(chunk)
+        out_len += len(chunk)
+        repl = f"${i}"
+        parts.append(repl)
+        shifts.append((tok.start, out_len, len(repl) - 1))
+        out_len += len(repl)
+        last = tok.end + 1
+    parts.append(sql[last:])
+    return _Numbered("".join(parts), tuple(shifts))
 
 
 # -- characters, tokens, statements ------------------------------------------------------------
@@ -137,10 +197,11 @@ def _tokenize(sql: str) -> list:
                        sqlstate="42601") from None
 
 
-def _parse(sql: str, tokens: list) -> list[exp.Expression]:
+def _parse(numbered: _Numbered, tokens: list) -> list[exp.Expr]:
+    sql = numbered.text
     first = _first_keyword(tokens)
     if first is not None and first.text.upper() in STATEMENT_KEYWORDS:
-        raise _not_a_query(first.text.upper(), first.start)
+        raise _not_a_query(first.text.upper(), numbered.forward(first.start))
     try:
         parsed = sqlglot.parse(sql, dialect=DIALECT)
     except ParseError as exc:
@@ -193,17 +254,17 @@ def _not_a_query(keyword: str, position: int | None) -> SqlError:
 
 
 # -- the tree ----------------------------------------------------------------------------------
-def _check_root(sql: str, tree: exp.Expression, tokens: list) -> None:
+def _check_root(numbered: _Numbered, tree: exp.Expr, tokens: list) -> None:
     root = tree
     while isinstance(root, exp.Subquery | exp.Paren):
         root = root.this
     if not isinstance(root, exp.Select | exp.SetOperation | exp.Values):
         first = _first_keyword(tokens)
         word = first.text.upper() if first is not None else root.key.upper()
-        raise _not_a_query(word, first.start if first is not None else None)
+        raise _not_a_query(word, numbered.forward(first.start) if first is not None else None)
 
 
-def _check_node(sql: str, node: exp.Expression) -> None:
+def _check_node(sql: str, node: exp.Expr) -> None:
     if isinstance(node, REFUSED_NODES):
         raise _not_a_query(node.key.upper(), position_of(sql, node))
     if isinstance(node, exp.Table):
@@ -213,6 +274,7 @@ def _check_node(sql: str, node: exp.Expression) -> None:
             if refused_function(name):
                 raise SqlError(f"function '{name}' is not allowed: it reaches outside the query's masked views",
                                position=position_of(sql, node, name), sqlstate="42501")
+        _check_sizes(sql, node)
     elif isinstance(node, exp.Placeholder) and node.this is not None and not str(node.this).isdigit():
         raise SqlError("named parameters are not supported; use $1, $2, … or ?",
                        position=position_of(sql, node), sqlstate="42601")
@@ -235,6 +297,60 @@ def _check_table(sql: str, node: exp.Table) -> None:
     if not isinstance(target, exp.Identifier):
         raise SqlError(f"'{node.sql(dialect=DIALECT, comments=False)}' is not a table name",
                        position=position_of(sql, node), sqlstate="42601")
+
+
+def _check_sizes(sql: str, node: exp.Func) -> None:
+    """Bound the values a function may build (``repeat``, ``lpad``, ``range`` as a list, …)."""
+    name = function_name(node)
+    sizes: list[exp.Expr | None] = []
+    if isinstance(node, exp.Repeat):  # repeat('-', 20): a literal repeated a literal number of times
+        base, times = node.this, _integer(node.args.get("times"))
+        unit = len(str(base.this)) if isinstance(base, exp.Literal) and base.is_string else None
+        if unit is None or times is None or unit * times > MAX_VALUE_SIZE:
+            raise LimitExceeded(f"repeat(…) takes a literal string and count, at most {MAX_VALUE_SIZE} characters "
+                           "in all", position=position_of(sql, node, name), sqlstate="54000", limit=MAX_VALUE_SIZE)
+    elif isinstance(node, exp.Pad):
+        sizes = [node.args.get("expression")]
+    elif isinstance(node, exp.Anonymous) and name in SIZED_FUNCTIONS:
+        i = SIZED_FUNCTIONS[name]
+        sizes = [node.expressions[i] if len(node.expressions) > i else None]
+        if any(not isinstance(a, exp.Literal | exp.Null) for a in node.expressions[i + 1:]):
+            raise LimitExceeded(f"{name}(…) takes literal fill values", position=position_of(sql, node, name),
+                           sqlstate="54000", limit=MAX_VALUE_SIZE)
+    elif isinstance(node, exp.GenerateSeries) and not isinstance(node.parent, exp.Table):
+        bounds = [_integer(node.args.get(k)) for k in ("start", "end")]
+        step = _integer(node.args.get("step")) if node.args.get("step") is not None else 1
+        if None in bounds or not step:
+            raise LimitExceeded(f"{name}(…) as a list takes literal bounds (use it in FROM for longer series)",
+                           position=position_of(sql, node, name), sqlstate="54000", limit=MAX_VALUE_SIZE)
+        if abs((bounds[1] - bounds[0]) // step) > MAX_VALUE_SIZE:  # type: ignore[operator]
+            raise LimitExceeded(f"{name}(…) as a list may have at most {MAX_VALUE_SIZE} elements "
+                           "(use it in FROM for longer series)", position=position_of(sql, node, name),
+                           sqlstate="54000", limit=MAX_VALUE_SIZE)
+    elif name in FORMAT_FUNCTIONS:
+        fmt = node.this if isinstance(node, exp.Format) else (node.expressions[0] if node.expressions else None)
+        if not (isinstance(fmt, exp.Literal) and fmt.is_string) or re.search(r"\d{6,}", str(fmt.this)):
+            raise LimitExceeded(f"{name}(…) takes a literal format without huge widths",
+                           position=position_of(sql, node, name), sqlstate="54000", limit=MAX_VALUE_SIZE)
+    for size in sizes:
+        value = _integer(size)
+        if value is None or value > MAX_VALUE_SIZE:
+            raise LimitExceeded(f"{name}(…) takes a literal size of at most {MAX_VALUE_SIZE}",
+                           position=position_of(sql, node, name), sqlstate="54000", limit=MAX_VALUE_SIZE)
+
+
+def _integer(node: exp.Expr | None) -> int | None:
+    if isinstance(node, exp.Paren):
+        return _integer(node.this)
+    if isinstance(node, exp.Neg):
+        inner = _integer(node.this)
+        return -inner if inner is not None else None
+    if isinstance(node, exp.Literal) and not node.is_string:
+        try:
+            return int(float(node.this))
+        except ValueError:
+            return None
+    return None
 
 
 def function_name(node: exp.Func) -> str:
@@ -265,17 +381,11 @@ def refused_function(name: str) -> bool:
             or name.endswith(REFUSED_SUFFIXES))
 
 
-def _count_parameters(sql: str, tree: exp.Expression) -> int:
-    numbered: list[int] = []
-    anonymous = 0
-    for node in tree.find_all(exp.Placeholder):
-        if node.this is None:
-            anonymous += 1
-        else:
-            numbered.append(int(str(node.this)))
-    if numbered and anonymous:
-        raise SqlError("do not mix $n and ? parameters", sqlstate="42601")
-    count = max(numbered) if numbered else anonymous
+def _count_parameters(tree: exp.Expr) -> int:
+    numbered = [int(str(node.this)) for node in tree.find_all(exp.Placeholder) if node.this is not None]
+    if any(node.this is None for node in tree.find_all(exp.Placeholder)):
+        raise SqlError("unexpected parameter marker", sqlstate="42601")
+    count = max(numbered) if numbered else 0
     if count > MAX_PARAMETERS:
         raise LimitExceeded(f"at most {MAX_PARAMETERS} parameters", limit=MAX_PARAMETERS)
     if numbered and min(numbered) < 1:
@@ -283,7 +393,7 @@ def _count_parameters(sql: str, tree: exp.Expression) -> int:
     return count
 
 
-def position_of(sql: str, node: exp.Expression, name: str | None = None) -> int | None:
+def position_of(sql: str, node: exp.Expr, name: str | None = None) -> int | None:
     """Best-effort character offset of ``node`` (or of the word ``name``) in ``sql``."""
     meta = getattr(node, "meta", None) or {}
     start = meta.get("start")
@@ -293,7 +403,7 @@ def position_of(sql: str, node: exp.Expression, name: str | None = None) -> int 
               if isinstance((m := getattr(child, "meta", None) or {}).get("start"), int)]
     if starts:
         return min(starts)
-    word = name or (node.name if isinstance(node, exp.Expression) else None)
+    word = name or node.name
     if word:
         match = re.search(r"(?i)(?<![\w$])" + re.escape(str(word)) + r"(?![\w])", sql)
         if match:

@@ -64,10 +64,20 @@ class Server:
     process: subprocess.Popen
     world: World
     log: Path
+    pg_port: int | None = None  # the PostgreSQL wire port (None: disabled with --pg-port 0)
 
 
 def start_server(world: World, *extra: str, env: dict[str, str] | None = None) -> Server:
+    """``govern serve`` on a free HTTP port and (unless ``--pg-port`` is in ``extra``) a free
+    PostgreSQL wire port, so that servers of parallel tests never collide."""
     port = free_port()
+    pg_port: int | None = None
+    if "--pg-port" not in extra:
+        pg_port = free_port()
+        extra = (*extra, "--pg-port", str(pg_port))
+    else:
+        given = int(extra[extra.index("--pg-port") + 1])
+        pg_port = given or None
     log = world.directory / f"server-{port}.log"
     fh = log.open("w")
     exe = Path(sys.executable).parent / "govern"
@@ -80,7 +90,7 @@ def start_server(world: World, *extra: str, env: dict[str, str] | None = None) -
             raise RuntimeError(f"gateway exited early:\n{log.read_text()}")
         try:
             if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
-                return Server(url, proc, world, log)
+                return Server(url, proc, world, log, pg_port)
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.kill()
