@@ -15,7 +15,8 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml setup.py govern/mask/_hmac.c
 	@test -f /usr/include/openssl/sha.h || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq libssl-dev)
-	$(PIP) install --quiet -e '.[server,client,dev]'
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[server,client,dev,dp,he,synthetic]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install govern with every extra the tests need
