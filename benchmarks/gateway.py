@@ -13,7 +13,7 @@ the largest size once; everything is deleted at the end (``--keep`` keeps it). T
    columns (the ceiling). ``--direct-repeat`` runs, the best one counts. Also reported: the same
    scan restricted to the raw columns bob's plan reads.
 2. **gateway** — a fresh ``govern serve --no-watch`` process on loopback; bob (``model-training``:
-   hash, redact, email_domain, show_last, generalize, noise, a cell rule; no row filter) reads
+   tokenize, hash, email_domain, show_last, generalize, noise, a cell rule; no row filter) reads
    the whole dataset with ``govern.client.Client.stream`` and every batch is consumed. The row
    count must equal the direct read's. Ratio = gateway rows/s ÷ direct rows/s (target ≥ 0.5).
 3. **server memory** — a thread samples ``/proc/PID/status`` (VmRSS, VmHWM) of the server every

@@ -30,6 +30,7 @@ from govern.policy.decide import Decider
 from govern.policy.load import load_policy
 from govern.policy.model import PolicySet
 from govern.policy.predicates import Predicate, compile_client_filter
+from govern.storage import dictionary as storage_dictionary
 from govern.storage import scan as storage_scan
 
 
@@ -53,7 +54,7 @@ class Governor:
         self._state = PolicyState(policy, Decider(policy))
         self._lock = threading.Lock()
         self._keys = keys
-        self._datasets: dict[tuple[str, str], Any] = {}
+        self._datasets: dict[tuple[str, str, bool], Any] = {}
 
     # -- policy --------------------------------------------------------------------------------
     @property
@@ -66,6 +67,13 @@ class Governor:
             self._state = PolicyState(policy, Decider(policy))
             self._datasets.clear()
 
+    def budget_for(self, principal: Principal, dataset: str):  # -> govern.privacy.budgets.Budget | None
+        """The privacy budget the current policy gives ``principal`` on ``dataset``."""
+        from govern.privacy.budgets import resolve_budget
+
+        state = self._state
+        return resolve_budget(state.policy, state.decider, principal, dataset)
+
     @property
     def keys(self) -> object:
         if self._keys is None:
@@ -75,15 +83,22 @@ class Governor:
         return self._keys
 
     # -- storage -------------------------------------------------------------------------------
-    def dataset(self, name: str, state: PolicyState | None = None):  # -> pyarrow.dataset.Dataset
+    def dataset(self, name: str, state: PolicyState | None = None, *,
+                dictionaries: bool = False):  # -> pyarrow.dataset.Dataset
+        """The dataset's files, opened once per policy version. With ``dictionaries``, the
+        string columns Parquet stores dictionary-encoded are typed as Arrow dictionaries
+        (:mod:`govern.storage.dictionary`)."""
         state = state or self._state
         entry = state.policy.datasets.get(name)
         if entry is None:
             raise NotFound(f"unknown dataset '{name}'")
-        key = (state.policy.version, name)
+        key = (state.policy.version, name, dictionaries)
         ds = self._datasets.get(key)
         if ds is None:
-            ds = storage_scan.open_dataset(entry.location, entry.format, self.settings)
+            if dictionaries:
+                ds = storage_dictionary.with_dictionaries(self.dataset(name, state))
+            else:
+                ds = storage_scan.open_dataset(entry.location, entry.format, self.settings)
             self._datasets[key] = ds
         return ds
 
@@ -122,18 +137,32 @@ class Governor:
 
     def read(self, principal: Principal, dataset: str, purpose: str, *, columns: list[str] | None = None,
              filter: str | None = None, limit: int | None = None,
-             state: PolicyState | None = None) -> GovernedRead:
+             state: PolicyState | None = None, dictionaries: bool = False) -> GovernedRead:
+        """The masked stream of ``dataset`` for ``principal`` under ``purpose``.
+
+        ``dictionaries``: string columns stored dictionary-encoded stay Arrow dictionaries
+        through the scan and value-only masks (same values, another encoding). The SQL engine
+        asks for it, since DuckDB consumes dictionaries without decoding them; the HTTP rows
+        keep plain types, which clients see in the schema.
+        """
         state = state or self._state
         plan = self.plan(principal, dataset, purpose, state=state)
         client_filter: Predicate | None = compile_client_filter(filter) if filter else None
         request = resolve_request(plan, columns, client_filter, limit)
         keys = self.keys
-        ds = self.dataset(dataset, state)
+        ds = self.dataset(dataset, state, dictionaries=dictionaries)
         entry = state.policy.datasets[dataset]
-        raw = storage_scan.scan(ds, scan_columns(plan, request), pushdown_filter(plan, request),
+        pushdown = pushdown_filter(plan, request)
+        applied = True  # the scan applies the row filters
+        if dictionaries and pushdown is not None and storage_dictionary.has_dictionaries(ds):
+            try:  # skip what statistics rule out; the executor filters exactly, on dictionaries
+                ds, pushdown, applied = storage_dictionary.prune(ds, pushdown), None, False
+            except (OSError, pa.ArrowException):
+                pass  # the scan itself reports it, with the catalog's location
+        raw = storage_scan.scan(ds, scan_columns(plan, request), pushdown,
                                 self.settings.batch_size, location=entry.location)
         executor = ArrowExecutor(plan, request, keys, threads=self.settings.mask_threads,
-                                 row_filter_applied=True)
+                                 row_filter_applied=applied)
         return GovernedRead(plan, request, executor.reader(raw))
 
     def reidentify(self, principal: Principal, dataset: str, purpose: str, tokens: list[str],

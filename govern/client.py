@@ -1,13 +1,15 @@
-"""Python client for pipelines: governed reads as Arrow, pandas or polars, streaming.
+"""Python client for pipelines: governed reads and SQL as Arrow, pandas or polars, streaming.
 
 >>> from govern.client import Client
 >>> c = Client("http://127.0.0.1:8000", token="gk_...", purpose="model-training")  # doctest: +SKIP
 >>> table = c.read("patients", columns=["patient_id", "zip"], filter="region = 'EU'")  # doctest: +SKIP
+>>> df = c.sql("select region, count(*) from patients group by 1").to_pandas()  # doctest: +SKIP
 
 Errors come back as the same exception classes the gateway raises (``govern.errors``), chosen
 by the problem ``type``; ``exc.status`` and ``exc.request_id`` are set. Only idempotent requests
-are retried (connection failures, 429 and 503 before any data arrived); a stream that breaks
-midway raises :class:`StreamInterrupted` — it is never silently short.
+are retried (connection failures, 429 and 503 before any data arrived) — dataset reads and
+``sql()``, whose query the gateway only runs if it is read-only; a stream that breaks midway
+raises :class:`StreamInterrupted` — it is never silently short.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class _ResponseReader:
             out, self._buf = bytes(self._buf), bytearray()
         else:
             out, self._buf = bytes(self._buf[:n]), self._buf[n:]
-        self.tail = (self.tail + out)[-8:]
+        self.tail = (self.tail + out[-8:])[-8:]  # a short read keeps the earlier tail bytes
         return out
 
     def readable(self) -> bool:
@@ -161,7 +163,11 @@ class Client:
               purpose: str | None) -> tuple[pa.RecordBatchStreamReader, _ResponseReader, httpx.Response]:
         params = {"columns": ",".join(columns) if columns else None, "filter": filter, "limit": limit,
                   "format": "arrow"}
-        response = self._send("GET", f"/v1/datasets/{name}/rows", purpose=purpose, params=params, stream=True)
+        return self._arrow(self._send("GET", f"/v1/datasets/{name}/rows", purpose=purpose, params=params,
+                                      stream=True))
+
+    @staticmethod
+    def _arrow(response: httpx.Response) -> tuple[pa.RecordBatchStreamReader, _ResponseReader, httpx.Response]:
         source = _ResponseReader(response)
         try:
             return pa.ipc.open_stream(source), source, response
@@ -205,6 +211,50 @@ class Client:
         import polars as pl
 
         return pl.from_arrow(self.read(name, **kwargs))
+
+    # -- SQL -------------------------------------------------------------------------------------
+    def sql_stream(self, query: str, params: list[Any] | None = None,
+                   purpose: str | None = None) -> Iterator[pa.RecordBatch]:
+        """Yield the result of ``query`` batch by batch (``POST /v1/sql``, Arrow; memory stays bounded)."""
+        reader, source, response = self._sql(query, params, purpose)
+        yield from self._batches(reader, source, response)
+
+    def sql(self, query: str, params: list[Any] | None = None, purpose: str | None = None) -> pa.Table:
+        """Run one read-only query over the masked views you may read; the result as a ``pyarrow.Table``.
+
+        ``params`` are the values of ``$1, $2, …`` (or ``?``), bound as typed values by the gateway.
+        Refusals raise the gateway's errors (``SqlError`` with ``extra["position"]``,
+        ``QueryTimeout``, ``LimitExceeded``…). Retried like a dataset read: a query is read-only.
+        """
+        reader, source, response = self._sql(query, params, purpose)
+        return pa.Table.from_batches(list(self._batches(reader, source, response)), schema=reader.schema)
+
+    def _sql(self, query: str, params: list[Any] | None,
+             purpose: str | None) -> tuple[pa.RecordBatchStreamReader, _ResponseReader, httpx.Response]:
+        body: dict[str, Any] = {"sql": query, "format": "arrow"}
+        if params is not None:
+            body["params"] = list(params)
+        return self._arrow(self._send("POST", "/v1/sql", purpose=purpose, json=body, stream=True))
+
+    # -- encrypted views (helpers in govern.privacy.he.client; needs the `he` extra) -------------
+    def encrypted_view(self, name: str, columns: list[str], **kwargs: Any):  # -> EncryptedView
+        """CKKS ciphertexts of numeric columns you may read, to compute on; see docs/encryption.md."""
+        from govern.privacy.he.client import open_view
+
+        return open_view(self, name, columns, **kwargs)
+
+    def he_release(self, view: Any, computation: dict[str, Any], epsilon: float,
+                   purpose: str | None = None):  # -> Release
+        """Release a declared aggregate over an encrypted view (noisy; charged to your budget)."""
+        from govern.privacy.he.client import release
+
+        return release(self, view, computation, epsilon, purpose=purpose)
+
+    def encrypted_query(self, name: str, weights: dict[str, float], **kwargs: Any):  # -> QueryResult
+        """Aggregates under your own key: your weights are encrypted here, the result decrypted here."""
+        from govern.privacy.he.client import encrypted_query
+
+        return encrypted_query(self, name, weights, **kwargs)
 
     # -- stewards --------------------------------------------------------------------------------
     def audit(self, after: int = 0, limit: int = 100, purpose: str | None = None, **filters: str) -> dict[str, Any]:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     port: int = 8000
     audit_url: str | None = None  # default: sqlite under state_dir; or postgresql://...
     audit_table_prefix: str = "govern_"
+    ledger_url: str | None = None  # privacy budget ledger; default: sqlite under state_dir
+    ledger_table_prefix: str = "govern_"
+    dp_workers: int = 2  # differentially private releases computed at once (a bounded pool)
     oidc: OidcSettings | None = None
     watch_policies: bool = True
     reload_debounce_ms: int = 300
@@ -79,6 +82,19 @@ class Settings(BaseSettings):
     sql_memory_limit: str = "1GB"  # DuckDB memory_limit of each query's sandbox
     sql_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     sql_max_request_bytes: int = 1_048_576  # body size of POST /v1/sql
+
+    # Homomorphically encrypted views (CKKS); see docs/encryption.md
+    he_key_dir: Path | None = None  # default: state_dir/he_keys (folders 0700, key files 0600)
+    he_max_rows: int = 1_000_000  # rows of one encrypted view (pass a limit for more)
+    he_max_slots: int = 16  # values one release or encrypted query may return (and groups per view)
+    he_min_rows: int = 10  # selected rows each released aggregate (or group) must cover
+    he_max_epsilon: float = 1.0  # epsilon one release or encrypted query may spend
+    he_max_contributions: int = 1  # rows per privacy unit that count in a view
+    he_flood_bits: int = 12  # release noise >= 2^bits x a bound on the CKKS error
+    he_releases_per_minute: int = 30  # releases + encrypted queries per principal per process
+    he_view_ttl: float = 86_400.0  # seconds a view token stays releasable
+    he_max_concurrent: int = 2  # concurrent encryptions/evaluations per process
+    he_max_request_bytes: int = 16_777_216  # body size of POST /v1/datasets/{name}/encrypted-query
 
 
 def _resolve_secret_refs(value: Any, base: Path) -> Any:
@@ -120,7 +136,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         if not isinstance(raw, dict):
             raise InvalidRequest(f"{p}: settings must be a mapping")
         file_values = _resolve_secret_refs(raw, p.parent)
-        for key in ("policy_dir", "data_root", "state_dir", "masking_key_file"):
+        for key in ("policy_dir", "data_root", "state_dir", "masking_key_file", "he_key_dir"):
             if key in file_values and file_values[key] is not None:
                 v = Path(file_values[key])
                 file_values[key] = v if v.is_absolute() else (p.parent / v)
@@ -128,10 +144,11 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         if isinstance(oidc, dict) and oidc.get("jwks_file"):
             v = Path(oidc["jwks_file"])
             oidc["jwks_file"] = v if v.is_absolute() else (p.parent / v)
-        audit_url = file_values.get("audit_url")
-        if isinstance(audit_url, str) and audit_url.startswith("sqlite:///") and not audit_url.startswith("sqlite:////"):
-            rel = Path(audit_url.removeprefix("sqlite:///"))
-            file_values["audit_url"] = f"sqlite:///{(p.parent / rel).resolve()}"
+        for url_key in ("audit_url", "ledger_url"):
+            url = file_values.get(url_key)
+            if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+                rel = Path(url.removeprefix("sqlite:///"))
+                file_values[url_key] = f"sqlite:///{(p.parent / rel).resolve()}"
     # Environment variables take precedence over the file: drop file keys the env sets.
     for key in list(file_values):
         if f"GOVERN_{key.upper()}" in os.environ:

@@ -177,6 +177,40 @@ class Unsupported(GovernError):
     title = "Not implemented"
 
 
+class BudgetExceeded(GovernError):
+    """A privacy release would overspend the caller's budget (or no budget is set): refused,
+    and nothing was charged. ``extra`` says what was asked, spent and left."""
+
+    status = 403
+    slug = "budget-exceeded"
+    title = "Privacy budget exceeded"
+
+
+class LedgerError(GovernError):
+    """The privacy budget ledger cannot be read or written: no release leaves (fail closed)."""
+
+    status = 503
+    slug = "ledger-unavailable"
+    title = "Privacy budget ledger unavailable"
+
+
+class ReleaseRefused(GovernError):
+    """A requested release is not an aggregate the gateway may decrypt (a full column, a
+    single row, too many values, too few rows): refused before any decryption."""
+
+    status = 403
+    slug = "release-refused"
+    title = "Release refused"
+
+
+class RateLimited(GovernError):
+    """Too many privacy releases by this principal in the current window; retry later."""
+
+    status = 429
+    slug = "rate-limited"
+    title = "Rate limit exceeded"
+
+
 @dataclass
 class ProblemCollector:
     """Accumulates policy problems so a check reports all of them at once (sqlglot style)."""
@@ -211,4 +245,8 @@ ALL_ERRORS: tuple[type[GovernError], ...] = (
     LimitExceeded,
     QueryTimeout,
     Unsupported,
+    BudgetExceeded,
+    LedgerError,
+    ReleaseRefused,
+    RateLimited,
 )

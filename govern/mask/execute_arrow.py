@@ -112,10 +112,16 @@ class ArrowExecutor:
         raw = batch.column(col.name)
         if isinstance(raw, pa.ChunkedArray):
             raw = raw.combine_chunks()
+        rules = self._cell_rules.get(col.name, ())
+        if rules and pa.types.is_dictionary(raw.type):
+            raw = raw.dictionary_decode()  # a cell rule picks, row by row, between two results
         out = raw
         if col.mask is not None:
-            out = self._apply(col.mask.function, col.mask.kwargs, raw, batch, kernel_threads)
-        for rule in self._cell_rules.get(col.name, ()):
+            if pa.types.is_dictionary(raw.type) and self._value_only(col.mask.function, col.mask.kwargs):
+                out = self._apply_to_dictionary(col.mask.function, col.mask.kwargs, raw, batch, kernel_threads)
+            else:
+                out = self._apply(col.mask.function, col.mask.kwargs, raw, batch, kernel_threads)
+        for rule in rules:
             cond = evaluate(rule.when, batch)
             cond = pc.fill_null(cond, True)  # unknown means masked (fail closed)
             masked = self._apply(rule.mask.function, rule.mask.kwargs, raw, batch, kernel_threads)
@@ -133,14 +139,30 @@ class ArrowExecutor:
             raise MaskError(f"mask '{function}' changed the number of rows")
         return result
 
+    def _value_only(self, function: str, params: dict) -> bool:
+        """Whether the mask reads nothing but the value: no privacy unit or other column.
+
+        Such a mask is a function of the value alone — its SQL form is an expression of that
+        one column and must agree with the Arrow form row by row — so on a dictionary array it
+        can run once per distinct value instead of once per row."""
+        return not registry.get(function).inputs(params, self.plan.privacy_unit)
+
+    def _apply_to_dictionary(self, function: str, params: dict, raw: pa.DictionaryArray, batch: pa.RecordBatch,
+                             kernel_threads: int) -> pa.Array:
+        registry.get(function).check_type(raw.type, params)
+        values = self._apply(function, params, raw.dictionary, batch.slice(0, 0), kernel_threads)
+        if values.null_count:  # the value became null (the `null` mask): no dictionary to keep
+            return values.take(raw.indices)
+        return pa.DictionaryArray.from_arrays(raw.indices, values)
+
     def transform(self, batch: pa.RecordBatch, kernel_threads: int = 1) -> pa.RecordBatch:
         if self.plan.row_filters and not self.row_filter_applied:
             for rf in self.plan.row_filters:
-                batch = batch.filter(to_expression(rf.predicate), null_selection_behavior="drop")
+                batch = batch.filter(evaluate(rf.predicate, batch), null_selection_behavior="drop")
         arrays = [self._mask_column(self.plan.column(name), batch, kernel_threads) for name in self._computed]
         masked = pa.RecordBatch.from_arrays(arrays, names=self._computed)
         if self.request.filter is not None:
-            masked = masked.filter(to_expression(self.request.filter.sql), null_selection_behavior="drop")
+            masked = masked.filter(evaluate(self.request.filter.sql, masked), null_selection_behavior="drop")
         if len(self._computed) != len(self.request.columns):
             masked = masked.select(list(self.request.columns))
         return masked

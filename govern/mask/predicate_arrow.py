@@ -125,8 +125,31 @@ def _compile(node: exp.Expression) -> pc.Expression:
     raise PredicateError(f"'{node.key}' cannot be evaluated on Arrow data")
 
 
+@lru_cache(maxsize=2048)
+def columns_of(sql: str) -> tuple[str, ...]:
+    """The columns a predicate reads, in order of appearance."""
+    tree: exp.Expression = sqlglot.parse_one(sql, dialect="duckdb")  # type: ignore[assignment]
+    return tuple(dict.fromkeys(c.name for c in tree.find_all(exp.Column)))
+
+
 def evaluate(sql: str, batch: pa.RecordBatch) -> pa.Array:
-    """Evaluate a predicate on one batch, returning a boolean array (nulls kept)."""
+    """Evaluate a predicate on one batch, returning a boolean array (nulls kept).
+
+    A predicate of one dictionary-encoded column is evaluated once per distinct value (plus
+    NULL) and the answers are gathered by the indices: exact, since a predicate is a function
+    of its row's values, and it spares Arrow's kernels decoding every row.
+    """
+    names = columns_of(sql)
+    if len(names) == 1 and names[0] in batch.schema.names:
+        column = batch.column(names[0])
+        if pa.types.is_dictionary(column.type):
+            values = pa.concat_arrays([column.dictionary, pa.nulls(1, column.dictionary.type)])
+            truth = _evaluate(sql, pa.RecordBatch.from_arrays([values], names=[names[0]]))
+            return truth.take(column.indices.fill_null(len(column.dictionary)))
+    return _evaluate(sql, batch)
+
+
+def _evaluate(sql: str, batch: pa.RecordBatch) -> pa.Array:
     expr = to_expression(sql)
     table = pa.Table.from_batches([batch])
     result = pads.dataset(table).to_table(columns={"_v": expr}, use_threads=False)

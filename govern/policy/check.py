@@ -199,11 +199,22 @@ def check_principals(policy: PolicySet, problems: ProblemCollector) -> None:
             seen[key.id] = name
 
 
+def check_budgets(policy: PolicySet, problems: ProblemCollector) -> None:
+    """A budget override names a principal or a role that exists."""
+    roles = policy.roles
+    for budget in policy.budgets:
+        for o in budget.overrides:
+            if o.subject not in policy.principals and o.subject not in roles:
+                problems.add("catalog.yaml", o.line,
+                             f"budget of '{budget.dataset}': unknown principal or role '{o.subject}'")
+
+
 CHECKS: tuple[Callable[[PolicySet, ProblemCollector], None], ...] = (
     check_model,
     check_rules,
     check_masking,
     check_principals,
+    check_budgets,
 )
 
 

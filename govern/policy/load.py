@@ -17,7 +17,10 @@ from govern.policy.documents import LocatedDict, LocatedList, load_policy_csv, l
 from govern.policy.model import (
     FILES,
     FORMATS,
+    PERIODS,
     ApiKeyEntry,
+    BudgetEntry,
+    BudgetOverride,
     CellRuleEntry,
     ColumnEntry,
     DatasetEntry,
@@ -192,8 +195,71 @@ def _datasets(doc: LocatedDict, problems: ProblemCollector) -> dict[str, Dataset
     return out
 
 
-def _budgets(doc: LocatedDict, problems: ProblemCollector) -> list[dict[str, Any]]:
-    return []  # budgets arrive with the differential privacy work
+_BUDGET_FIELDS = {"epsilon", "delta", "period", "principals", "description"}
+MAX_EPSILON = 1_000_000.0  # the ledger counts in 1e-12 units in a 64-bit integer
+
+
+def _budgets(doc: LocatedDict, problems: ProblemCollector) -> list[BudgetEntry]:
+    """``budget:`` of each dataset: epsilon (> 0), delta (0 ≤ δ < 1, default 0), period
+    (default ``month``) and per-principal/role ``principals:`` overrides of epsilon/delta."""
+    F = "catalog.yaml"
+    datasets = doc.get("datasets")
+    if not isinstance(datasets, LocatedDict):
+        return []
+    out: list[BudgetEntry] = []
+    for name, body in datasets.items():
+        if not isinstance(body, LocatedDict) or "budget" not in body:
+            continue
+        line = body.line_of("budget")
+        node = _mapping(body.get("budget"), problems, F, line, f"budget of '{name}'")
+        _unknown_keys(node, _BUDGET_FIELDS, problems, F, f"budget of '{name}'")
+        epsilon = _budget_number(node, "epsilon", None, problems, f"budget of '{name}'")
+        delta = _budget_number(node, "delta", 0.0, problems, f"budget of '{name}'")
+        period = node.get("period", "month")
+        if period not in PERIODS:
+            problems.add(F, node.line_of("period"), f"budget of '{name}': period must be one of {', '.join(PERIODS)}")
+            period = "month"
+        overrides: list[BudgetOverride] = []
+        subjects = _mapping(node.get("principals"), problems, F, node.line_of("principals"),
+                            f"principals of the budget of '{name}'")
+        for subject, raw in subjects.items():
+            sline = subjects.line_of(subject)
+            what = f"budget of '{name}' for '{subject}'"
+            snode = _mapping(raw, problems, F, sline, what)
+            _unknown_keys(snode, {"epsilon", "delta"}, problems, F, what)
+            s_eps = _budget_number(snode, "epsilon", epsilon, problems, what)
+            s_delta = _budget_number(snode, "delta", delta, problems, what)
+            if s_eps is not None and s_delta is not None:
+                overrides.append(BudgetOverride(str(subject), s_eps, s_delta, sline))
+        if epsilon is not None and delta is not None:
+            out.append(BudgetEntry(str(name), epsilon, delta, str(period), line, tuple(overrides)))
+    return out
+
+
+def _budget_number(node: LocatedDict, key: str, default: float | None, problems: ProblemCollector,
+                   what: str) -> float | None:
+    """A budget amount. YAML 1.1 reads ``1e-6`` (no dot) as text, so numeric text is accepted."""
+    F = "catalog.yaml"
+    if key not in node:
+        if default is None:
+            problems.add(F, node.line, f"{what} needs '{key}'")
+        return default
+    raw = node.get(key)
+    value: float | None = None
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        value = float(raw)
+    elif isinstance(raw, str):
+        try:
+            value = float(raw)
+        except ValueError:
+            value = None
+    ok = value is not None and value == value and (
+        0 < value <= MAX_EPSILON if key == "epsilon" else 0 <= value < 1)
+    if not ok:
+        rule = f"a number in (0, {MAX_EPSILON:g}]" if key == "epsilon" else "a number in [0, 1)"
+        problems.add(F, node.line_of(key), f"{what}: {key} must be {rule}")
+        return None
+    return value
 
 
 # -- masking.yaml ----------------------------------------------------------------------------

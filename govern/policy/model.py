@@ -82,6 +82,33 @@ class RowFilterEntry:
     line: int
 
 
+PERIODS: tuple[str, ...] = ("day", "week", "month", "year", "total")
+
+
+@dataclass(frozen=True)
+class BudgetOverride:
+    """A different privacy budget for one principal or role (``subject``) on one dataset."""
+
+    subject: str
+    epsilon: float
+    delta: float
+    line: int
+
+
+@dataclass(frozen=True)
+class BudgetEntry:
+    """The privacy budget of a dataset (``budget:`` in catalog.yaml): how much epsilon and
+    delta each principal may spend on it per ``period`` (one of :data:`PERIODS`; ``total``
+    never resets). ``overrides`` give principals or roles a different amount."""
+
+    dataset: str
+    epsilon: float
+    delta: float
+    period: str
+    line: int
+    overrides: tuple[BudgetOverride, ...] = ()
+
+
 @dataclass(frozen=True)
 class ApiKeyEntry:
     id: str
@@ -112,7 +139,7 @@ class PolicySet:
     principals: dict[str, PrincipalEntry]
     declared_attributes: tuple[str, ...]
     version: str
-    budgets: list[dict[str, Any]] = field(default_factory=list)
+    budgets: list[BudgetEntry] = field(default_factory=list)
 
     # -- derived views -----------------------------------------------------------------------
     def grouping(self, ptype: str) -> list[CsvRule]:

@@ -101,6 +101,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> FastAPI
             if gw.reloader is not None:
                 gw.reloader.stop()
             gw.audit.close()
+            gw.dp.close()
+            gw.ledger.close()
 
     app = FastAPI(
         title="govern",
@@ -109,6 +111,10 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.state.gateway = gw
+    # Encrypted views (govern.privacy.he): keys, rate limits and HE work bounds of this process.
+    from govern.privacy.he.service import HeService
+
+    app.state.he = HeService(settings, gw.governor, getattr(gw, "ledger", None))
 
     @app.exception_handler(GovernError)
     async def governed(request: Request, exc: GovernError) -> Response:
@@ -136,11 +142,16 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> FastAPI
 
     app.add_middleware(RequestContextMiddleware, gateway=gw)
 
-    from govern.server.routes import audit, datasets, health, policy, sql
+    from govern.server.routes import audit, datasets, dp, health, policy, sql
 
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(sql.router)
+    app.include_router(dp.router)
     app.include_router(audit.router)
     app.include_router(policy.router)
+
+    from govern.server.routes import encrypted
+
+    app.include_router(encrypted.router)
     return app

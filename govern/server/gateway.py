@@ -20,6 +20,8 @@ from govern.identity.authenticate import Authenticator
 from govern.identity.principal import Principal
 from govern.plan.model import AccessPlan
 from govern.policy.reload import PolicyReloader
+from govern.privacy.dp.service import DpService
+from govern.privacy.ledger import BudgetLedger, open_ledger
 from govern.server.metrics import Metrics
 
 PURPOSE_HEADER = "x-purpose"
@@ -41,13 +43,16 @@ class RequestContext:
 
 class Gateway:
     def __init__(self, settings: Settings, governor: Governor, audit: AuditLog, authenticator: Authenticator,
-                 reloader: PolicyReloader | None, metrics: Metrics) -> None:
+                 reloader: PolicyReloader | None, metrics: Metrics, ledger: BudgetLedger | None = None) -> None:
         self.settings = settings
         self.governor = governor
         self.audit = audit
         self.authenticator = authenticator
         self.reloader = reloader
         self.metrics = metrics
+        # The privacy budget ledger (govern.privacy.ledger): every noisy release is charged here.
+        self.ledger = ledger if ledger is not None else open_ledger(settings, governor.budget_for)
+        self.dp = DpService(settings, governor, self.ledger)  # differential privacy (govern.privacy.dp)
         self._reads = threading.BoundedSemaphore(settings.max_concurrent_reads)
 
     # -- identity and purpose ------------------------------------------------------------------

@@ -37,7 +37,7 @@ from govern.sql import prune as prune_reads
 from govern.sql import resolve
 from govern.sql.diagnose import Rescan, diagnose
 from govern.sql.resolve import Reference
-from govern.sql.sandbox import Sandbox
+from govern.sql.sandbox import Sandbox, SandboxPool
 from govern.sql.validate import Statement, validate
 
 __all__ = ["SqlEngine", "SqlResult"]
@@ -79,9 +79,13 @@ class _Prepared:
 
 
 class SqlEngine:
-    def __init__(self, governor: Governor, settings: Settings) -> None:
+    """Runs analyst SQL for a gateway. ``sandboxes`` (the gateway's pool) opens sandboxes ahead
+    of queries; without it each query opens its own, on its critical path."""
+
+    def __init__(self, governor: Governor, settings: Settings, sandboxes: SandboxPool | None = None) -> None:
         self.governor = governor
         self.settings = settings
+        self.sandboxes = sandboxes
 
     # -- public ------------------------------------------------------------------------------
     def tables(self, principal: Principal, purpose: str) -> dict[str, pa.Schema]:
@@ -192,6 +196,8 @@ class SqlEngine:
     # -- running -------------------------------------------------------------------------------
     def _sandbox(self) -> Sandbox:
         s = self.settings
+        if self.sandboxes is not None:
+            return self.sandboxes.take(s.sql_timeout)
         return Sandbox(memory_limit=s.sql_memory_limit, threads=s.sql_threads, timeout=s.sql_timeout)
 
     def _execute(self, principal: Principal, purpose: str, prepared: _Prepared, *,
@@ -237,7 +243,7 @@ class SqlEngine:
         max_rows = self.settings.max_rows
         governed = self.governor.read(principal, ref.dataset, purpose, columns=list(ref.columns),
                                       filter=ref.filter, limit=max_rows + 1 if materialize else None,
-                                      state=prepared.state)
+                                      state=prepared.state, dictionaries=True)
         if not materialize:
             sandbox.register_stream(ref.view, governed.reader)
             return

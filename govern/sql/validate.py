@@ -11,7 +11,9 @@ with sqlglot (DuckDB dialect) and refuses, with a message and a character positi
 - schema- or catalog-qualified table names (``information_schema.tables``, ``main.x``) and
   table functions other than ``range``, ``generate_series`` and ``unnest``;
 - functions that reach outside the query (``getenv``, ``current_setting``, ``query``,
-  ``read_text``, ``duckdb_*``…);
+  ``read_text``, ``duckdb_*``…) and govern's own masking functions (``govern_*`` such as
+  ``govern_tokenize``, ``hmac*``, ``reidentify``): called on guessed values they would give
+  the tokens of those values, a dictionary attack on masked columns;
 - named parameters (``$name``); positional ones (``$1``, ``?``) are counted;
 - functions that build one value of a requested size (``repeat``, ``lpad``/``rpad``,
   ``range``/``generate_series`` as lists, ``list_resize``, ``printf`` widths…) unless the size
@@ -65,9 +67,13 @@ REFUSED_FUNCTIONS = frozenset({
     "format_type", "st_read", "st_read_meta", "excel", "summary", "test_all_types",
     "parquet_metadata", "parquet_schema", "parquet_file_metadata", "parquet_kv_metadata",
     "iceberg_scan", "delta_scan", "postgres_query", "mysql_query", "sqlite_attach",
+    # govern's own masking machinery: a keyed function called on guessed values would compute
+    # their tokens or pseudonyms (a dictionary attack on masked columns); reversal is never SQL
+    "tokenize", "detokenize", "reidentify", "hmac", "pseudonymize",
 })
 REFUSED_PREFIXES = ("duckdb_", "pragma_", "read_", "parquet_", "pg_", "sqlite_", "postgres_",
-                    "mysql_", "iceberg_", "delta_", "icu_", "current_setting")
+                    "mysql_", "iceberg_", "delta_", "icu_", "current_setting",
+                    "govern_", "__govern", "hmac_")
 REFUSED_SUFFIXES = ("_scan", "_scan_auto")
 
 # Statement keywords whose refusal deserves a clear message even when sqlglot cannot parse them.

@@ -99,3 +99,28 @@ def test_tz_aware_timestamps_agree_whatever_the_session_time_zone(session_tz: st
     if sql.array is not None:
         sql.array = sql.array.cast(t)
     assert_same(arrow, sql)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_noise_on_integers_clamps_to_the_type_and_both_forms_agree(con, data: st.DataObject) -> None:
+    """Noise never fails on an integer column: a value pushed past its type's range reads as the
+    bound (a uint8 2 with noise -5 is 0), in both engines, bit for bit."""
+    t = data.draw(st.sampled_from(S.INT_TYPES), label="type")
+    bits = t.bit_width
+    lo, hi = (0, 2**bits - 1) if pa.types.is_unsigned_integer(t) else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    near = st.one_of(st.integers(lo, min(lo + 20, hi)), st.integers(max(hi - 20, lo), hi), st.integers(lo, hi))
+    values = data.draw(st.lists(st.none() | near, min_size=1, max_size=30), label="values")
+    scale = data.draw(st.sampled_from([0.5, 1, 3, 10, 1000, 1e6, 2.0**40, 1e19, 1e30]), label="scale")
+    table = pa.table({"x": pa.array(values, t), "u": pa.array([f"p{i % 7}" for i in range(len(values))])})
+    arrow = run_arrow("noise", {"scale": scale}, table, KEYS)
+    sql = run_sql(con, "noise", {"scale": scale}, table, KEYS)
+    assert arrow.error is None and sql.error is None, (arrow.error, sql.error)
+    assert_same(arrow, sql)
+    for x, y in zip(values, arrow.array.to_pylist(), strict=True):
+        if x is None:
+            assert y is None
+            continue
+        assert lo <= y <= hi and abs(y - x) <= scale + 1
+        if lo < y < hi:  # not clamped: within the noise of the value
+            assert abs(y - x) <= scale + 0.5

@@ -50,7 +50,7 @@ def test_every_problem_is_reported_with_file_and_line(policy_dir: Path) -> None:
         fh.write("g, analyst, auditor\ng, auditor, analyst\n")  # role cycle
         fh.write("p, analyst, group:clinical, read, analytics, allow\n")  # duplicate
     masking = policy_dir / "masking.yaml"
-    edit(masking, "identifier: {mask: hash}", "identifier: {mask: scramble}")
+    edit(masking, "  identifier: {mask: tokenize}", "  identifier: {mask: scramble}")
     edit(masking, "params: {n: 4, mask_char: \"*\"}", "params: {n: -2, mask_char: \"*\"}")
     edit(masking, "when: \"diagnosis IN ('HIV', 'Substance use disorder')\"",
          "when: \"diagnosis IN (SELECT secret FROM raw)\"")

@@ -25,6 +25,23 @@ DATA = "data"  # 200, masked rows
 LIMIT = "limit"  # 408 query-timeout or 413 limit-exceeded, quickly
 ANY = "any"  # either refused or masked data: what matters is that nothing raw comes back
 
+# Calls of govern's masking machinery (the DuckDB UDF the SQL form of ``tokenize`` uses, any
+# ``govern_*`` function, HMAC, the reversal). Refused by name, whether or not the sandbox has them.
+MASKING_CALLS = [
+    ("tokenize-guess", "SELECT count(*) FROM patients WHERE patient_id = govern_tokenize('42')"),
+    ("tokenize-dictionary", "SELECT p.patient_id, g.guess FROM patients p JOIN "
+                            "(SELECT range AS guess FROM range(10000)) g ON p.patient_id = govern_tokenize(CAST(g.guess AS VARCHAR))"),
+    ("tokenize-quoted", 'SELECT "govern_tokenize"(name) FROM patients'),
+    ("tokenize-qualified", "SELECT system.main.govern_tokenize(name) FROM patients"),
+    ("tokenize-method", "SELECT name.govern_tokenize() FROM patients"),
+    ("tokenize-lambda", "SELECT list_transform(['1', '2'], x -> govern_tokenize(x))"),
+    ("tokenize-table", "SELECT * FROM govern_tokenize('42')"),
+    ("hash-guess", "SELECT govern_hash('Giulia François')"),
+    ("hmac", "SELECT hmac('sha256', 'k', name) FROM patients"),
+    ("reidentify", "SELECT reidentify(patient_id) FROM patients"),
+    ("detokenize", "SELECT govern_reidentify(patient_id) FROM patients"),
+]
+
 CORPUS: list[tuple[str, str, str]] = [
     # -- table functions that read files or run other SQL --------------------------------------
     ("query", "SELECT * FROM query('SELECT * FROM read_parquet(''{data}'')')", REFUSED),
@@ -89,6 +106,8 @@ CORPUS: list[tuple[str, str, str]] = [
     ("getvariable", "SELECT getvariable('x')", REFUSED),
     ("json-execute", "SELECT * FROM json_execute_serialized_sql(json_serialize_sql('SELECT 1'))", REFUSED),
     ("nextval", "SELECT nextval('s')", REFUSED),
+    # -- govern's masking functions: tokens of guessed values would be a dictionary attack ------------
+    *[(f"masking-{name}", sql, REFUSED) for name, sql in MASKING_CALLS],
     # -- Python variables DuckDB could find by name (replacement scans) ----------------------------
     *[(f"python-{name}", f"SELECT * FROM {name}", REFUSED) for name in (
         "raw", "ds", "dataset", "table", "governed", "reader", "result", "relation", "first",
@@ -212,6 +231,34 @@ def test_bypass_attempt(sql_client, world, leaks, name, sql, expect) -> None:
     else:
         assert 400 <= response.status_code < 500, body
         assert response.status_code not in (408, 413), body
+
+
+@pytest.mark.parametrize("name,sql", MASKING_CALLS, ids=[c[0] for c in MASKING_CALLS])
+def test_masking_functions_are_refused_by_the_validator(sql_client, world, name, sql) -> None:
+    """Refused by name (42501, "not allowed"), not merely missing from this sandbox: an engine
+    that one day registers ``govern_tokenize`` on the query's connection stays closed."""
+    r = sql_client.post("/v1/sql", json={"sql": sql}, headers={**world.auth("alice"), "X-Purpose": "analytics"})
+    assert r.status_code == 400 and r.json()["type"] == "urn:govern:problem:invalid-sql", r.text
+    assert "is not allowed" in r.json()["detail"]
+
+
+def test_tokenize_udf_would_compute_the_tokens_analysts_see(sql_client, world, governor) -> None:
+    """Why the refusal matters: the UDF with the gateway's key turns a guessed id into exactly
+    the token in alice's masked view — a dictionary attack on tokenized columns."""
+    from govern.mask.functions import register_duckdb_udfs
+    from tests.sql.conftest import principal
+
+    r = sql_client.post("/v1/sql", json={"sql": "SELECT patient_id FROM patients ORDER BY patient_id LIMIT 5"},
+                        headers={**world.auth("alice"), "X-Purpose": "analytics"})
+    tokens = {row[0] for row in r.json()["rows"]}
+    raw = governor.reidentify(principal(governor, "carol"), "patients", "governance", sorted(tokens))
+    con = duckdb.connect()
+    try:
+        register_duckdb_udfs(con, governor.keys)
+        guessed = {con.execute("SELECT govern_tokenize(?)", [v]).fetchone()[0] for v in raw}
+    finally:
+        con.close()
+    assert guessed == tokens
 
 
 def test_data_answers_are_masked_for_every_principal(sql_client, world, leaks) -> None:

@@ -217,11 +217,11 @@ def test_pushdown_binds_parameters_as_literals(spy) -> None:
 
 def test_filters_on_masked_columns_see_masked_values(engine, governor) -> None:
     alice = principal(governor, "alice")
-    # name is redacted to "[name]" for alice: a filter on a real name matches nothing …
+    # name is a keyed pseudonym ("k1:" + 32 hex) for alice: a filter on a real name matches nothing …
     real = engine.run(alice, "analytics", "SELECT count(*) AS n FROM patients WHERE name = 'Giulia François'")
     assert real.reader.read_all().to_pylist() == [{"n": 0}]
-    # … and the masked value matches every row she may see.
-    masked = engine.run(alice, "analytics", "SELECT count(*) AS n FROM patients WHERE name = '[name]'")
+    # … and the masked values are what every row she may see holds.
+    masked = engine.run(alice, "analytics", "SELECT count(*) AS n FROM patients WHERE name LIKE 'k1:%'")
     assert masked.reader.read_all().to_pylist() == [{"n": 679}]
 
 
@@ -253,7 +253,7 @@ def test_tables_are_the_masked_schemas(engine, governor) -> None:
     tables = engine.tables(principal(governor, "bob"), "model-training")
     assert set(tables) == {"patients", "encounters"}
     assert "diagnosis" not in tables["patients"].names and "phone" not in tables["patients"].names
-    assert tables["patients"].field("patient_id").type == pa.string()  # hashed
+    assert tables["patients"].field("patient_id").type == pa.string()  # tokenized
     assert tables["patients"].field("ssn").type == pa.string()  # show_last
 
 

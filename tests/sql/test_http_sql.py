@@ -126,8 +126,8 @@ def test_audit_success(client, world, governor) -> None:
     assert rec.extra["sql"] == JOIN and rec.extra["format"] == "json"
     assert rec.extra["datasets"] == ["encounters", "patients"]
     assert rec.extra["plans"] == {d: governor.plan(alice, d, "analytics").hash for d in ("encounters", "patients")}
-    assert rec.extra["read"] == {"patients": {"patient_id": "mask:hash", "region": "keep"},
-                                 "encounters": {"patient_id": "mask:hash", "department": "keep", "cost": "keep"}}
+    assert rec.extra["read"] == {"patients": {"patient_id": "mask:tokenize", "region": "keep"},
+                                 "encounters": {"patient_id": "mask:tokenize", "department": "keep", "cost": "keep"}}
     assert rec.dataset is None and rec.plan_hash is None  # two datasets: see extra
     post(client, world, "SELECT count(*) FROM patients")
     rec = audit_records(world)[-1]

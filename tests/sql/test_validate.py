@@ -31,6 +31,17 @@ REFUSALS = [
     ("syntax error", "SELECT a b c FROM t", "syntax error: Invalid expression / Unexpected token", 11),
     ("unterminated string", "SELECT 'abc", "cannot read the SQL text", None),
     ("position after a renumbered ?", "SELECT ?, read_text(?)", "function 'read_text' is not allowed", 10),
+    # govern's masking UDFs: on guessed values they would compute tokens (a dictionary attack)
+    ("tokenize UDF", "SELECT govern_tokenize(name) FROM patients", "function 'govern_tokenize' is not allowed", 7),
+    ("tokenize UDF, quoted", 'SELECT "GOVERN_TOKENIZE"(\'42\')', "function 'govern_tokenize' is not allowed", 7),
+    ("tokenize UDF, qualified", "SELECT main.govern_tokenize('42')", "function 'govern_tokenize' is not allowed", 12),
+    ("tokenize UDF, method call", "SELECT ('42').govern_tokenize()", "function 'govern_tokenize' is not allowed", 14),
+    ("tokenize UDF in a lambda", "SELECT list_transform(['1', '2'], x -> govern_tokenize(x))",
+     "function 'govern_tokenize' is not allowed", 39),
+    ("any govern_ function", "SELECT govern_hash(1)", "function 'govern_hash' is not allowed", 7),
+    ("reversal", "SELECT reidentify(patient_id) FROM patients", "function 'reidentify' is not allowed", 7),
+    ("hmac", "SELECT hmac_sha256('k', '1')", "function 'hmac_sha256' is not allowed", 7),
+    ("tokenize UDF as a table", "SELECT * FROM govern_tokenize('42')", "table function 'govern_tokenize' is not allowed", 14),
 ]
 
 

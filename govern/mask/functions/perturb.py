@@ -7,7 +7,9 @@ and both engines agree bit for bit. ``unit_text`` is the privacy-unit column's c
 ('' when there is none or it is null).
 
 * ``noise {scale}``: ``x + (2u − 1)·scale``; integers get ``x + floor((2u − 1)·scale + 0.5)``,
-  which equals ``floor(v + 0.5)`` for ``v = x + (2u − 1)·scale`` but stays exact for large x.
+  which equals ``floor(v + 0.5)`` for ``v = x + (2u − 1)·scale`` but stays exact for large x,
+  clamped to the column type's range (a ``uint8`` 3 with noise −7 reads 0, never an error: a
+  count or an age near a bound stays a valid value of its type).
 * ``date_shift {max_days, by?}``: every date of one subject moves by the same
   ``d = floor(u·(2·max_days + 1)) − max_days`` days, u keyed on the subject alone, so intervals
   between a subject's events survive. ``by`` names the subject column instead of the unit.
@@ -18,6 +20,7 @@ and both engines agree bit for bit. ``unit_text`` is the privacy-unit column's c
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -74,23 +77,51 @@ def _noise_arrow(values: pa.Array, params: Mapping[str, Any], ctx: MaskContext) 
         out = pa.Array.from_buffers(pa.float64(), len(arr), [_validity(arr), pa.py_buffer(x + noise)],
                                     null_count=arr.null_count)
         return out.cast(arr.type, safe=False)
-    delta = np.floor(noise + 0.5).astype(np.int64)
-    wide = pa.uint64() if pa.types.is_unsigned_integer(arr.type) else pa.int64()
-    try:
-        if wide == pa.uint64():  # uint64 + negative delta: go through decimal for exactness
-            y = pc.add_checked(arr.cast(pa.decimal128(21, 0)), pa.array(delta).cast(pa.decimal128(21, 0)))
-            return y.cast(arr.type)
-        return pc.add_checked(arr.cast(pa.int64()), pa.array(delta)).cast(arr.type)
-    except pa.ArrowInvalid as exc:
-        raise MaskError(f"noise: result does not fit type {arr.type}: {exc}") from None
+    lo, hi = _int_range(arr.type)
+    # A delta beyond hi - lo clamps to the same bound as hi - lo does: clip it, so it stays exact.
+    delta = np.clip(np.floor(noise + 0.5), -float(hi - lo), float(hi - lo))
+    if arr.type.bit_width < 64:  # x + delta fits an int64
+        x = arr.cast(pa.int64()).fill_null(0).to_numpy()
+        y = np.clip(x + delta.astype(np.int64), lo, hi).astype(arr.type.to_pandas_dtype())
+        return pa.Array.from_buffers(arr.type, len(arr), [_validity(arr), pa.py_buffer(y)], null_count=arr.null_count)
+    if pa.types.is_signed_integer(arr.type) and float(np.abs(delta).max(initial=0)) < 2.0**62:
+        try:  # the common case: no overflow, plain int64 arithmetic
+            return pc.add_checked(arr, pa.array(delta.astype(np.int64)))
+        except pa.ArrowInvalid:
+            pass
+    wide = pa.decimal128(22, 0)  # exact for any 64-bit value plus a delta of at most 2**64
+    y = pc.add(arr.cast(wide), pa.array(delta).cast(wide)).cast(wide)
+    y = pc.max_element_wise(y, pa.scalar(Decimal(lo), wide), skip_nulls=False)
+    y = pc.min_element_wise(y, pa.scalar(Decimal(hi), wide), skip_nulls=False)
+    return y.cast(arr.type)
+
+
+def _int_range(t: pa.DataType) -> tuple[int, int]:
+    bits = t.bit_width
+    return (0, 2**bits - 1) if pa.types.is_unsigned_integer(t) else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+_SQL_INT_TYPES = {"TINYINT": pa.int8(), "SMALLINT": pa.int16(), "INTEGER": pa.int32(), "BIGINT": pa.int64(),
+                  "UTINYINT": pa.uint8(), "USMALLINT": pa.uint16(), "UINTEGER": pa.uint32(), "UBIGINT": pa.uint64()}
+
+
+def _int_bound_sql(expr: str, which: int) -> str:
+    """The lower (0) or upper (1) bound of ``expr``'s integer type, as a HUGEINT."""
+    cases = " ".join(f"WHEN '{name}' THEN CAST('{_int_range(t)[which]}' AS HUGEINT)"
+                     for name, t in _SQL_INT_TYPES.items())
+    return f"(CASE typeof({expr}) {cases} END)"
 
 
 def _noise_sql(expr: str, params: Mapping[str, Any], ctx: SqlContext) -> str:
     u = uniform_sql(hex_sql(_message_sql(expr, ctx), "noise", ctx))
     noise = f"((2 * {u} - 1) * {num_lit(float(params['scale']))})"
+    span = num_lit(2.0**64)  # at least hi - lo of every type: clipping the delta there changes no result
+    delta = f"CAST(greatest(least(floor({noise} + 0.5), {span}), -{span}) AS HUGEINT)"
+    clamped = f"least(greatest(CAST({expr} AS HUGEINT) + {delta}, {_int_bound_sql(expr, 0)}), {_int_bound_sql(expr, 1)})"
     return (f"(CASE WHEN typeof({expr}) IN ('FLOAT', 'DOUBLE') "
             f"THEN cast_to_type(CAST({expr} AS DOUBLE) + {noise}, {expr}) "
-            f"ELSE cast_to_type(CAST({expr} AS HUGEINT) + CAST(floor({noise} + 0.5) AS HUGEINT), {expr}) END)")
+            f"WHEN {expr} IS NULL THEN NULL "  # least/greatest skip NULLs: keep a NULL a NULL
+            f"ELSE cast_to_type({clamped}, {expr}) END)")
 
 
 def _noise_validate(params: Mapping[str, Any]) -> list[str]:

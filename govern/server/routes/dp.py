@@ -1,0 +1,116 @@
+"""Differentially private aggregates (``POST /v1/datasets/{name}/dp``) and budgets
+(``GET /v1/budget``).
+
+:func:`serve_release` is the one audited path for a DP release, shared by this router, DP SQL
+over HTTP (``routes/sql.py``) and over the PostgreSQL wire: decide and pre-check → reserve the
+audit record → compute (bounded pool) → charge the ledger → record → return. Exactly one audit
+record per release or refusal (``action="query_dp"``, with the epsilon and delta spent); if the
+ledger or the audit store cannot be written, nothing is returned.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+
+from govern.errors import GovernError, InvalidRequest
+from govern.identity.principal import Principal
+from govern.privacy.dp.query import DpQuery, DpRequest, parse_request
+from govern.privacy.dp.service import DpRelease
+from govern.server.gateway import Gateway, RequestContext
+
+router = APIRouter(prefix="/v1", tags=["differential privacy"])
+
+Auth = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]
+PurposeHeader = Annotated[str | None, Header(alias="X-Purpose", description="Why you are asking.")]
+PurposeQuery = Annotated[str | None, Query(alias="purpose", description="Alternative to X-Purpose.")]
+MAX_BODY = 1_048_576
+
+
+def serve_release(gw: Gateway, ctx: RequestContext, principal: Principal, purpose: str, query: DpQuery) -> DpRelease:
+    """Release ``query`` for ``principal`` with exactly one audit record. Blocking."""
+    ctx.action = "query_dp"
+    ctx.dataset = query.dataset
+    ctx.extra["dp"] = query.describe()
+    charged = None
+    try:
+        prepared = gw.dp.prepare(principal, purpose, query)
+        ctx.plan = prepared.access_plan
+        gw.audit.reserve(ctx.request_id)  # the audit store is writable before anything is computed
+        result = gw.dp.compute(prepared)
+        charged = gw.dp.charge(prepared, ctx.request_id)
+        ctx.extra.update(epsilon_spent=query.epsilon, delta_spent=query.delta,
+                         budget_left=charged.status.to_dict()["left"], keys=prepared.plan.key_source,
+                         threshold=result.threshold)
+        gw.record(ctx, outcome="ok", status=200, rows=len(result.rows))
+    except GovernError as exc:
+        ctx.extra.update(epsilon_spent=query.epsilon if charged else 0.0,
+                         delta_spent=query.delta if charged else 0.0)
+        gw.record_denial(ctx, exc)
+        raise
+    timings = {**prepared.timings, **result.timings}
+    return DpRelease(prepared, result, charged, timings)
+
+
+def server_timing(release: DpRelease) -> str:
+    """``Server-Timing`` header: where the time went (OpenDP vs the gateway), in ms."""
+    t = release.timings
+    parts = {"plan": t.get("plan", 0.0), "read": t.get("read", 0.0),
+             "opendp": t.get("opendp_build", 0.0) + t.get("opendp_run", 0.0),
+             "engine": t.get("engine_total", 0.0)}
+    return ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in parts.items())
+
+
+@router.post(
+    "/datasets/{name}/dp",
+    summary="Differentially private aggregates (count, sum, mean, quantile, histogram), grouped, with 95% intervals",
+    openapi_extra={"requestBody": {"required": True,
+                                   "content": {"application/json": {"schema": DpRequest.model_json_schema()}}}},
+)
+async def release_dp(name: str, request: Request) -> JSONResponse:
+    gw: Gateway = request.app.state.gateway
+    ctx = RequestContext(request_id=request.state.request_id, route="dp", dataset=name, action="query_dp")
+    try:
+        principal = await run_in_threadpool(gw.authenticate, ctx, request.headers.get("authorization"))
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            raise InvalidRequest(f"the request body may be at most {MAX_BODY} bytes")
+        try:
+            data = json.loads(raw or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("the body must be a JSON object: {\"aggregates\": [...], \"epsilon\": ...}") from None
+        body = parse_request(data)
+        purpose = gw.require_purpose(ctx, request.headers.get("x-purpose"),
+                                     body.purpose or request.query_params.get("purpose"))
+        query = body.to_query(name)
+    except GovernError as exc:
+        await run_in_threadpool(gw.record_denial, ctx, exc)
+        raise
+    # Blocking from here (ledger, audit, OpenDP in its own bounded pool): off the event loop.
+    release = await run_in_threadpool(serve_release, gw, ctx, principal, purpose, query)
+    return JSONResponse(release.to_dict(), headers={"server-timing": server_timing(release),
+                                                     "x-govern-plan-hash": release.prepared.access_plan.hash})
+
+
+@router.get("/budget", summary="Your privacy budgets: spent and left per dataset, this period")
+def budget(request: Request, authorization: Auth = None,
+           dataset: Annotated[str | None, Query(description="Only this dataset.")] = None) -> dict:
+    gw: Gateway = request.app.state.gateway
+    ctx = RequestContext(request_id=request.state.request_id, route="budget", dataset=dataset, action="budget")
+    try:
+        principal = gw.authenticate(ctx, authorization)
+        policy = gw.governor.state.policy
+        names = [dataset] if dataset else sorted(b.dataset for b in policy.budgets)
+        if dataset and dataset not in policy.datasets:
+            from govern.errors import NotFound
+
+            raise NotFound(f"unknown dataset '{dataset}'")
+        budgets = [gw.ledger.status(principal, n).to_dict() for n in names]
+    except GovernError as exc:
+        gw.record_denial(ctx, exc)
+        raise
+    return {"principal": principal.name, "budgets": budgets}
