@@ -137,13 +137,20 @@ class Governor:
 
     def read(self, principal: Principal, dataset: str, purpose: str, *, columns: list[str] | None = None,
              filter: str | None = None, limit: int | None = None,
-             state: PolicyState | None = None, dictionaries: bool = False) -> GovernedRead:
+             state: PolicyState | None = None, dictionaries: bool = False,
+             filter_exact: bool = True) -> GovernedRead:
         """The masked stream of ``dataset`` for ``principal`` under ``purpose``.
 
         ``dictionaries``: string columns stored dictionary-encoded stay Arrow dictionaries
         through the scan and value-only masks (same values, another encoding). The SQL engine
         asks for it, since DuckDB consumes dictionaries without decoding them; the HTTP rows
         keep plain types, which clients see in the schema.
+
+        ``filter_exact=False``: the caller applies ``filter`` again itself (the SQL engine keeps
+        it in its query, and DuckDB filters faster than Arrow), so the read uses it only to
+        save work — files and row groups whose statistics rule it out are not read, rows are
+        dropped before masks run when that spares masking — and may deliver rows it rejects.
+        Row filters are always applied exactly.
         """
         state = state or self._state
         plan = self.plan(principal, dataset, purpose, state=state)
@@ -162,7 +169,7 @@ class Governor:
         raw = storage_scan.scan(ds, scan_columns(plan, request), pushdown,
                                 self.settings.batch_size, location=entry.location)
         executor = ArrowExecutor(plan, request, keys, threads=self.settings.mask_threads,
-                                 row_filter_applied=applied)
+                                 row_filter_applied=applied, filter_exact=filter_exact)
         return GovernedRead(plan, request, executor.reader(raw))
 
     def reidentify(self, principal: Principal, dataset: str, purpose: str, tokens: list[str],

@@ -339,6 +339,127 @@ def masking_key(path: str, key_id: str) -> None:
     click.echo(f"wrote masking key '{key_id}' to {path} (the key itself is not printed)")
 
 
+# -- encrypted views: CKKS keys -------------------------------------------------------------------
+
+@main.group()
+def he() -> None:
+    """Manage the gateway's homomorphic encryption keys (one per dataset; docs/encryption.md)."""
+
+
+def _he_keys(settings: Settings, dataset: str | None = None):  # -> KeyStore
+    from govern.policy.load import load_policy
+    from govern.privacy.he.keystore import KeyStore
+    from govern.privacy.he.service import key_dir
+
+    if dataset is not None and dataset not in load_policy(settings.policy_dir).datasets:
+        _fail(f"error: unknown dataset '{dataset}'", 2)
+    return KeyStore(key_dir(settings))
+
+
+@he.command("keys")
+@click.argument("dataset", required=False)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@config_option
+def he_keys(dataset: str | None, fmt: str, config: str | None) -> None:
+    """List key ids, creation and retirement times, and which key is active (never key bytes)."""
+    try:
+        infos = _he_keys(_settings(config), dataset).keys(dataset)
+    except GovernError as exc:
+        _report(exc)
+    if fmt == "json":
+        click.echo(json.dumps([i.to_dict() for i in infos], indent=2))
+        return
+    for i in infos:
+        state = "active" if i.active else (f"retired {i.retired}" if i.retired else "live")
+        click.echo(f"{i.dataset}\t{i.key_id}\tcreated {i.created}\t{state}")
+
+
+@he.command("rotate")
+@click.argument("dataset")
+@config_option
+def he_rotate(dataset: str, config: str | None) -> None:
+    """Make a new active key for DATASET; older keys stay releasable until retired."""
+    try:
+        key_id = _he_keys(_settings(config), dataset).rotate(dataset)
+    except GovernError as exc:
+        _report(exc)
+    click.echo(f"{dataset}: new active key {key_id}; running gateways use it for new views at once")
+
+
+@he.command("retire")
+@click.argument("dataset")
+@click.argument("key_id")
+@config_option
+def he_retire(dataset: str, key_id: str, config: str | None) -> None:
+    """Delete an inactive key: views made under it can no longer be released."""
+    try:
+        _he_keys(_settings(config), dataset).retire(dataset, key_id)
+    except GovernError as exc:
+        _report(exc)
+    click.echo(f"{dataset}: key {key_id} retired and deleted")
+
+
+# -- synthetic views: models ------------------------------------------------------------------------
+
+@main.group()
+def synth() -> None:
+    """Fit and inspect the synthetic-data models (SDV) the gateway serves."""
+
+
+def _synth_service(config: str | None, policies: str | None):  # -> (SyntheticService, Governor)
+    from govern.access import Governor
+    from govern.privacy.synthetic.service import SyntheticService
+
+    gov = Governor(_settings(config, policies))
+    return SyntheticService(gov.settings, gov)
+
+
+@synth.command("fit")
+@click.argument("dataset")
+@click.option("--force", is_flag=True, help="Refit even if a model for this data version exists.")
+@click.option("--policies", type=click.Path(file_okay=False), default=None)
+@config_option
+def synth_fit(dataset: str, force: bool, policies: str | None, config: str | None) -> None:
+    """Fit DATASET's synthetic model here, with a progress bar, into the gateway's model store."""
+    try:
+        svc = _synth_service(config, policies)
+        svc.require_available()
+        ref = svc.reference(dataset)
+        with click.progressbar(length=100, label=f"fitting {dataset}", show_percent=True,
+                               item_show_func=lambda stage: stage) as bar:
+            def progress(stage: str, fraction: float) -> None:
+                bar.update(max(0, int(fraction * 100) - bar.pos), stage)
+
+            manifest = svc.fit_now(ref, progress, force=force)
+    except GovernError as exc:
+        _report(exc)
+    reports = manifest["reports"]
+    quality = reports["quality"]
+    dcr = reports["privacy"].get("dcr", {})
+    click.echo(f"model {manifest['key']} ({manifest['synthesizer']['type']}) fitted {manifest['created']} on "
+               f"{manifest['rows']['train']} rows in {manifest['seconds']['fit']}s")
+    click.echo(f"  quality {quality['score']} (column shapes {quality['column_shapes']}, "
+               f"pair trends {quality['column_pair_trends']})")
+    click.echo(f"  exact copies in {reports['privacy']['reference_rows']} reference rows: "
+               f"{reports['privacy']['exact_copies']}; DCR overfitting protection "
+               f"{dcr.get('overfitting_protection', {}).get('score')}, baseline protection "
+               f"{dcr.get('baseline_protection', {}).get('score')}")
+
+
+@synth.command("status")
+@click.argument("dataset")
+@click.option("--policies", type=click.Path(file_okay=False), default=None)
+@config_option
+def synth_status(dataset: str, policies: str | None, config: str | None) -> None:
+    """Show the state and reports of DATASET's synthetic model for its current data version."""
+    try:
+        svc = _synth_service(config, policies)
+        status = svc.status(svc.reference(dataset))
+    except GovernError as exc:
+        _report(exc)
+    click.echo(_json(status))
+
+
 def run() -> None:  # pragma: no cover - entry point helper
     main(prog_name="govern")
 

@@ -236,6 +236,29 @@ class Client:
             body["params"] = list(params)
         return self._arrow(self._send("POST", "/v1/sql", purpose=purpose, json=body, stream=True))
 
+    # -- differential privacy (docs/privacy.md) ---------------------------------------------------
+    def dp(self, name: str, aggregates: list[dict[str, Any]], *, epsilon: float, delta: float = 0.0,
+           group_by: list[str] | None = None, filter: str | None = None, keys: dict[str, list[Any]] | None = None,
+           contributions: int = 1, purpose: str | None = None) -> dict[str, Any]:
+        """Differentially private aggregates of ``name`` (``POST /v1/datasets/{name}/dp``): rows of
+        noisy values with 95% intervals, the privacy spent and the budget left. Never retried: each
+        release is charged to your budget. Over budget raises ``BudgetExceeded``."""
+        body: dict[str, Any] = {"aggregates": aggregates, "epsilon": epsilon, "delta": delta,
+                                "contributions": contributions}
+        body.update({k: v for k, v in {"group_by": group_by, "filter": filter, "keys": keys}.items() if v})
+        return self._send("POST", f"/v1/datasets/{name}/dp", purpose=purpose, json=body, idempotent=False).json()
+
+    def dp_sql(self, query: str, *, epsilon: float, delta: float = 0.0, contributions: int = 1,
+               purpose: str | None = None) -> dict[str, Any]:
+        """Differentially private SQL (``POST /v1/sql`` with ``"privacy": "dp"``): ``columns``,
+        ``rows``, ``intervals``, ``privacy``, ``budget``. Never retried (charged)."""
+        body = {"sql": query, "privacy": "dp", "epsilon": epsilon, "delta": delta, "contributions": contributions}
+        return self._send("POST", "/v1/sql", purpose=purpose, json=body, idempotent=False).json()
+
+    def budget(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        """Your privacy budgets: limit, spent, left and when each resets (``GET /v1/budget``)."""
+        return self._send("GET", "/v1/budget", params={"dataset": dataset}).json()["budgets"]
+
     # -- encrypted views (helpers in govern.privacy.he.client; needs the `he` extra) -------------
     def encrypted_view(self, name: str, columns: list[str], **kwargs: Any):  # -> EncryptedView
         """CKKS ciphertexts of numeric columns you may read, to compute on; see docs/encryption.md."""
@@ -255,6 +278,38 @@ class Client:
         from govern.privacy.he.client import encrypted_query
 
         return encrypted_query(self, name, weights, **kwargs)
+
+    # -- synthetic views (the gateway needs its `synthetic` extra) ---------------------------------
+    def synthetic(self, name: str, rows: int, *, seed: int | None = None, purpose: str | None = None,
+                  wait: float = 600.0) -> pa.Table:
+        """``rows`` synthetic rows shaped like dataset ``name``, with your plan applied.
+
+        The report (quality, privacy, seed) is ``json.loads(table.schema.metadata[b"govern.synthetic.report"])``.
+        Pass the report's ``seed`` to get the same rows again. If the gateway has no model for the
+        dataset's current version yet (202), this polls the model's status for up to ``wait``
+        seconds while it is fitted, then asks again.
+        """
+        from govern.errors import SyntheticError
+
+        body = {k: v for k, v in {"rows": rows, "seed": seed, "format": "arrow"}.items() if v is not None}
+        deadline = time.monotonic() + wait
+        while True:
+            response = self._send("POST", f"/v1/datasets/{name}/synthetic", purpose=purpose, json=body)
+            if response.status_code != 202:
+                return pa.ipc.open_stream(response.content).read_all()
+            while True:
+                delay = response.headers.get("retry-after", "2")
+                if time.monotonic() + float(delay if delay.isdigit() else 2) > deadline:
+                    raise SyntheticError(f"the synthetic model of '{name}' is still being fitted after {wait:g}s; "
+                                         "try again later")
+                time.sleep(float(delay) if delay.isdigit() else 2.0)
+                status = self._send("GET", f"/v1/datasets/{name}/synthetic/status", purpose=purpose).json()
+                if status.get("state") in ("ready", "failed", "absent"):
+                    break
+
+    def synthetic_status(self, name: str, purpose: str | None = None) -> dict[str, Any]:
+        """The synthetic model of ``name``: state, fit progress, and its quality/privacy reports."""
+        return self._send("GET", f"/v1/datasets/{name}/synthetic/status", purpose=purpose).json()
 
     # -- stewards --------------------------------------------------------------------------------
     def audit(self, after: int = 0, limit: int = 100, purpose: str | None = None, **filters: str) -> dict[str, Any]:

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     he_max_concurrent: int = 2  # concurrent encryptions/evaluations per process
     he_max_request_bytes: int = 16_777_216  # body size of POST /v1/datasets/{name}/encrypted-query
 
+    # Synthetic views (SDV); see docs/synthetic.md
+    synthetic_max_rows: int = 1_000_000  # rows one synthetic request may ask for
+    synthetic_fit_rows: int = 200_000  # real rows a model learns from (a seeded sample beyond)
+    synthetic_fit_timeout: float = 3_600.0  # seconds a background fit may run before it is stopped
+
 
 def _resolve_secret_refs(value: Any, base: Path) -> Any:
     """Replace ``{"$env": NAME}`` and ``{"$file": PATH}`` with the referenced text."""

@@ -211,6 +211,15 @@ class RateLimited(GovernError):
     title = "Rate limit exceeded"
 
 
+class SyntheticError(GovernError):
+    """A synthetic model could not be fitted, or a stored model failed its integrity check:
+    no synthetic rows are produced (fail closed)."""
+
+    status = 500
+    slug = "synthetic-unavailable"
+    title = "Synthetic data unavailable"
+
+
 @dataclass
 class ProblemCollector:
     """Accumulates policy problems so a check reports all of them at once (sqlglot style)."""
@@ -249,4 +258,5 @@ ALL_ERRORS: tuple[type[GovernError], ...] = (
     LedgerError,
     ReleaseRefused,
     RateLimited,
+    SyntheticError,
 )

@@ -17,15 +17,17 @@
  *       n * 32 raw digest bytes (derived randomness). Null rows are zero-filled.
  *   float_text(values, offset, length, is_float32) -> (offsets int32 bytes, data bytes)
  *       DuckDB's CAST(DOUBLE AS VARCHAR) text (Python repr, "-nan" for negative NaN), so both
- *       engines hash the same canonical text for floating-point values.
+ *       engines hash the same canonical text for floating-point values. Also without the GIL.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <float.h>
 #include <math.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MIN_ROWS_PER_THREAD 8192
@@ -297,6 +299,171 @@ static PyObject *py_hmac_digest(PyObject *self, PyObject *args, PyObject *kwargs
     return compute(args, kwargs, 0);
 }
 
+/* ---- float_text: shortest round-trip text of a double, as Python's repr prints it ----------
+ *
+ * PyOS_double_to_string needs the GIL (it allocates with PyMem_Malloc, and dtoa keeps a
+ * freelist without a lock); holding the GIL for every value stalled the other mask threads and
+ * cost ~290 ns a value. Here the common cases are done in pure C without the GIL, exactly:
+ * the digits are the shortest decimal that reads back as the same double, the closest to it
+ * when several are that short (what repr, DuckDB and Arrow print), in repr's layout.
+ *
+ * fast15 (every value with at most 15 significant digits between 1e-8 and 1e37, e.g. all money
+ * amounts): m = round(x * 10^p) as a 15-digit integer. If some decimal of <= 15 digits reads
+ * back as x, it is within 2^-53 x of x, closer than half a step of 15-digit decimals, so m is
+ * it padded with zeros; and m / 10^p (two exact doubles, one correctly rounded division) == x
+ * checks that exactly. Stripping m's trailing zeros gives the shortest digits.
+ * wide16_17: values that need 16 or 17 digits, the same way in long double, declining when
+ * its rounding error could change the answer.
+ * The rest (subnormals, |x| < 1e-12 or > 1e43 with 16+ digits, powers of two with 16+
+ * digits, values too close to call) goes to PyOS_double_to_string in a second pass that takes
+ * the GIL back. tests/mask/test_hmac.py checks every path against repr. */
+
+static const double POW10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* m (k digits, k <= 17) as text, trailing zeros dropped; returns the digit count. */
+static int put_digits(uint64_t m, int k, char *digits) {
+    for (int i = k - 1; i >= 0; i--) { digits[i] = (char)('0' + m % 10); m /= 10; }
+    int n = k;
+    while (n > 1 && digits[n - 1] == '0') n--;
+    return n;
+}
+
+/* <= 15 digits, exactly (see above). 1: found; 0: x needs 16 or 17 digits; -1: out of range. */
+static int fast15(double x, int e10, char *digits, int *n, int *decpt) {
+    int p = 14 - e10;
+    for (int tries = 0; tries < 3; tries++) {
+        if (p > 22 || p < -22) return -1;
+        double s = p >= 0 ? x * POW10[p] : x / POW10[-p];
+        if (s < 1e14) { p++; continue; }
+        double r = nearbyint(s);
+        if (r >= 1e15) { p--; continue; }
+        uint64_t m = (uint64_t)r;
+        double back = p >= 0 ? (double)m / POW10[p] : (double)m * POW10[-p];
+        if (back != x) return 0;
+        *n = put_digits(m, 15, digits);
+        *decpt = 15 - p;
+        return 1;
+    }
+    return -1;
+}
+
+#if LDBL_MANT_DIG >= 64
+/* 16 or 17 digits for a normal x that is not a power of two and needs more than 15, with
+ * x87 long double (64-bit mantissa; 10^p is exact up to 10^27). X = x * 10^p is within 2^-8 of
+ * its true value, so its nearest integer N is the correctly rounded k-digit decimal unless X
+ * is within 0.01 of a half; N reads back as x iff |N - X| <= half an ulp of x (scaled by 10^p),
+ * decided here unless within 0.01 of that bound. The nearest 17-digit decimal always reads
+ * back (half a 17-digit step < half an ulp). 1: found; 0: undecided, use the slow path. */
+static const long double POW10L[28] = {
+    1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,  1e7L,  1e8L,  1e9L,  1e10L, 1e11L, 1e12L, 1e13L,
+    1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L, 1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L};
+
+static int wide16_17(double x, int e2, int e10, char *digits, int *n, int *decpt) {
+    for (int k = 16; k <= 17; k++) {
+        int p = (k - 1) - e10;
+        long double X = 0;
+        int ok = 0;
+        for (int tries = 0; tries < 3; tries++) {
+            if (p > 27 || p < -27) return 0;
+            X = p >= 0 ? (long double)x * POW10L[p] : (long double)x / POW10L[-p];
+            if (X < POW10L[k - 1]) { p++; continue; }
+            if (X >= POW10L[k]) { p--; continue; }
+            ok = 1;
+            break;
+        }
+        if (!ok) return 0;
+        long double fl = floorl(X), frac = X - fl;
+        if (fabsl(frac - 0.5L) < 0.01L) return 0;
+        long double N = frac > 0.5L ? fl + 1 : fl;
+        if (N >= POW10L[k]) return 0;
+        if (k == 16) {
+            long double half = p >= 0 ? ldexpl(POW10L[p], e2 - 54) : ldexpl(1.0L, e2 - 54) / POW10L[-p];
+            long double dist = fabsl(N - X);
+            if (fabsl(dist - half) < 0.01L) return 0;
+            if (dist > half) continue; /* the 16-digit decimal does not read back: 17 digits */
+        }
+        *n = put_digits((uint64_t)N, k, digits);
+        *decpt = k - p;
+        return 1;
+    }
+    return 0;
+}
+#endif
+
+/* Shortest digits (no leading/trailing zeros) and decpt (x = 0.DIGITS * 10^decpt) of x > 0;
+ * 0 when the fast paths cannot decide (the caller asks Python's repr). */
+static int shortest(double x, char *digits, int *decpt) {
+    if (x < DBL_MIN) return 0; /* subnormal: its relative gap is wider, the argument fails */
+    int e2, n = 0;
+    frexp(x, &e2);
+    int e10 = (int)floor((e2 - 1) * 0.30102999566398120); /* log10(x) or one less */
+    int r = fast15(x, e10, digits, &n, decpt);
+    if (r == 1) return n;
+#if LDBL_MANT_DIG >= 64
+    uint64_t bits;
+    memcpy(&bits, &x, 8);
+    int pow2 = (bits & 0xFFFFFFFFFFFFFull) == 0; /* its gap below is half the gap above */
+    if (r == 0 && !pow2 && wide16_17(x, e2, e10, digits, &n, decpt)) return n;
+#endif
+    return 0;
+}
+
+/* repr's layout: fixed notation for 1e-4 <= |x| < 1e16 ("12.5", "3.0", "0.0001"), else
+ * d[.ddd]e±XX with at least two exponent digits. Returns the length written (<= 24), or -1
+ * when the digits are left to Python's repr. */
+static int format_double(double x, char *out) {
+    char *o = out;
+    if (isnan(x)) {
+        const char *s = signbit(x) ? "-nan" : "nan";
+        size_t l = strlen(s);
+        memcpy(out, s, l);
+        return (int)l;
+    }
+    if (signbit(x)) *o++ = '-';
+    double a = fabs(x);
+    if (isinf(a)) { memcpy(o, "inf", 3); return (int)(o - out) + 3; }
+    if (a == 0.0) { memcpy(o, "0.0", 3); return (int)(o - out) + 3; }
+    char d[20];
+    int decpt;
+    int n = shortest(a, d, &decpt);
+    if (n == 0) return -1;
+    if (decpt <= -4 || decpt > 16) {
+        *o++ = d[0];
+        if (n > 1) {
+            *o++ = '.';
+            memcpy(o, d + 1, (size_t)(n - 1));
+            o += n - 1;
+        }
+        int e = decpt - 1;
+        *o++ = 'e';
+        *o++ = e < 0 ? '-' : '+';
+        if (e < 0) e = -e;
+        if (e >= 100) *o++ = (char)('0' + e / 100);
+        *o++ = (char)('0' + (e / 10) % 10);
+        *o++ = (char)('0' + e % 10);
+    } else if (decpt <= 0) {
+        *o++ = '0';
+        *o++ = '.';
+        for (int i = 0; i < -decpt; i++) *o++ = '0';
+        memcpy(o, d, (size_t)n);
+        o += n;
+    } else if (decpt >= n) {
+        memcpy(o, d, (size_t)n);
+        o += n;
+        for (int i = n; i < decpt; i++) *o++ = '0';
+        *o++ = '.';
+        *o++ = '0';
+    } else {
+        memcpy(o, d, (size_t)decpt);
+        o += decpt;
+        *o++ = '.';
+        memcpy(o, d + decpt, (size_t)(n - decpt));
+        o += n - decpt;
+    }
+    return (int)(o - out);
+}
+
 static PyObject *py_float_text(PyObject *self, PyObject *args) {
     PyObject *values;
     Py_ssize_t offset, length;
@@ -310,46 +477,93 @@ static PyObject *py_float_text(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "values buffer is too short");
         return NULL;
     }
-    /* repr of a double is at most 24 bytes ("-1.7976931348623157e+308") */
+    /* repr of a double is at most 24 bytes ("-1.7976931348623157e+308"); int32 offsets */
+    if (length > INT32_MAX / 24) {
+        PyBuffer_Release(&v);
+        PyErr_SetString(PyExc_ValueError, "too many values for one call");
+        return NULL;
+    }
     PyObject *offs = PyBytes_FromStringAndSize(NULL, (length + 1) * 4);
     PyObject *data = PyBytes_FromStringAndSize(NULL, length * 24);
+    uint8_t *left = NULL; /* per row: 1 = left to repr, then repr's length + 1 */
     if (offs == NULL || data == NULL) goto fail;
     int32_t *o = (int32_t *)PyBytes_AS_STRING(offs);
     char *d = PyBytes_AS_STRING(data);
+    const char *src = (const char *)v.buf;
+    Py_ssize_t undecided = 0;
+    /* pass 1, no GIL: rows the fast paths decide; a 24-byte hole for the others */
+    Py_BEGIN_ALLOW_THREADS
     int32_t pos = 0;
     o[0] = 0;
     for (Py_ssize_t i = 0; i < length; i++) {
         double x;
         if (is_float32) {
             float f;
-            memcpy(&f, (const char *)v.buf + (offset + i) * 4, 4);
+            memcpy(&f, src + (offset + i) * 4, 4);
             x = (double)f;
         } else {
-            memcpy(&x, (const char *)v.buf + (offset + i) * 8, 8);
+            memcpy(&x, src + (offset + i) * 8, 8);
         }
-        if (isnan(x)) {
-            const char *s = signbit(x) ? "-nan" : "nan";
-            size_t l = strlen(s);
-            memcpy(d + pos, s, l);
-            pos += (int32_t)l;
-        } else {
-            char *s = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-            if (s == NULL) goto fail;
-            size_t l = strlen(s);
-            if (l > 24) l = 24;
-            memcpy(d + pos, s, l);
-            pos += (int32_t)l;
-            PyMem_Free(s);
+        int len = format_double(x, d + pos);
+        if (len < 0) {
+            if (left == NULL) left = (uint8_t *)calloc((size_t)length, 1);
+            if (left == NULL) { undecided = -1; break; }
+            left[i] = 1;
+            undecided++;
+            len = 24;
         }
+        pos += len;
         o[i + 1] = pos;
     }
+    Py_END_ALLOW_THREADS
+    if (undecided < 0) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    if (undecided > 0) {
+        /* pass 2, with the GIL: repr into the holes */
+        for (Py_ssize_t i = 0; i < length; i++) {
+            if (!left[i]) continue;
+            double x;
+            if (is_float32) {
+                float f;
+                memcpy(&f, src + (offset + i) * 4, 4);
+                x = (double)f;
+            } else {
+                memcpy(&x, src + (offset + i) * 8, 8);
+            }
+            char *r = PyOS_double_to_string(x, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+            if (r == NULL) goto fail;
+            size_t l = strlen(r);
+            if (l > 24) l = 24;
+            memcpy(d + o[i], r, l);
+            PyMem_Free(r);
+            left[i] = (uint8_t)(l + 1);
+        }
+        /* pass 3, no GIL: close the holes */
+        Py_BEGIN_ALLOW_THREADS
+        int32_t w = 0, start = 0;
+        for (Py_ssize_t i = 0; i < length; i++) {
+            int32_t end = o[i + 1];
+            int32_t len = left[i] ? left[i] - 1 : end - start;
+            memmove(d + w, d + start, (size_t)len);
+            o[i] = w;
+            w += len;
+            start = end;
+        }
+        o[length] = w;
+        Py_END_ALLOW_THREADS
+    }
+    free(left);
+    left = NULL;
     PyBuffer_Release(&v);
-    if (_PyBytes_Resize(&data, pos) < 0) {
+    if (_PyBytes_Resize(&data, o[length]) < 0) {
         Py_DECREF(offs);
         return NULL;
     }
     return Py_BuildValue("(NN)", offs, data);
 fail:
+    free(left);
     PyBuffer_Release(&v);
     Py_XDECREF(offs);
     Py_XDECREF(data);

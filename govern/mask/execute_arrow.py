@@ -6,12 +6,19 @@ not grow with the dataset. Per batch, in this order:
 
 1. row filters (unless the scan already applied them exactly);
 2. masks, then cell rules (``CASE WHEN coalesce(when, true) THEN cell mask ELSE column``);
-3. the caller's filter, on *masked* values — never on the raw values behind a mask;
+3. the caller's filter, on *masked* values — never on the raw values behind a mask (when it
+   reads only columns kept as they are, raw and masked values coincide and, unless the scan
+   applied it, it runs before step 2, so masks run on fewer rows);
 4. projection to the requested columns, and the row limit.
+
+A dictionary-encoded column stays encoded where that is exact: a mask that reads only the value
+runs once per distinct value, a one-column predicate is evaluated once per distinct value.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -74,15 +81,22 @@ def scan_columns(plan: AccessPlan, request: Request) -> list[str]:
     return list(dict.fromkeys(needed))
 
 
+def on_raw_values(plan: AccessPlan, request: Request) -> bool:
+    """Whether the caller's filter reads only columns kept unmasked with no cell rule: raw and
+    masked values coincide in every row, so it may run before masking (or in the scan)."""
+    if request.filter is None:
+        return False
+    cell_ruled = {r.column for r in plan.cell_rules}
+    return all(plan.column(c).action == "keep" and c not in cell_ruled for c in request.filter.columns)
+
+
 def pushdown_filter(plan: AccessPlan, request: Request) -> pc.Expression | None:
     """The filter the scan may apply on raw data: row filters, plus the caller's filter when
     every column it names is kept unmasked with no cell rule (so raw and masked values coincide
     in every row)."""
     parts = [to_expression(rf.predicate) for rf in plan.row_filters]
-    cell_ruled = {r.column for r in plan.cell_rules}
-    if request.filter is not None and all(
-        plan.column(c).action == "keep" and c not in cell_ruled for c in request.filter.columns
-    ):
+    if on_raw_values(plan, request):
+        assert request.filter is not None
         parts.append(to_expression(request.filter.sql))
     if not parts:
         return None
@@ -93,10 +107,15 @@ def pushdown_filter(plan: AccessPlan, request: Request) -> pc.Expression | None:
 
 
 class ArrowExecutor:
-    """Applies one plan to batches. Stateless apart from its keys; safe to share."""
+    """Applies one plan to batches. Stateless apart from its keys and a cache of predicate
+    answers per dictionary's values (:func:`~govern.mask.predicate_arrow.evaluate`); safe to
+    share."""
 
     def __init__(self, plan: AccessPlan, request: Request, keys: object, *, threads: int = 1,
-                 row_filter_applied: bool = False) -> None:
+                 row_filter_applied: bool = False, filter_exact: bool = True) -> None:
+        """``filter_exact=False``: the consumer filters again, so the caller's filter runs only
+        where it spares work (before masks, on raw-equal columns, when there are masks to
+        spare); rows it rejects may be delivered. Row filters always run exactly."""
         self.plan = plan
         self.request = request
         self.keys = keys
@@ -106,6 +125,14 @@ class ArrowExecutor:
             c for c in (request.filter.columns if request.filter else ()) if c not in request.columns
         ]
         self._cell_rules = {c: [r for r in plan.cell_rules if r.column == c] for c in self._computed}
+        # When the scan did not filter, a filter on raw-equal values runs before the masks do,
+        # so they mask only the rows that pass.
+        self._early_filter = not row_filter_applied and on_raw_values(plan, request) and (
+            filter_exact or any(plan.column(c).mask is not None or self._cell_rules[c] for c in self._computed))
+        self._late_filter = request.filter is not None and not self._early_filter and filter_exact
+        # Columns read only for the row filters are dropped before filtering: less to copy.
+        self._after_rows = set(scan_columns(dataclasses.replace(plan, row_filters=()), request))
+        self._memo: dict[object, object] = {}  # predicates' answers per dictionary (predicate_arrow)
 
     # -- one batch ---------------------------------------------------------------------------
     def _mask_column(self, col: ColumnPlan, batch: pa.RecordBatch, kernel_threads: int) -> pa.Array:
@@ -122,7 +149,7 @@ class ArrowExecutor:
             else:
                 out = self._apply(col.mask.function, col.mask.kwargs, raw, batch, kernel_threads)
         for rule in rules:
-            cond = evaluate(rule.when, batch)
+            cond = evaluate(rule.when, batch, self._memo)
             cond = pc.fill_null(cond, True)  # unknown means masked (fail closed)
             masked = self._apply(rule.mask.function, rule.mask.kwargs, raw, batch, kernel_threads)
             out = pc.if_else(cond, masked, out)
@@ -157,12 +184,22 @@ class ArrowExecutor:
 
     def transform(self, batch: pa.RecordBatch, kernel_threads: int = 1) -> pa.RecordBatch:
         if self.plan.row_filters and not self.row_filter_applied:
+            keep: pa.Array | None = None
             for rf in self.plan.row_filters:
-                batch = batch.filter(evaluate(rf.predicate, batch), null_selection_behavior="drop")
+                truth = evaluate(rf.predicate, batch, self._memo)
+                keep = truth if keep is None else pc.and_kleene(keep, truth)
+            batch = batch.select([n for n in batch.schema.names if n in self._after_rows])
+            batch = batch.filter(keep, null_selection_behavior="drop")
+        if self._early_filter:
+            assert self.request.filter is not None
+            batch = batch.filter(evaluate(self.request.filter.sql, batch, self._memo),
+                                 null_selection_behavior="drop")
         arrays = [self._mask_column(self.plan.column(name), batch, kernel_threads) for name in self._computed]
         masked = pa.RecordBatch.from_arrays(arrays, names=self._computed)
-        if self.request.filter is not None:
-            masked = masked.filter(evaluate(self.request.filter.sql, masked), null_selection_behavior="drop")
+        if self._late_filter:
+            assert self.request.filter is not None
+            masked = masked.filter(evaluate(self.request.filter.sql, masked, self._memo),
+                                   null_selection_behavior="drop")
         if len(self._computed) != len(self.request.columns):
             masked = masked.select(list(self.request.columns))
         return masked
@@ -190,10 +227,18 @@ class ArrowExecutor:
                 yield out
 
     def _parallel(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+        batches = iter(reader)
+        first = next(batches, None)
+        if first is None:
+            return
+        second = next(batches, None)
+        if second is None:  # one batch (a small table): no pool to start, kernels use the threads
+            yield self.transform(first, self.threads)
+            return
         window: deque[Future[pa.RecordBatch]] = deque()
         with ThreadPoolExecutor(self.threads, thread_name_prefix="govern-mask") as pool:
             try:
-                for batch in reader:
+                for batch in itertools.chain([first, second], batches):
                     window.append(pool.submit(self.transform, batch, 1))
                     if len(window) >= self.threads + 1:
                         yield window.popleft().result()

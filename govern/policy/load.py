@@ -190,9 +190,22 @@ def _datasets(doc: LocatedDict, problems: ProblemCollector) -> dict[str, Dataset
             line=line,
             privacy_unit=unit,
             description=body.get("description"),
-            extra={k: body[k] for k in ("budget", "synthesizer") if k in body},
+            extra={**{k: body[k] for k in ("budget",) if k in body}, **_synthesizer(body, name, columns, problems)},
         )
     return out
+
+
+def _synthesizer(body: LocatedDict, name: str, columns: dict[str, ColumnEntry],
+                 problems: ProblemCollector) -> dict[str, Any]:
+    """``synthesizer:`` of a dataset, validated (govern.privacy.synthetic.spec); {} if absent."""
+    if "synthesizer" not in body:
+        return {}
+    from govern.privacy.synthetic.spec import parse_synthesizer
+
+    spec = parse_synthesizer(body.get("synthesizer"), name, columns,
+                             lambda line, message: problems.add("catalog.yaml", line, message),
+                             body.line_of("synthesizer"))
+    return {"synthesizer": spec} if spec is not None else {}
 
 
 _BUDGET_FIELDS = {"epsilon", "delta", "period", "principals", "description"}

@@ -153,7 +153,8 @@ class SqlLedgerStore:
 
     def charges(self, *, principal: str | None = None, dataset: str | None = None,
                 request_id: str | None = None, after_id: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-        where, params = ["id > ?"], [after_id]
+        where: list[str] = ["id > ?"]
+        params: list[Any] = [after_id]
         for column, value in (("principal", principal), ("dataset", dataset), ("request_id", request_id)):
             if value is not None:
                 where.append(f"{column} = ?")

@@ -100,6 +100,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> FastAPI
         finally:
             if gw.reloader is not None:
                 gw.reloader.stop()
+            gw.sandboxes.close()
             gw.audit.close()
             gw.dp.close()
             gw.ledger.close()
@@ -114,7 +115,11 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> FastAPI
     # Encrypted views (govern.privacy.he): keys, rate limits and HE work bounds of this process.
     from govern.privacy.he.service import HeService
 
-    app.state.he = HeService(settings, gw.governor, getattr(gw, "ledger", None))
+    app.state.he = HeService(settings, gw.governor, gw.ledger)
+    # Synthetic views (govern.privacy.synthetic): models, fit jobs, reports. SDV loads on first use.
+    from govern.privacy.synthetic.service import SyntheticService
+
+    app.state.synthetic = SyntheticService(settings, gw.governor)
 
     @app.exception_handler(GovernError)
     async def governed(request: Request, exc: GovernError) -> Response:
@@ -154,4 +159,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> FastAPI
     from govern.server.routes import encrypted
 
     app.include_router(encrypted.router)
+
+    from govern.server.routes import synthetic
+
+    app.include_router(synthetic.router)
     return app

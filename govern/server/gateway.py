@@ -23,6 +23,7 @@ from govern.policy.reload import PolicyReloader
 from govern.privacy.dp.service import DpService
 from govern.privacy.ledger import BudgetLedger, open_ledger
 from govern.server.metrics import Metrics
+from govern.sql.sandbox import SandboxPool
 
 PURPOSE_HEADER = "x-purpose"
 
@@ -54,6 +55,9 @@ class Gateway:
         self.ledger = ledger if ledger is not None else open_ledger(settings, governor.budget_for)
         self.dp = DpService(settings, governor, self.ledger)  # differential privacy (govern.privacy.dp)
         self._reads = threading.BoundedSemaphore(settings.max_concurrent_reads)
+        # Analyst SQL: each query's DuckDB sandbox is opened (and closed) by this pool's thread,
+        # off the query's path (govern.sql.sandbox). Nothing starts until the first query.
+        self.sandboxes = SandboxPool(memory_limit=settings.sql_memory_limit, threads=settings.sql_threads)
 
     # -- identity and purpose ------------------------------------------------------------------
     def authenticate(self, ctx: RequestContext, authorization: str | None) -> Principal:
@@ -98,7 +102,7 @@ class Gateway:
         """Audit a refused request. If even that fails, the refusal stands (no data goes out)."""
         self.metrics.denials.labels(reason=exc.slug).inc()
         try:
-            self.record(ctx, outcome="denied" if exc.status in (400, 401, 403, 404, 413, 422) else "error",
+            self.record(ctx, outcome="denied" if exc.status in (400, 401, 403, 404, 413, 422, 429) else "error",
                         status=exc.status, detail=f"{exc.slug}: {exc.detail}"[:500])
         except AuditError:
             pass

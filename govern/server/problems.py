@@ -16,7 +16,8 @@ from govern.errors import PROBLEM_BASE, GovernError
 MEDIA_TYPE = "application/problem+json"
 
 # Extra fields an error may expose to the caller; anything else stays server-side.
-SAFE_EXTRA = {"purposes", "problems", "columns", "position", "decision", "retry_after", "limit"}
+SAFE_EXTRA = {"purposes", "problems", "columns", "position", "decision", "retry_after", "limit",
+              "budget", "requested"}  # budget-exceeded: the caller's own spent/left and what it asked
 
 
 def problem_body(status: int, slug: str, title: str, detail: str, *, request_id: str | None = None,

@@ -13,6 +13,12 @@ The raw relation is never inside DuckDB. For each dataset reference the engine c
 as ``GET /v1/datasets/{name}/rows`` — and registers the *masked* stream it returns. Whatever
 the query does to a column (wrap it in ``md5``, ``substr``, join or group on it), it only
 ever sees masked values.
+
+What keeps it fast (docs/performance.md, "Analyst SQL"): the read scans only the columns and
+row groups the query needs and filters before masking (``prune``); it asks for
+``dictionaries=True``, so low-cardinality strings stay dictionary-encoded from the Parquet page
+to DuckDB and value-only masks run once per distinct value; and the gateway's
+:class:`~govern.sql.sandbox.SandboxPool` opens each query's DuckDB database ahead of time.
 """
 
 from __future__ import annotations
@@ -56,7 +62,8 @@ class SqlResult:
     _sandbox: Sandbox | None = field(default=None, repr=False)
 
     def close(self) -> None:
-        """Release the DuckDB connection (interrupting the query if it still runs)."""
+        """Stop the query (interrupting it if it still runs) and release its DuckDB database
+        (at once, or soon after in the sandbox pool's thread)."""
         if self._sandbox is not None:
             self._sandbox.close()
 
@@ -243,7 +250,10 @@ class SqlEngine:
         max_rows = self.settings.max_rows
         governed = self.governor.read(principal, ref.dataset, purpose, columns=list(ref.columns),
                                       filter=ref.filter, limit=max_rows + 1 if materialize else None,
-                                      state=prepared.state, dictionaries=True)
+                                      state=prepared.state, dictionaries=True,
+                                      # the conjuncts stay in the query: DuckDB applies them again
+                                      # (a materialized read counts its rows: filter exactly)
+                                      filter_exact=materialize)
         if not materialize:
             sandbox.register_stream(ref.view, governed.reader)
             return

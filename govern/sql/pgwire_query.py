@@ -28,6 +28,7 @@ import pyarrow as pa
 from govern.errors import GovernError, SqlError
 from govern.identity.principal import Principal
 from govern.server.gateway import Gateway, RequestContext
+from govern.sql import pgwire_dp
 from govern.sql.engine import SqlEngine, SqlResult
 from govern.sql.pgwire_catalog import Catalog, CatalogContext, is_catalog_query, output_names
 from govern.sql.pgwire_protocol import data_rows, row_description
@@ -155,7 +156,7 @@ class Runner:
         self.principal = principal
         self.session = session
         self.pid = pid
-        self.engine = SqlEngine(gateway.governor, gateway.settings)
+        self.engine = SqlEngine(gateway.governor, gateway.settings, getattr(gateway, "sandboxes", None))
         self._catalog: Catalog | None = None
         self._catalog_version: str | None = None
 
@@ -213,6 +214,8 @@ class Runner:
         return [(f.name, f.type) for f in table.schema]
 
     def query(self, text: str, params: list[Any]) -> Cursor:
+        if pgwire_dp.is_dp(self, text):  # differentially private SQL (govern.sql.pgwire_dp)
+            return pgwire_dp.dp_cursor(self, text, params)
         ctx = self.context(text)
         if params:
             ctx.extra["params"] = len(params)  # how many, not the values
@@ -248,6 +251,8 @@ class Runner:
                       release=release)
 
     def describe_query(self, text: str, params: list[Any] | None) -> list[tuple[str, pa.DataType | None]]:
+        if pgwire_dp.is_dp(self, text):
+            return pgwire_dp.dp_describe(self, text)
         return _named(text, self.engine.describe(self.principal, self.purpose, text, params or None))
 
     def _aborted(self, ctx: RequestContext, rows: int, nbytes: int, why: str) -> None:

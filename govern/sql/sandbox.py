@@ -16,15 +16,18 @@ query when ``sql_timeout`` passes; :meth:`Sandbox.close` interrupts and closes a
 
 Opening a DuckDB database costs 15–40 ms of CPU (it builds the catalog of every built-in
 function), more than a small analytic query takes. :class:`SandboxPool` therefore opens and
-locks the *next* sandboxes in the background, while no query waits. Each sandbox still serves
+locks the *next* sandboxes in the background, while no query runs. Each sandbox still serves
 exactly one query and is closed after it: nothing — views, results, temporary objects,
 memory — carries over from one query, principal or purpose to another.
 """
 
 from __future__ import annotations
 
+import atexit
+import heapq
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -50,14 +53,18 @@ SANDBOX_SETTINGS: tuple[str, ...] = (
 class Sandbox:
     """One query's DuckDB connection, its clock, and what must be released with it."""
 
-    def __init__(self, *, memory_limit: str, threads: int, timeout: float | None) -> None:
-        """Open and lock the connection; the clock starts now, or at :meth:`arm` when
-        ``timeout`` is None (a sandbox opened ahead of its query)."""
+    def __init__(self, *, memory_limit: str, threads: int, timeout: float | None,
+                 pool: SandboxPool | None = None) -> None:
+        """Open and lock the connection. The clock starts now, or at :meth:`arm` when
+        ``timeout`` is None (a sandbox opened ahead of its query). With ``pool``, the pool's
+        thread keeps the clock and does the releasing part of :meth:`close`."""
         self.timeout = 0.0
         self.timed_out = False
         self.source_errors: list[BaseException] = []
         self._deadline = float("inf")
+        self._armed = False
         self._timer: threading.Timer | None = None
+        self._pool = pool
         self._lock = threading.Lock()
         self._busy = threading.Lock()  # held while a thread runs or fetches from the connection
         self._closed = False
@@ -85,13 +92,17 @@ class Sandbox:
     def arm(self, timeout: float) -> Sandbox:
         """Start the query's clock: after ``timeout`` seconds the query is interrupted."""
         with self._lock:
-            if self._timer is not None:
+            if self._armed:
                 raise RuntimeError("the sandbox's clock is already running")
+            self._armed = True
             self.timeout = timeout
             self._deadline = time.monotonic() + timeout
-            self._timer = threading.Timer(max(0.0, timeout), self._expire)
-            self._timer.daemon = True
-            self._timer.start()
+            if self._pool is None:
+                self._timer = threading.Timer(max(0.0, timeout), self._expire)
+                self._timer.daemon = True
+                self._timer.start()
+        if self._pool is not None:
+            self._pool._watch(self)
         return self
 
     def _expire(self) -> None:
@@ -99,7 +110,10 @@ class Sandbox:
             if self._closed:
                 return
             self.timed_out = True
-            self.con.interrupt()
+            try:
+                self.con.interrupt()
+            except duckdb.Error:
+                pass
 
     def expired(self) -> bool:
         if time.monotonic() >= self._deadline:
@@ -137,7 +151,8 @@ class Sandbox:
         return self._busy
 
     def close(self) -> None:
-        """Stop the clock, interrupt what runs, release the connection and the streams."""
+        """Stop the clock and interrupt what runs — at once: no further batch is fetched — then
+        release the connection and the streams (in the pool's thread, when there is a pool)."""
         with self._lock:
             if self._closed:
                 return
@@ -148,7 +163,11 @@ class Sandbox:
                 self.con.interrupt()
             except duckdb.Error:
                 pass
-        with self._busy:
+        if self._pool is None or not self._pool._retire(self):
+            self._release()
+
+    def _release(self) -> None:
+        with self._busy:  # a fetch in another thread stops at the interrupt; wait for it
             try:
                 self.con.close()
             except duckdb.Error:
@@ -166,12 +185,15 @@ class Sandbox:
 
 
 class SandboxPool:
-    """Sandboxes opened ahead of their queries, by one background thread.
+    """Sandboxes opened ahead of their queries, and closed after them, by one thread.
 
-    :meth:`take` hands out a fresh, locked sandbox whose clock starts then — a spare if one is
-    ready, else one opened on the spot — and asks for a replacement. A sandbox is never handed
-    out twice. At most ``spares`` idle sandboxes exist (each holds an empty DuckDB database
-    and its threads, a few MB). :meth:`close` stops the builder and closes the spares.
+    :meth:`take` hands out a fresh, locked sandbox whose clock starts then: a spare if one is
+    ready, else one opened on the spot. A sandbox is never handed out twice. Closing it stops
+    its query at once; the pool's thread then releases the database, and opens replacements
+    only while no query runs (opening one takes CPU a running query could use: under a
+    continuous load, queries open their own). The same thread keeps the sandboxes' clocks. At
+    most ``spares`` idle sandboxes exist (each an empty DuckDB database and its threads, a few
+    MB). :meth:`close` releases everything.
     """
 
     def __init__(self, *, memory_limit: str, threads: int, spares: int = 1) -> None:
@@ -179,73 +201,139 @@ class SandboxPool:
         self.threads = threads
         self.spares = max(0, spares)
         self._ready: deque[Sandbox] = deque()
+        self._retired: deque[Sandbox] = deque()
+        self._releasing = 0  # retired sandboxes the thread is releasing right now
+        self._in_use = 0  # sandboxes taken and not closed yet: spares are opened only at 0
+        self._clocks: list[tuple[float, int, Sandbox]] = []  # heap of (deadline, tiebreak, sandbox)
+        self._count = 0
         self._cond = threading.Condition()
         self._closed = False
-        self._filling = False  # the builder thread runs (set and cleared under self._cond)
+        self._thread: threading.Thread | None = None
+        # At interpreter exit the thread must not be inside DuckDB (a daemon thread killed in
+        # C++ code aborts the process): close the pool first if its owner did not.
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     def take(self, timeout: float) -> Sandbox:
         """A fresh sandbox for one query, its clock started with ``timeout``."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("the sandbox pool is closed")
+            self._start()
             sandbox = self._ready.popleft() if self._ready else None
-            self._wake()
+            self._in_use += 1
         if sandbox is None:
-            sandbox = self._open()
+            try:
+                sandbox = self._open()
+            except BaseException:
+                with self._cond:
+                    self._in_use -= 1
+                    self._cond.notify_all()
+                raise
         return sandbox.arm(timeout)
 
     def ready(self, timeout: float | None = None) -> bool:
-        """Wait until the spares are open (benchmarks call this between samples, as a gateway
-        has moments without queries); True when they are."""
+        """Wait until closed sandboxes are released and the spares are open — which needs
+        every taken sandbox closed (benchmarks call this between samples, as a gateway has
+        moments without queries)."""
         with self._cond:
-            self._wake()
-            self._cond.wait_for(lambda: self._closed or not self._filling or len(self._ready) >= self.spares,
-                                timeout)
-            return len(self._ready) >= self.spares
+            self._start()
+            self._cond.notify_all()
+            return self._cond.wait_for(lambda: self._closed or (len(self._ready) >= self.spares and not self._retired
+                                                                and not self._releasing), timeout)
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            spares = list(self._ready)
-            self._ready.clear()
             self._cond.notify_all()
-        for sandbox in spares:
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        for sandbox in list(self._ready):
             sandbox.close()
+        self._ready.clear()
+        while self._retired:
+            self._retired.popleft()._release()
 
-    # -- the builder -------------------------------------------------------------------------------
+    # -- called by sandboxes -------------------------------------------------------------------------
+    def _watch(self, sandbox: Sandbox) -> None:
+        with self._cond:
+            self._count += 1
+            heapq.heappush(self._clocks, (sandbox._deadline, self._count, sandbox))
+            self._start()
+            self._cond.notify_all()
+
+    def _retire(self, sandbox: Sandbox) -> bool:
+        """Take over releasing ``sandbox``; False when the pool is closed (release it yourself)."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._in_use -= 1
+            self._retired.append(sandbox)
+            self._start()
+            self._cond.notify_all()
+            return True
+
+    # -- the pool's thread ---------------------------------------------------------------------------
     def _open(self) -> Sandbox:
-        return Sandbox(memory_limit=self.memory_limit, threads=self.threads, timeout=None)
+        return Sandbox(memory_limit=self.memory_limit, threads=self.threads, timeout=None, pool=self)
 
-    def _wake(self) -> None:  # holding self._cond
-        if self._closed or len(self._ready) >= self.spares:
-            return
-        if not self._filling:
-            self._filling = True
-            threading.Thread(target=self._fill, name="govern-sql-sandboxes", daemon=True).start()
+    def _start(self) -> None:  # holding self._cond
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(target=self._run, name="govern-sql-sandboxes", daemon=True)
+            self._thread.start()
 
-    def _fill(self) -> None:
+    def _run(self) -> None:
         while True:
+            due: list[Sandbox] = []
+            retired: Sandbox | None = None
+            build = False
             with self._cond:
-                if self._closed or len(self._ready) >= self.spares:
-                    self._filling = False
-                    self._cond.notify_all()
-                    return
-            try:
-                sandbox = self._open()
-            except Exception:  # DuckDB could not open one now: queries open their own
-                with self._cond:
-                    self._filling = False
-                    self._cond.notify_all()
-                return
+                while not (due or retired or build):
+                    if self._closed:
+                        return
+                    now = time.monotonic()
+                    while self._clocks and (self._clocks[0][2].closed or self._clocks[0][0] <= now):
+                        sandbox = heapq.heappop(self._clocks)[2]
+                        if not sandbox.closed:
+                            due.append(sandbox)
+                    if self._retired:
+                        retired = self._retired.popleft()
+                        self._releasing += 1
+                    elif len(self._ready) < self.spares and not self._in_use:
+                        build = True  # only while no query runs: opening one takes CPU from it
+                    elif not due:
+                        self._cond.wait(self._clocks[0][0] - now if self._clocks else None)
+            for sandbox in due:  # outside self._cond: a sandbox's lock is never taken under it
+                sandbox._expire()
+            if retired is not None:
+                try:
+                    retired._release()  # release before opening: memory goes before it comes
+                finally:
+                    with self._cond:
+                        self._releasing -= 1
+            elif build:
+                self._build()
             with self._cond:
-                if not self._closed:
-                    self._ready.append(sandbox)
-                    self._cond.notify_all()
-                    continue
-                self._filling = False
                 self._cond.notify_all()
-            sandbox.close()
+
+    def _build(self) -> None:
+        try:
+            sandbox = self._open()
+        except Exception:  # DuckDB cannot open one now: queries open their own meanwhile
+            with self._cond:
+                self._cond.wait(1.0)
             return
+        with self._cond:
+            if not self._closed:
+                self._ready.append(sandbox)
+                return
+        sandbox.con.close()
+
+
+def _close_at_exit(ref: weakref.ref[SandboxPool]) -> None:
+    pool = ref()
+    if pool is not None:
+        pool.close()
 
 
 def _literal(value: Any) -> str:

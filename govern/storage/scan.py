@@ -30,14 +30,15 @@ from govern.config import Settings
 from govern.errors import GovernError, InvalidRequest, StorageError
 from govern.storage.location import is_within, local_root, resolve
 
-__all__ = ["FORMATS", "check_reachable", "open_dataset", "physical_schema", "scan"]
+__all__ = ["FORMATS", "check_reachable", "open_dataset", "physical_schema", "row_count", "scan"]
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("parquet", "csv")
 
-# Read-ahead small enough that a scan holds a handful of batches, not a file.
-BATCH_READAHEAD = 2
+# Decode on the consuming thread, one batch and one file ahead: see scan().
+USE_THREADS = False
+BATCH_READAHEAD = 1
 FRAGMENT_READAHEAD = 1
 
 
@@ -96,6 +97,18 @@ def physical_schema(dataset: ds.Dataset) -> pa.Schema:
     return dataset.schema
 
 
+def row_count(dataset: ds.Dataset, *, location: str | None = None) -> int | None:
+    """How many rows the dataset holds, when the files' metadata says so without a scan
+    (Parquet footers, read once per opened dataset); ``None`` for CSV, which would be read
+    whole."""
+    if not isinstance(getattr(dataset, "format", None), ds.ParquetFileFormat):
+        return None
+    try:
+        return dataset.count_rows()
+    except (OSError, pa.ArrowException) as exc:
+        raise _storage_error(exc, location, "read") from exc
+
+
 def scan(
     dataset: ds.Dataset,
     columns: list[str],
@@ -126,7 +139,7 @@ def scan(
             batch_readahead=BATCH_READAHEAD,
             fragment_readahead=FRAGMENT_READAHEAD,
             fragment_scan_options=_scan_options(dataset),
-            use_threads=True,
+            use_threads=USE_THREADS,
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         # Binding the filter to the stored types failed: the data does not have the types

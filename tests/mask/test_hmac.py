@@ -93,6 +93,40 @@ def test_float_text_is_duckdbs_double_text(values: list, as_float32: bool) -> No
     assert float_text(arr.slice(min(1, len(arr)))).equals(want.slice(min(1, len(arr))))
 
 
+def _repr_text(x: float) -> str:
+    if x != x:
+        return "-nan" if np.signbit(x) else "nan"
+    return repr(x)
+
+
+def test_float_text_is_repr_on_every_path_of_the_formatter() -> None:
+    """The GIL-free formatter has exact fast paths (<= 15 digits; 16-17 digits in long double)
+    and hands the rest to Python's repr: each path, and the edges between them, against repr."""
+    rng = np.random.default_rng(3)
+    pow2 = [2.0**e for e in range(-1074, 1024)]
+    pow10 = [float(f"1e{e}") for e in range(-325, 309)]
+    edges = pow2 + pow10 + [float(np.nextafter(x, d)) for x in pow2 + pow10 for d in (0.0, np.inf)]
+    values = [
+        *edges,
+        *rng.integers(0, 2**64, 100_000, dtype=np.uint64).view(np.float64).tolist(),  # any bits
+        *rng.random(50_000).tolist(),  # 16-17 digits
+        *np.round(rng.lognormal(7, 2, 50_000), 2).tolist(),  # money: <= 15 digits
+        *(rng.integers(1, 10**9, 20_000) * 10.0 ** rng.integers(-40, 40, 20_000)).tolist(),
+        *rng.integers(1, 2**52, 20_000, dtype=np.uint64).view(np.float64).tolist(),  # subnormals
+        *[float(i) for i in rng.integers(-(2**62), 2**62, 20_000)],
+        1e16, 9999999999999998.0, 1e-4, 9.999999999999999e-05, 123456789012345.0, 1234567890123456.0,
+        12345678901234567.0, 0.1, 0.30000000000000004, 1 / 3, 5e-324, 2.2250738585072014e-308,
+        1.7976931348623157e308, 0.0, -0.0, float("inf"), float("-inf"), float("nan"), -float("nan"),
+    ]
+    values += [-v for v in values[:: 7]]
+    got = float_text(pa.array(values, pa.float64())).to_pylist()
+    bad = [(v, g) for v, g in zip(values, got, strict=True) if g != _repr_text(v)]
+    assert bad == []
+    f32 = rng.integers(0, 2**32, 50_000, dtype=np.uint32).view(np.float32)
+    got = float_text(pa.array(f32, pa.float32())).to_pylist()
+    assert [g for v, g in zip(f32.tolist(), got, strict=True) if g != _repr_text(v)] == []
+
+
 def test_every_length_around_the_single_block_fast_path() -> None:
     # lengths 0..130 bytes cross the one-block (≤ 55) / multi-block boundary and two block edges
     values = [bytes((i * 7 + j) % 256 for j in range(i)) for i in range(131)]

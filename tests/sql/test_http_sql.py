@@ -151,4 +151,6 @@ def test_openapi_documents_the_route(client) -> None:
     spec = client.get("/openapi.json").json()
     op = spec["paths"]["/v1/sql"]["post"]
     schema = op["requestBody"]["content"]["application/json"]["schema"]
-    assert set(schema["properties"]) == {"sql", "purpose", "format", "params"}
+    assert set(schema["properties"]) == {"sql", "purpose", "format", "params",
+                                         # differentially private SQL (docs/privacy.md#dp-sql)
+                                         "privacy", "epsilon", "delta", "contributions", "bounds"}

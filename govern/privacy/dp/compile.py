@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -147,6 +148,7 @@ def compile_query(query: DpQuery, plan: AccessPlan, entry: DatasetEntry, schema:
     requested = dict(query.keys)
     catalog_keys = tuple(g for g in query.group_by if g not in requested and entry.columns[g].public_values)
     private = [g for g in query.group_by if g not in requested and g not in catalog_keys]
+    key_source: Literal["none", "public", "threshold"]
     if not query.group_by:
         key_source = "none"
     elif private:
@@ -260,11 +262,12 @@ class _Builder:
             return Output(name, "quantile", column, (self._add(main, p),), 0, (lo, hi))
         # histogram: its own group-by (the caller's groups × the bins), counted with a noisy length
         bin_col = f"{PREFIX}bin_{name}"
+        labels: tuple[Any, ...]
         if agg.bins is not None:
             if not _numeric(dtype):
                 raise InvalidRequest(f"{name}: bins need a numeric column ('{column}' is {dtype})")
             edges = tuple(float(e) for e in agg.bins)
-            labels = tuple(f"[{_num(a)}, {_num(b)})" for a, b in zip(edges, edges[1:], strict=False))
+            labels = tuple(f"[{_num(a)}, {_num(b)})" for a, b in pairwise(edges))
             self.derived[bin_col] = Derived(bin_col, column, "bin", edges=edges, labels=labels)
         else:
             if agg.categories is not None:

@@ -11,11 +11,17 @@ How OpenDP is used
   mechanisms) behind the ``contrib`` flag, which marks code whose proofs have not finished
   OpenDP's formal vetting process. Enabling it is an explicit acceptance of that status; see
   docs/privacy.md.
+- Contributions are bounded *before* OpenDP sees the data: :func:`bound_contributions` keeps
+  at most ``k`` rows per privacy unit (sampled at random, independently per person; rows whose
+  unit is NULL are dropped), so a person with many rows weighs like one with k. This map is
+  stable — adding or removing one person changes at most k rows of its output, and nobody
+  else's — so OpenDP is told exactly that: ``dp.unit_of(contributions=k)``. (OpenDP's own
+  ``truncate_per_group`` with ``unit_of(identifier=…)`` expresses the same bound, but its
+  window over every identifier costs seconds per million rows in polars; the result is the
+  same distribution.)
 - One ``dp.Context.compositor`` per query, built from the data and this query's epsilon/delta
-  only, with ``privacy_unit=dp.unit_of(contributions=1, identifier=<privacy_unit>)``. The
-  context is never kept: the ledger (not the context) is the record of what was spent.
-- Each :class:`Part` is one measurement. ``truncate_per_group(k)`` (no ``by``) keeps at most
-  ``k`` rows per person, sampled at random, so a person with many rows weighs like one with k.
+  only. The context is never kept: the ledger (not the context) is the record of what was spent.
+- Each :class:`Part` is one measurement.
 - Calibration: OpenDP's own ``LazyFrameQuery.resolve()`` binary-searches the noise scale with
   ~50 measurement constructions (about a second of CPU). Laplace and exponential-mechanism
   losses are proportional to 1/scale, so :func:`calibrate` builds at scale 1, divides, and
@@ -26,39 +32,47 @@ How OpenDP is used
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import product
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from govern.errors import GovernError, InvalidRequest
-from govern.privacy.dp.compile import MAX_KEYS, MAX_LENGTH, DpPlan, Output, Part, Primitive
+from govern.privacy.dp.compile import MAX_KEYS, MAX_LENGTH, PREFIX, DpPlan, Output, Part, Primitive
 
 CONFIDENCE = 0.95
 _enabled = threading.Lock()
 _ready = False
 
 
-class DpEngineError(GovernError):
-    """OpenDP refused or failed to build the measurement (never data-dependent text)."""
-
-    status = 400
-    slug = "invalid-request"
-    title = "Invalid request"
-
-
 def opendp():  # -> module opendp.prelude
-    """Import OpenDP once, with the ``contrib`` features enabled (see the module docstring)."""
-    global _ready
-    import opendp.prelude as dp
+    """Import OpenDP once, with the ``contrib`` features enabled (see the module docstring).
 
+    Every OpenDP and polars module govern uses is imported here, under a lock, by the first
+    release of the process: releases run on several threads, and two threads importing one
+    package's submodules at the same moment can see a partially initialized module.
+    """
+    global _ready
     if not _ready:
         with _enabled:
-            dp.enable_features("contrib")
-            _ready = True
+            if not _ready:
+                import opendp.accuracy
+                import opendp.measurements
+                import opendp.prelude
+                import polars  # noqa: F401
+
+                opendp.prelude.enable_features("contrib")
+                _ready = True
+    import opendp.prelude as dp
+
     return dp
 
 
@@ -67,8 +81,7 @@ class Mechanism:
     part: int
     aggregate: str
     distribution: str
-    scale: float
-    epsilon: float
+    scale: float  # in the caller's units (a sum's scale is divided back by its scaling)
     threshold: int | None = None
 
 
@@ -81,6 +94,7 @@ class DpResult:
     epsilon: float
     delta: float
     threshold: int | None
+    parts: list[dict[str, Any]] = field(default_factory=list)  # each measurement's exact (epsilon, delta)
     timings: dict[str, float] = field(default_factory=dict)
 
     def privacy(self) -> dict[str, Any]:
@@ -89,6 +103,7 @@ class DpResult:
             "delta": self.delta,
             "confidence": CONFIDENCE,
             "threshold": self.threshold,
+            "parts": self.parts,
             "mechanisms": [m.__dict__ for m in self.mechanisms],
         }
 
@@ -97,18 +112,28 @@ def release(plan: DpPlan, data: pa.Table, public_keys: dict[str, list[Any]]) -> 
     """Compute every part of ``plan`` on ``data`` (one compositor), post-process into rows."""
     import time
 
+    dp = opendp()  # first: imports OpenDP and polars under a lock
     import polars as pl
 
-    dp = opendp()
+    t0 = time.perf_counter()
+    data = bound_contributions(data, plan.unit, plan.contributions)
+    t_bound = time.perf_counter() - t0
+    with _spilled(pl, _prepare(pl, plan, data)) as lf:
+        keys = _group_keys(pl, plan, data.schema, public_keys)
+        return _release(pl, dp, plan, lf, keys, public_keys, t0, t_bound)
+
+
+def _release(pl: Any, dp: Any, plan: DpPlan, lf: Any, keys: dict[str, Any], public_keys: dict[str, list[Any]],
+             t0: float, t_bound: float) -> DpResult:
+    import time
+
     from opendp.accuracy import summarize_polars_measurement
 
-    t0 = time.perf_counter()
-    lf = _prepare(pl, plan, data, public_keys)
-    keys = _group_keys(pl, plan, data.schema, public_keys)
+    t_prepared = time.perf_counter()
     loss = dp.loss_of(epsilon=plan.epsilon, delta=plan.delta) if plan.delta > 0 else dp.loss_of(epsilon=plan.epsilon)
     context = dp.Context.compositor(
         data=lf,
-        privacy_unit=dp.unit_of(contributions=1, identifier=plan.unit),
+        privacy_unit=dp.unit_of(contributions=plan.contributions),
         privacy_loss=loss,
         split_by_weights=plan.weights,
         margins=[dp.polars.Margin(by=[], max_length=MAX_LENGTH)],
@@ -116,11 +141,12 @@ def release(plan: DpPlan, data: pa.Table, public_keys: dict[str, list[Any]]) -> 
     frames: list[Any] = []
     summaries: list[tuple[Any, Any]] = []
     mechanisms: list[Mechanism] = []
+    parts: list[dict[str, Any]] = []
     threshold: int | None = None
-    t_build = t_run = 0.0
+    t_build, t_run = time.perf_counter() - t_prepared, 0.0  # the compositor counts as building
     for index, part in enumerate(plan.parts):
         tb = time.perf_counter()
-        query = context.query().truncate_per_group(plan.contributions)
+        query = context.query()
         exprs = [_expr(pl, dp, p) for p in part.primitives]
         if part.group_by:
             query = query.group_by(*part.group_by).agg(*exprs)
@@ -139,18 +165,22 @@ def release(plan: DpPlan, data: pa.Table, public_keys: dict[str, list[Any]]) -> 
         t_run += time.perf_counter() - tr
         frames.append(frame)
         summaries.append((summary, half))
+        factor = {p.id: p.scale for p in part.primitives}
         for row in summary.iter_rows(named=True):
             t = row.get("threshold")
             if t is not None:
                 threshold = int(t) if threshold is None else max(threshold, int(t))
             mechanisms.append(Mechanism(index, _public_name(plan, row["column"]), str(row["distribution"]),
-                                        float(row["scale"]), eps / max(1, len(part.primitives)),
+                                        float(row["scale"]) / factor.get(row["column"], 1.0),
                                         int(t) if t is not None else None))
+        parts.append({"part": index, "group_by": [g for g in part.group_by if not g.startswith(PREFIX)],
+                      "epsilon": eps, "delta": delta_of(measurement, thresholded)})
     rows = _rows(plan, frames, summaries)
     columns = [*plan.group_by, *(o.name for o in plan.outputs)]
     t_all = time.perf_counter() - t0
-    return DpResult(plan.group_by, columns, rows, mechanisms, plan.epsilon, plan.delta, threshold,
-                    timings={"opendp_build": t_build, "opendp_run": t_run, "engine_total": t_all})
+    return DpResult(plan.group_by, columns, rows, mechanisms, plan.epsilon, plan.delta, threshold, parts,
+                    timings={"bound": t_bound, "prepare": t_prepared - t0 - t_bound, "opendp_build": t_build,
+                             "opendp_run": t_run, "engine_total": t_all})
 
 
 # -- calibration ---------------------------------------------------------------------------------
@@ -212,13 +242,66 @@ def calibrate(query: Any, thresholded: bool) -> tuple[Any, float]:
         return m, eps_of(m)
     except GovernError:
         raise
-    except Exception as exc:  # OpenDP's messages describe the query, never the data
-        raise DpEngineError(f"differential privacy refused this query: {_opendp_message(exc)}") from None
+    except Exception as exc:
+        # OpenDP refused to build the measurement; its messages describe the query, never the data
+        raise InvalidRequest(f"differential privacy refused this query: {_opendp_message(exc)}") from None
+
+
+def delta_of(measurement: Any, thresholded: bool) -> float:
+    """The delta a calibrated measurement actually spends (0 unless keys are thresholded)."""
+    return 0.0 if not thresholded else float(measurement.map(1)[1])
 
 
 # -- preparing the data ----------------------------------------------------------------------------
 
-def _prepare(pl: Any, plan: DpPlan, data: pa.Table, public_keys: dict[str, list[Any]]) -> Any:
+def bound_contributions(table: pa.Table, unit: str, k: int, rng: Any = None) -> pa.Table:
+    """At most ``k`` rows per value of ``unit``, chosen at random per unit; NULL units dropped.
+
+    Stable by construction: which rows of one person are kept depends only on that person's
+    rows and fresh random draws, so adding or removing a person changes at most ``k`` rows.
+    """
+    import numpy as np
+
+    column = table.column(unit)
+    if column.null_count:
+        table = table.filter(pc.is_valid(column))
+        column = table.column(unit)
+    n = table.num_rows
+    if n == 0:
+        return table
+    import polars as pl
+
+    series = pl.from_arrow(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+    assert isinstance(series, pl.Series)
+    if series.n_unique() == n or int(series.value_counts()["count"].max() or 0) <= k:  # type: ignore[arg-type]
+        return table  # nobody is over the bound: truncation is the identity
+    codes = series.rank("dense").to_numpy().astype(np.int64)
+    rng = rng or np.random.default_rng()
+    order = np.lexsort((rng.random(n), codes))  # by person, random within a person
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    rank = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    return table.take(pa.array(np.sort(order[rank < k])))
+
+
+@contextmanager
+def _spilled(pl: Any, frame: Any) -> Iterator[Any]:
+    """A lazy scan of ``frame`` written to a private (0600) temporary Arrow IPC file, removed
+    afterwards. OpenDP's FFI serializes an in-memory LazyFrame with all its data (≈1.5 s per
+    million rows); a file scan serializes only the plan and is read memory-mapped."""
+    fd, path = tempfile.mkstemp(prefix="govern-dp-", suffix=".arrow")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            frame.write_ipc(fh)
+        yield pl.scan_ipc(path, memory_map=True)
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _prepare(pl: Any, plan: DpPlan, data: pa.Table) -> Any:
     frame = pl.from_arrow(data)
     assert isinstance(frame, pl.DataFrame)
     exprs = []
@@ -238,8 +321,8 @@ def _prepare(pl: Any, plan: DpPlan, data: pa.Table, public_keys: dict[str, list[
             exprs.append(src.cast(pl.String).alias(d.name))
     if exprs:
         frame = frame.with_columns(exprs)
-    keep = list(dict.fromkeys([plan.unit, *plan.group_by, *_inputs(plan)]))
-    return frame.select(keep).lazy()
+    keep = list(dict.fromkeys([*plan.group_by, *_inputs(plan)])) or [plan.unit]
+    return frame.select(keep)
 
 
 def _inputs(plan: DpPlan) -> list[str]:
@@ -255,7 +338,7 @@ def _expr(pl: Any, dp: Any, p: Primitive) -> Any:
         return pl.col(p.column).dp.count(signed=True).alias(p.id)
     if p.kind == "sum":
         lo, hi = p.bounds  # type: ignore[misc]
-        return pl.col(p.column).dp.sum((int(round(lo * p.scale)), int(round(hi * p.scale)))).alias(p.id)
+        return pl.col(p.column).dp.sum((round(lo * p.scale), round(hi * p.scale))).alias(p.id)
     return pl.col(p.column).dp.quantile(p.q, list(p.candidates or ())).alias(p.id)
 
 
@@ -398,10 +481,10 @@ def _interval(value: Any, accuracy: float | None, *, low: float | None = None) -
         return {"value": None, "interval": None, "accuracy": accuracy}
     if accuracy is None:
         return {"value": value, "interval": None, "accuracy": None}
-    lo = value - accuracy
-    if low is not None:
-        lo = max(low, lo)
-    return {"value": value, "interval": [lo, value + accuracy], "accuracy": accuracy}
+    lo, hi = value - accuracy, value + accuracy
+    if low is not None:  # a count is never negative: the interval keeps only possible values
+        lo, hi = max(low, lo), max(low, hi)
+    return {"value": value, "interval": [lo, hi], "accuracy": accuracy}
 
 
 def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:

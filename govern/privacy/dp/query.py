@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -64,11 +65,10 @@ class Aggregate(BaseModel):
         if self.bounds is not None and not (_finite(*self.bounds) and self.bounds[0] < self.bounds[1]):
             raise ValueError("bounds must be [low, high] finite numbers with low < high")
         if self.bins is not None and (not _finite(*self.bins)
-                                      or any(a >= b for a, b in zip(self.bins, self.bins[1:], strict=False))):
+                                      or any(a >= b for a, b in pairwise(self.bins))):
             raise ValueError("bins must be finite and strictly increasing")
         if self.candidates is not None and (not _finite(*self.candidates)
-                                            or any(a >= b for a, b in zip(self.candidates, self.candidates[1:],
-                                                                          strict=False))):
+                                            or any(a >= b for a, b in pairwise(self.candidates))):
             raise ValueError("candidates must be finite and strictly increasing")
         if self.name is not None and not _NAME.match(self.name):
             raise ValueError("name must be an identifier (letters, digits, _)")

@@ -83,7 +83,10 @@ class Computation:
         columns: list[str] = []
         if data.get("column") is not None:
             columns.append(data["column"])
-        columns += list(data.get("columns") or [])
+        listed = data.get("columns") or []
+        if not isinstance(listed, list):
+            raise InvalidRequest("computation: columns must be a list of names")
+        columns += listed
         if not all(isinstance(c, str) and c for c in columns):
             raise InvalidRequest("computation: columns must be names")
         need = {"sum": 1, "mean": 1, "count": 0, "dot": 2}.get(op)
@@ -91,7 +94,11 @@ class Computation:
             raise InvalidRequest(f"computation '{op}' takes {need} column(s), got {len(columns)}")
         if op == "linear" and not columns:
             raise InvalidRequest("computation 'linear' takes one or more columns")
-        weights = tuple(float(w) for w in (data.get("weights") or ()))
+        raw_weights = data.get("weights") or []
+        numbers = [*raw_weights, data.get("intercept") or 0.0] if isinstance(raw_weights, list) else None
+        if numbers is None or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
+            raise InvalidRequest("computation: weights must be a list of numbers, intercept a number")
+        weights = tuple(float(w) for w in raw_weights)
         intercept = float(data.get("intercept") or 0.0)
         if op == "linear":
             if len(weights) != len(columns):
@@ -100,12 +107,18 @@ class Computation:
                 raise InvalidRequest(f"weights and intercept must be finite and at most {MAX_WEIGHT:g} in size")
         elif weights or intercept:
             raise InvalidRequest(f"computation '{op}' takes no weights")
-        by_group = bool(data.get("by_group", False))
+        by_group = data.get("by_group", False)
+        if not isinstance(by_group, bool):
+            raise InvalidRequest("computation: by_group must be true or false")
         if by_group and op not in GROUPABLE:
             raise InvalidRequest(f"computation '{op}' cannot be grouped (only {', '.join(sorted(GROUPABLE))})")
         bounds = {}
-        for name, pair in (data.get("bounds") or {}).items():
-            if not (isinstance(pair, Sequence) and len(pair) == 2):
+        declared = data.get("bounds") or {}
+        if not isinstance(declared, Mapping):
+            raise InvalidRequest("computation: bounds are {column: [low, high]}")
+        for name, pair in declared.items():
+            if not (isinstance(pair, list) and len(pair) == 2
+                    and all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair)):
                 raise InvalidRequest("computation: bounds are {column: [low, high]}")
             bounds[name] = (float(pair[0]), float(pair[1]))
         return cls(op, tuple(columns), weights, intercept, by_group, bounds)
@@ -225,7 +238,10 @@ def _aggregate(c: Computation, kind: str, source: VectorSource, group: str | Non
 
 
 def _add_all(vectors: Sequence[Any]) -> Any:
-    acc = vectors[0].copy()
-    for v in vectors[1:]:
+    """Slot-wise sum into a new vector (``copy()`` is slow in TenSEAL: it round-trips bytes)."""
+    if len(vectors) == 1:
+        return vectors[0].add(0.0)
+    acc = vectors[0].add(vectors[1])
+    for v in vectors[2:]:
         acc.add_(v)
     return acc

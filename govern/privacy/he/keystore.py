@@ -199,9 +199,11 @@ class KeyStore:
                 ctx = tenseal().context_from(blob)
                 del blob
                 self._contexts[(dataset, key_id)] = ctx
-            if galois and not ctx.has_galois_keys():
-                ctx.generate_galois_keys()
-            return ctx
+        if galois and not ctx.has_galois_keys():
+            with self.lock(dataset, key_id):  # never while another thread uses this context
+                if not ctx.has_galois_keys():
+                    ctx.generate_galois_keys()
+        return ctx
 
     def public_context(self, dataset: str, key_id: str, *, galois: bool = False) -> bytes:
         """The serialized public context (public key, relinearization keys, and Galois keys

@@ -21,15 +21,17 @@ from collections.abc import Sequence
 
 from govern.errors import Unsupported
 
-# Conservative relative CKKS error per row at scale 2^40, N = 8192 (see docs/encryption.md):
-# additions and rotations only, and after one multiplication (rescaling error dominates).
+# Conservative CKKS error at scale 2^40, N = 8192 (measured margins in docs/encryption.md):
+# per row and unit of magnitude, with additions only or after one multiplication (where the
+# rescaling error dominates); plus a data-independent part from encryption and key switching.
 ERROR_PER_ROW = {0: 2.0 ** -30, 1: 2.0 ** -22}
+ERROR_FIXED = 2.0 ** -16
 
 
 def error_bound(rows: int, magnitude: float, depth: int) -> float:
     """An upper bound on the CKKS error of an aggregate over ``rows`` rows whose per-row
     contribution is at most ``magnitude`` (``depth``: multiplications on the way)."""
-    return max(rows, 1) * max(magnitude, 1.0) * ERROR_PER_ROW[min(depth, 1)]
+    return max(rows, 1) * max(magnitude, 1.0) * ERROR_PER_ROW[min(depth, 1)] + ERROR_FIXED
 
 
 def noise_scale(sensitivity: float, epsilon: float, error: float, flood_bits: int) -> float:
@@ -40,11 +42,14 @@ def noise_scale(sensitivity: float, epsilon: float, error: float, flood_bits: in
 
 def laplace(values: Sequence[float], scale: float) -> list[float]:
     """``values`` plus independent Laplace(scale) noise, via OpenDP."""
-    try:
-        import opendp.prelude as dp
+    try:  # the submodules, not opendp.prelude: that one also imports scikit-learn (seconds)
+        from opendp.domains import atom_domain, vector_domain
+        from opendp.measurements import make_laplace
+        from opendp.metrics import l1_distance
+        from opendp.mod import enable_features
     except ImportError:  # pragma: no cover - a dependency of the he extra
         raise Unsupported("releases need OpenDP: pip install 'govern[he]'") from None
-    dp.enable_features("contrib")  # floating-point Laplace is behind OpenDP's "contrib" flag
-    mechanism = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=float, nan=False)),
-                                  dp.l1_distance(T=float), scale=float(scale))
+    enable_features("contrib")  # floating-point Laplace is behind OpenDP's "contrib" flag
+    mechanism = make_laplace(vector_domain(atom_domain(T=float, nan=False)), l1_distance(T=float),
+                             scale=float(scale))
     return [float(v) for v in mechanism([float(v) for v in values])]

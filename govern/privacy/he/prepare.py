@@ -96,6 +96,8 @@ def resolve_spec(plan: AccessPlan, entry: DatasetEntry, columns: Sequence[str],
         if pair is None:
             raise InvalidRequest(f"column '{c}' has no bounds in the catalog: declare bounds {{\"{c}\": [low, high]}}",
                                  columns=[c])
+        if len(pair) != 2:
+            raise InvalidRequest(f"bounds of '{c}' must be [low, high]")
         lo, hi = float(pair[0]), float(pair[1])
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise InvalidRequest(f"bounds of '{c}' must be finite with low < high")

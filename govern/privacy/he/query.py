@@ -54,9 +54,12 @@ class Query:
         op = data.get("op")
         if op not in QUERY_OPS:
             raise ReleaseRefused(f"'{op}' is not an encrypted query; declare one of: {', '.join(QUERY_OPS)}")
-        features = tuple(dict.fromkeys(data.get("features") or ()))
-        if not features or not all(isinstance(f, str) and f for f in features):
+        listed = data.get("features") or []
+        if not isinstance(listed, list) or not listed or not all(isinstance(f, str) and f for f in listed):
             raise InvalidRequest("computation: name one or more features")
+        features = tuple(dict.fromkeys(listed))
+        if not isinstance(data.get("intercept", True), bool):
+            raise InvalidRequest("computation: intercept must be true or false")
         label = data.get("label")
         if op == "logistic_gradient":
             if not isinstance(label, str) or not label:
@@ -163,22 +166,31 @@ def add_noise(m: np.ndarray, offset: np.ndarray, query: Query, scales: tuple[np.
     return noisy, offset
 
 
-def evaluate(context: Any, weights: Sequence[bytes], m: np.ndarray, offset: np.ndarray) -> bytes:
-    """``offset + Σ_c enc(w_c) ⊙ M[c]`` under the client's public context: a ciphertext only
-    she can decrypt. ``offset`` is encrypted afresh under her public key, which also
-    re-randomizes the result."""
+def load_weights(context: Any, weights: Sequence[bytes], count: int, slots: int) -> list[Any]:
+    """The client's encrypted weights, checked before any budget is spent: ``count`` CKKS
+    vectors of ``slots`` slots each, under her context."""
     ts = tenseal()
-    if len(weights) != m.shape[0]:
-        raise InvalidRequest(f"expected {m.shape[0]} encrypted weights, got {len(weights)}")
-    k = m.shape[1]
-    out = None
+    if len(weights) != count:
+        raise InvalidRequest(f"expected {count} encrypted weights, got {len(weights)}")
+    out = []
     for c, blob in enumerate(weights):
         try:
             w = ts.ckks_vector_from(context, blob)
         except Exception:
             raise InvalidRequest(f"encrypted weight {c} is not a CKKS vector for this context") from None
-        if w.size() != k:
-            raise InvalidRequest(f"encrypted weight {c} must hold {k} slots (the weight, repeated), got {w.size()}")
+        if w.size() != slots:
+            raise InvalidRequest(f"encrypted weight {c} must hold {slots} slots (the weight, repeated), got {w.size()}")
+        out.append(w)
+    return out
+
+
+def evaluate(context: Any, weights: Sequence[Any], m: np.ndarray, offset: np.ndarray) -> bytes:
+    """``offset + Σ_c enc(w_c) ⊙ M[c]`` under the client's public context: a ciphertext only
+    she can decrypt. ``offset`` is encrypted afresh under her public key, which also
+    re-randomizes the result."""
+    ts = tenseal()
+    out = None
+    for c, w in enumerate(weights):
         try:
             term = w.mul(m[c].tolist())
         except ValueError:

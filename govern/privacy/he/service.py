@@ -34,7 +34,7 @@ from govern.privacy.he.keystore import KeyStore
 from govern.privacy.he.noise import error_bound, laplace, noise_scale
 from govern.privacy.he.params import PARAMETERS, tenseal
 from govern.privacy.he.prepare import PlainView, ViewSpec, prepare, resolve_spec
-from govern.privacy.he.query import Query, add_noise, noise_scales, statistics
+from govern.privacy.he.query import Query, add_noise, load_weights, noise_scales, statistics
 from govern.privacy.he.query import evaluate as evaluate_query
 from govern.privacy.he.ratelimit import RateLimiter
 from govern.privacy.he.token import ViewToken, sign, verify
@@ -194,6 +194,9 @@ class HeService:
         """Evaluate a declared aggregate over the token's view and release it with DP noise."""
         if token.purpose != purpose:
             raise AccessDenied(f"this view was made for purpose '{token.purpose}'; release it under that purpose")
+        if not self.keys.is_live(token.spec.dataset, token.key_id):
+            raise InvalidRequest(f"the key '{token.key_id}' this view was encrypted under has been retired: "
+                                 "request a new encrypted view")
         comp = Computation.parse(computation)
         spec = token.spec
         comp.check(spec.shape(token.rows), max_slots=self.settings.he_max_slots)
@@ -254,6 +257,7 @@ class HeService:
         query.check(spec, max_slots=self.settings.he_max_slots)
         if len(weights) != len(query.weights):
             raise InvalidRequest(f"send {len(query.weights)} encrypted weights ({', '.join(query.weights)})")
+        loaded = load_weights(client_ctx, weights, len(query.weights), len(query.outputs(spec)))
         self._min_rows(plain, list(spec.groups) if spec.groups else None)
         self._preflight(principal, dataset, eps)
         self.limiter.take(principal.name)
@@ -263,7 +267,7 @@ class HeService:
         m, offset = add_noise(m, offset, query, scales, laplace)
         scale = _scale_report(query, scales)
         with self.working():
-            blob = evaluate_query(client_ctx, weights, m, offset)
+            blob = evaluate_query(client_ctx, loaded, m, offset)
         outputs = query.outputs(spec)
         body = {"computation": query.to_dict(), "outputs": outputs, "weights": query.weights, "epsilon": eps,
                 "delta": 0.0, "charged": charged, "noise": {"mechanism": "laplace", "scale": scale}}

@@ -14,7 +14,6 @@ identifiers (integer identifiers stay unique).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["MAX_POOL", "IdentifierPool", "make_pool", "draw"]
+from govern.errors import SyntheticError
+
+__all__ = ["MAX_POOL", "IdentifierPool", "PoolBuilder", "draw"]
 
 MAX_POOL = 20_000
 MIN_POOL = 1_000
@@ -55,28 +56,49 @@ class IdentifierPool:
         return {"column": self.column, "sdtype": self.sdtype, "generated": how, "null_fraction": self.null_fraction}
 
 
-def make_pool(column: str, sdtype: str, arrow_type: pa.DataType, real: Iterable[pa.Array], rows: int,
-              seed: int, locales: list[str] | None = None) -> IdentifierPool:
-    """Build the pool for one generated column from a stream of its real values (read once)."""
-    chunks = list(real)
-    total = sum(len(c) for c in chunks)
-    nulls = sum(c.null_count for c in chunks)
-    null_fraction = (nulls / total) if total else 0.0
-    if pa.types.is_integer(arrow_type):
-        return _integer_pool(column, arrow_type, chunks, null_fraction)
-    size = max(MIN_POOL, min(MAX_POOL, rows))
-    candidates = _fake_values(sdtype, size, seed, locales or ["en_US"])
-    pool = pa.array(candidates, pa.string())
-    seen = np.zeros(len(pool), dtype=bool)
-    for chunk in chunks:
-        if pa.types.is_dictionary(chunk.type):
-            chunk = chunk.dictionary
-        text = chunk.cast(pa.string())
-        seen |= pc.is_in(pool, value_set=pc.unique(text).drop_null()).to_numpy(zero_copy_only=False)
-    kept = [v for v, s in zip(candidates, seen.tolist(), strict=True) if not s]
-    if not kept:
-        raise ValueError(f"could not make fake values for column '{column}' that differ from the real ones")
-    return IdentifierPool(column, sdtype, str(arrow_type), null_fraction, values=kept)
+class PoolBuilder:
+    """Builds the pool of one generated column from its real values, seen batch by batch (the
+    real column is streamed once and never kept)."""
+
+    def __init__(self, column: str, sdtype: str, arrow_type: pa.DataType, rows: int, seed: int,
+                 locales: list[str] | None = None) -> None:
+        self.column, self.sdtype, self.arrow_type = column, sdtype, arrow_type
+        self._total = self._nulls = 0
+        self._lo: int | None = None
+        self._hi: int | None = None
+        self._candidates: list[str] = []
+        self._seen = np.zeros(0, dtype=bool)
+        if not pa.types.is_integer(arrow_type):
+            size = max(MIN_POOL, min(MAX_POOL, rows))
+            self._candidates = _fake_values(sdtype, size, seed, locales or ["en_US"])
+            self._pool = pa.array(self._candidates, pa.string())
+            self._seen = np.zeros(len(self._candidates), dtype=bool)
+
+    def update(self, chunk: pa.Array | pa.ChunkedArray) -> None:
+        if isinstance(chunk, pa.ChunkedArray):
+            chunk = chunk.combine_chunks()
+        self._total += len(chunk)
+        self._nulls += chunk.null_count
+        if len(chunk) == chunk.null_count:
+            return
+        if pa.types.is_integer(self.arrow_type):
+            lo, hi = pc.min(chunk).as_py(), pc.max(chunk).as_py()
+            self._lo = lo if self._lo is None else min(self._lo, lo)
+            self._hi = hi if self._hi is None else max(self._hi, hi)
+            return
+        values = chunk.dictionary if pa.types.is_dictionary(chunk.type) else chunk
+        found = pc.is_in(self._pool, value_set=pc.unique(values.cast(pa.string())).drop_null())
+        self._seen |= found.to_numpy(zero_copy_only=False)
+
+    def result(self) -> IdentifierPool:
+        null_fraction = (self._nulls / self._total) if self._total else 0.0
+        if pa.types.is_integer(self.arrow_type):
+            low, high = _integer_range(self.column, self.arrow_type, self._lo, self._hi)
+            return IdentifierPool(self.column, "id", str(self.arrow_type), null_fraction, low=low, high=high)
+        kept = [v for v, s in zip(self._candidates, self._seen.tolist(), strict=True) if not s]
+        if not kept:
+            raise SyntheticError(f"could not make fake values for column '{self.column}' that differ from the real ones")
+        return IdentifierPool(self.column, self.sdtype, str(self.arrow_type), null_fraction, values=kept)
 
 
 def draw(pool: IdentifierPool, n: int, rng: np.random.Generator, arrow_type: pa.DataType) -> pa.Array:
@@ -94,22 +116,17 @@ def draw(pool: IdentifierPool, n: int, rng: np.random.Generator, arrow_type: pa.
     return arr.cast(arrow_type)
 
 
-def _integer_pool(column: str, arrow_type: pa.DataType, chunks: list[pa.Array],
-                  null_fraction: float) -> IdentifierPool:
+def _integer_range(column: str, arrow_type: pa.DataType, lo: int | None, hi: int | None) -> tuple[int, int]:
+    """A range of ``_INT_SPAN`` integers above every real value (or below, if there is no room)."""
     lo_t, hi_t = _bounds(arrow_type)
-    lo = min((pc.min(c).as_py() for c in chunks if len(c) - c.null_count), default=None)
-    hi = max((pc.max(c).as_py() for c in chunks if len(c) - c.null_count), default=None)
     lo = 0 if lo is None else lo
     hi = -1 if hi is None else hi
-    if hi_t - hi >= 2**20:  # room above every real value
+    if hi_t - hi >= 2**20:
         low = hi + 1
-        high = min(hi_t + 1, low + _INT_SPAN)
-    elif lo - lo_t >= 2**20:  # room below
-        high = lo
-        low = max(lo_t, high - _INT_SPAN)
-    else:
-        raise ValueError(f"integer column '{column}' leaves no room for identifiers outside its real values")
-    return IdentifierPool(column, "id", str(arrow_type), null_fraction, low=int(low), high=int(high))
+        return int(low), int(min(hi_t + 1, low + _INT_SPAN))
+    if lo - lo_t >= 2**20:
+        return int(max(lo_t, lo - _INT_SPAN)), int(lo)
+    raise SyntheticError(f"integer column '{column}' leaves no room for identifiers outside its real values")
 
 
 def _bounds(t: pa.DataType) -> tuple[int, int]:
@@ -128,7 +145,7 @@ def _fake_values(sdtype: str, size: int, seed: int, locales: list[str]) -> list[
         return [f"syn-{v}" for v in _unique_tokens(fake, size)]
     fn = getattr(fake, sdtype, None)
     if fn is None or not callable(fn) or sdtype.startswith("_"):
-        raise ValueError(f"Faker has no '{sdtype}' generator; use a Faker function name or 'id'")
+        raise SyntheticError(f"Faker has no '{sdtype}' generator; use a Faker function name or 'id'")
     out: list[str] = []
     seen: set[str] = set()
     tries = 0

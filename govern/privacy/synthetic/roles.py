@@ -47,7 +47,6 @@ FAKER_SDTYPES: frozenset[str] = frozenset({
 })
 
 Role = Literal["model", "generate", "exclude"]
-Kind = Literal["numerical", "integer", "categorical", "boolean", "date", "timestamp"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class ColumnRole:
     name: str
     role: Role
     arrow_type: str
-    kind: str | None = None  # model: a Kind; generate: the Faker sdtype or "id"
+    kind: str | None = None  # model: numerical|integer|categorical|boolean|date|timestamp; generate: sdtype
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -133,50 +133,50 @@ def parse_synthesizer(node: Any, dataset: str, columns: Iterable[str], add: Call
     if not isinstance(node, dict):
         add(line, f"{what} must be a mapping")
         return None
-    before = _Counter(add)
+    found = _Counter(add)
     for key in node:
         if key not in _FIELDS:
-            before.add(line_of(key), f"unknown field '{key}' in {what} (allowed: {', '.join(sorted(_FIELDS))})")
+            found.add(line_of(key), f"unknown field '{key}' in {what} (allowed: {', '.join(sorted(_FIELDS))})")
     kind = node.get("type", "gaussian_copula")
     if kind not in SYNTHESIZERS:
-        before.add(line_of("type"), f"{what}: type must be one of {', '.join(SYNTHESIZERS)}")
+        found.add(line_of("type"), f"{what}: type must be one of {', '.join(SYNTHESIZERS)}")
         kind = "gaussian_copula"
     known = set(columns)
     params = node.get("params") or {}
     if not isinstance(params, dict):
-        before.add(line_of("params"), f"{what}: params must be a mapping")
+        found.add(line_of("params"), f"{what}: params must be a mapping")
         params = {}
     allowed = PARAMS[kind]
     for name, value in params.items():
         where = getattr(params, "line_of", lambda _k: line_of("params"))(name)
         if name == "enable_gpu":
-            before.add(where, f"{what}: enable_gpu is not configurable (govern trains on the CPU)")
+            found.add(where, f"{what}: enable_gpu is not configurable (govern trains on the CPU)")
         elif name not in allowed:
-            before.add(where, f"{what}: unknown parameter '{name}' for {kind} (allowed: {', '.join(sorted(allowed))})")
+            found.add(where, f"{what}: unknown parameter '{name}' for {kind} (allowed: {', '.join(sorted(allowed))})")
         else:
             problem = allowed[name](value)
             if problem:
-                before.add(where, f"{what}: {name} {problem}")
+                found.add(where, f"{what}: {name} {problem}")
             elif name == "numerical_distributions":
                 for col in value:
                     if col not in known:
-                        before.add(where, f"{what}: numerical_distributions names '{col}', which is not a catalogued column")
+                        found.add(where, f"{what}: numerical_distributions names '{col}', which is not a catalogued column")
     if kind in ("ctgan", "copulagan"):
         batch, pac = params.get("batch_size", 500), params.get("pac", 10)
         if isinstance(batch, int) and isinstance(pac, int) and pac > 0 and batch % pac:
-            before.add(line_of("params"), f"{what}: batch_size ({batch}) must be a multiple of pac ({pac})")
+            found.add(line_of("params"), f"{what}: batch_size ({batch}) must be a multiple of pac ({pac})")
     generate = node.get("generate") or {}
     if not isinstance(generate, dict):
-        before.add(line_of("generate"), f"{what}: generate must map column names to Faker sdtypes")
+        found.add(line_of("generate"), f"{what}: generate must map column names to Faker sdtypes")
         generate = {}
     for col, sdtype in generate.items():
         where = getattr(generate, "line_of", lambda _k: line_of("generate"))(col)
         if col not in known:
-            before.add(where, f"{what}: generate names '{col}', which is not a catalogued column")
+            found.add(where, f"{what}: generate names '{col}', which is not a catalogued column")
         if not isinstance(sdtype, str) or not _SDTYPE.fullmatch(sdtype):
-            before.add(where, f"{what}: the sdtype of '{col}' must be a Faker function name such as "
+            found.add(where, f"{what}: the sdtype of '{col}' must be a Faker function name such as "
                               "email, name, postcode, or 'id'")
-    if before.count:
+    if found.count:
         return None
     return SynthesizerSpec(
         type=kind,
@@ -187,6 +187,8 @@ def parse_synthesizer(node: Any, dataset: str, columns: Iterable[str], add: Call
 
 
 class _Counter:
+    """Passes problems on and counts them (a spec with any problem is not returned)."""
+
     def __init__(self, add: Callable[[int | None, str], None]) -> None:
         self._add = add
         self.count = 0

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
+import pyarrow as pa
 from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import StreamingResponse
 
+from govern.access import GovernedRead
 from govern.errors import GovernError, InvalidRequest, LimitExceeded
 from govern.server.gateway import Gateway, RequestContext
-from govern.server.streaming import MEDIA_TYPES, encode
+from govern.server.streaming import MEDIA_TYPES, ReadStream, encode
+from govern.storage import scan as storage_scan
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -84,33 +88,48 @@ def read_rows(
     purpose: PurposeQuery = None,
     columns: Annotated[str | None, Query(description="Comma-separated column names.")] = None,
     filter: Annotated[str | None, Query(description="SQL predicate on the masked view.", max_length=4000)] = None,
-    limit: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int | None, Query(ge=0, description="At most this many rows (at most max_rows). "
+                                                      "Without it, a read of more than max_rows rows is "
+                                                      "refused (413) or cut short, never truncated.")] = None,
     format: Annotated[Literal["arrow", "parquet", "csv", "jsonl"], Query()] = "arrow",
 ) -> StreamingResponse:
     gw = _gateway(request)
     ctx = _context(request, "rows", name)
     ctx.extra = {k: v for k, v in {"columns": columns, "filter": filter, "limit": limit, "format": format}.items()
                  if v is not None}
+    cap = gw.settings.max_rows
     slot = False
+    opened: GovernedRead | None = None
     try:
         principal = gw.authenticate(ctx, authorization)
         p = gw.require_purpose(ctx, x_purpose, purpose)
-        if limit is not None and limit > gw.settings.max_rows:
-            raise LimitExceeded(f"limit may be at most {gw.settings.max_rows}", limit=gw.settings.max_rows)
+        if limit is not None and limit > cap:
+            raise LimitExceeded(f"limit may be at most {cap}", limit=cap)
         cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
         if columns is not None and not cols:
             raise InvalidRequest("columns is empty")
         gw.acquire_read_slot()
         slot = True
-        result = gw.governor.read(principal, name, p, columns=cols, filter=filter,
-                                  limit=limit if limit is not None else gw.settings.max_rows)
-        ctx.plan = result.plan
+        # Without a limit, read one row past the cap: the extra row shows the cap was hit.
+        opened = gw.governor.read(principal, name, p, columns=cols, filter=filter,
+                                  limit=limit if limit is not None else cap + 1)
+        ctx.plan = opened.plan
+        reader = opened.reader if limit is not None else _within_cap(gw, name, opened, cap)
         gw.audit.reserve(ctx.request_id)  # proves the audit store is writable before any data
     except GovernError as exc:
         if slot:
             gw.release_read_slot()
+        if opened is not None:
+            opened.reader.close()
         gw.record_denial(ctx, exc)
         raise
+    assert opened is not None  # the try either set it or raised
+    result = opened
+
+    def close() -> None:  # the cap's wrapper, then the governed read under it
+        reader.close()
+        if reader is not result.reader:
+            result.reader.close()
 
     def finish(rows: int, nbytes: int) -> None:
         gw.record(ctx, outcome="ok", status=200, rows=rows, nbytes=nbytes)
@@ -120,7 +139,7 @@ def read_rows(
     def body():  # type: ignore[no-untyped-def]
         finished = False
         try:
-            yield from encode(format, result.reader, finish)
+            yield from encode(format, reader, finish)
             finished = True
         except GeneratorExit:  # the client went away: the response did not complete
             try:
@@ -129,22 +148,59 @@ def read_rows(
                 pass
             raise
         except Exception as exc:
-            detail = exc.detail if isinstance(exc, GovernError) else type(exc).__name__
+            detail = f"{exc.slug}: {exc.detail}" if isinstance(exc, GovernError) else type(exc).__name__
             try:
-                gw.record(ctx, outcome="aborted", status=500, detail=f"stream aborted: {detail}"[:500])
+                gw.record(ctx, outcome="aborted", status=getattr(exc, "status", 500),
+                          detail=f"stream aborted: {detail}"[:500])
             except GovernError:
                 pass
             raise
         finally:
             gw.release_read_slot()
-            if not finished and hasattr(result.reader, "close"):
-                result.reader.close()
+            if not finished:
+                close()
+
+    def abandoned() -> None:  # the client left before the first byte: body() never ran
+        try:
+            gw.record(ctx, outcome="aborted", status=499, detail="client disconnected before the stream started")
+        except GovernError:
+            pass
+        finally:
+            gw.release_read_slot()
+            close()
 
     headers = {"x-govern-plan-hash": result.plan.hash, "x-govern-policy-version": result.plan.policy_version or ""}
     if format in ("csv", "jsonl", "parquet"):
         ext = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}[format]
         headers["content-disposition"] = f'attachment; filename="{name}.{ext}"'
-    return StreamingResponse(body(), media_type=MEDIA_TYPES[format], headers=headers)
+    return ReadStream(body(), abandoned, media_type=MEDIA_TYPES[format], headers=headers)
+
+
+def _within_cap(gw: Gateway, name: str, result: GovernedRead, cap: int) -> pa.RecordBatchReader:
+    """A read without ``limit`` may return at most ``cap`` (``max_rows``) rows, and must never be
+    silently truncated there. When the files' metadata shows it would exceed the cap (no row
+    filter, no client filter: every stored row is returned), refuse before streaming (413).
+    When it cannot tell, stream, and cut the stream without its end marker when row cap + 1
+    arrives: the client sees a broken stream, as for a storage failure midway."""
+    location = gw.governor.state.policy.datasets[name].location
+    stored = storage_scan.row_count(gw.governor.dataset(name), location=location)
+    if stored is not None and stored <= cap:
+        return result.reader
+    if stored is not None and not result.plan.row_filters and result.request.filter is None:
+        raise LimitExceeded(f"this read would return {stored} rows, more than max_rows ({cap}); "
+                            f"pass a limit of at most {cap} or a filter", limit=cap)
+    source = result.reader
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        seen = 0
+        for batch in source:
+            seen += batch.num_rows
+            if seen > cap:
+                raise LimitExceeded(f"the read has more than max_rows ({cap}) rows and no limit; "
+                                    f"the stream was cut: pass a limit of at most {cap} or a filter", limit=cap)
+            yield batch
+
+    return pa.RecordBatchReader.from_batches(source.schema, batches())
 
 
 class ReidentifyRequest(BaseModel):

@@ -11,7 +11,7 @@ ledger or the audit store cannot be written, nothing is returned.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -19,8 +19,10 @@ from starlette.responses import JSONResponse
 
 from govern.errors import GovernError, InvalidRequest
 from govern.identity.principal import Principal
+from govern.privacy.dp import sql as dp_sql
 from govern.privacy.dp.query import DpQuery, DpRequest, parse_request
 from govern.privacy.dp.service import DpRelease
+from govern.privacy.dp.sql import DpSql
 from govern.server.gateway import Gateway, RequestContext
 
 router = APIRouter(prefix="/v1", tags=["differential privacy"])
@@ -47,10 +49,11 @@ def serve_release(gw: Gateway, ctx: RequestContext, principal: Principal, purpos
                          budget_left=charged.status.to_dict()["left"], keys=prepared.plan.key_source,
                          threshold=result.threshold)
         gw.record(ctx, outcome="ok", status=200, rows=len(result.rows))
-    except GovernError as exc:
+    except Exception as exc:  # every refusal and failure has its one audit record too
         ctx.extra.update(epsilon_spent=query.epsilon if charged else 0.0,
                          delta_spent=query.delta if charged else 0.0)
-        gw.record_denial(ctx, exc)
+        gw.record_denial(ctx, exc if isinstance(exc, GovernError) else GovernError(
+            f"the release failed ({type(exc).__name__})"))
         raise
     timings = {**prepared.timings, **result.timings}
     return DpRelease(prepared, result, charged, timings)
@@ -114,3 +117,45 @@ def budget(request: Request, authorization: Auth = None,
         gw.record_denial(ctx, exc)
         raise
     return {"principal": principal.name, "budgets": budgets}
+
+
+def translate_sql(gw: Gateway, text: str, *, epsilon: float | None, delta: float = 0.0, contributions: int = 1,
+                  bounds: dict[str, list[float]] | None = None) -> DpSql:
+    """DP SQL → the query (``SqlError`` outside the subset)."""
+    return dp_sql.translate(text, set(gw.governor.state.policy.datasets), epsilon=epsilon, delta=delta,
+                            contributions=contributions, bounds=bounds)
+
+
+def sql_types(translated: DpSql, release: DpRelease) -> list[str]:
+    """Arrow type names of the DP SQL result columns (counts are integers, the rest doubles)."""
+    functions = {a.output_name: a.function for a in translated.query.aggregates}
+    types = release.prepared.plan.types
+    return [types.get(src) or ("int64" if functions.get(src) == "count" else "double")
+            for _display, src in translated.outputs]
+
+
+def dp_sql_response(gw: Gateway, ctx: RequestContext, principal: Principal, purpose: str, body: Any) -> JSONResponse:
+    """``POST /v1/sql`` with ``"privacy": "dp"`` (or a ``/*+ dp … */`` hint): the SQL endpoint's
+    JSON shape (``columns``, ``rows``, ``row_count``) plus ``intervals``, ``privacy`` and ``budget``."""
+    ctx.action = "query_dp"
+    try:
+        if body.format != "json":
+            raise InvalidRequest("differentially private SQL answers in JSON only (format: json)")
+        if body.params:
+            raise InvalidRequest("differentially private SQL takes no parameters")
+        translated = translate_sql(gw, body.sql, epsilon=body.epsilon, delta=body.delta,
+                                   contributions=body.contributions, bounds=body.bounds)
+    except GovernError as exc:
+        gw.record_denial(ctx, exc)
+        raise
+    release = serve_release(gw, ctx, principal, purpose, translated.query)
+    names, values, intervals = dp_sql.result_table(translated, release.result.rows)
+    full = release.to_dict()
+    display = {src: name for name, src in translated.outputs}
+    for m in full["privacy"]["mechanisms"]:
+        m["aggregate"] = display.get(m["aggregate"], m["aggregate"])
+    return JSONResponse(
+        {"columns": [{"name": n, "type": t} for n, t in zip(names, sql_types(translated, release), strict=True)],
+         "rows": values, "row_count": len(values), "intervals": intervals,
+         "privacy": full["privacy"], "budget": full["budget"]},
+        headers={"server-timing": server_timing(release), "x-govern-plan-hash": release.prepared.access_plan.hash})

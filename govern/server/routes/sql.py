@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -21,8 +21,10 @@ from starlette.responses import StreamingResponse
 
 from govern.errors import GovernError, InvalidRequest, LimitExceeded
 from govern.identity.principal import Principal
+from govern.privacy.dp.sql import has_hint as has_dp_hint
 from govern.server.gateway import Gateway, RequestContext
-from govern.server.streaming import MEDIA_TYPES, encode
+from govern.server.routes.dp import dp_sql_response
+from govern.server.streaming import MEDIA_TYPES, ReadStream, encode
 from govern.sql import SqlEngine, SqlResult
 
 router = APIRouter(prefix="/v1", tags=["sql"])
@@ -40,6 +42,12 @@ class SqlRequest(BaseModel):
         default="json", description="json: {columns, rows, row_count}; arrow: Arrow IPC stream; csv; jsonl; parquet.")
     params: list[Scalar] | None = Field(default=None, max_length=1000,
                                         description="Values of $1, $2, … (or ?), bound as typed parameters.")
+    # Differentially private SQL (docs/privacy.md): aggregates only, charged to the privacy budget.
+    privacy: Literal["dp"] | None = Field(default=None, description="\"dp\": run as differentially private SQL.")
+    epsilon: float | None = Field(default=None, gt=0, description="DP SQL: the privacy loss of this query.")
+    delta: float = Field(default=0.0, ge=0, lt=1, description="DP SQL: needed for group keys that are not public.")
+    contributions: int = Field(default=1, ge=1, description="DP SQL: rows kept per privacy unit.")
+    bounds: dict[str, list[float]] | None = Field(default=None, description="DP SQL: column → [low, high] clamp.")
 
 
 def _problem_schema() -> dict[str, Any]:
@@ -75,10 +83,16 @@ def _start(gw: Gateway, ctx: RequestContext, principal: Principal, raw: bytes, x
     try:
         body = _parse(raw, gw.settings.sql_max_length, ctx)
         purpose = gw.require_purpose(ctx, x_purpose, body.purpose or query_purpose)
+    except GovernError as exc:
+        gw.record_denial(ctx, exc)
+        raise
+    if body.privacy == "dp" or has_dp_hint(body.sql):  # differentially private SQL: docs/privacy.md
+        return dp_sql_response(gw, ctx, principal, purpose, body)
+    try:
         gw.acquire_read_slot()
         slot = True
         gw.audit.reserve(ctx.request_id)  # proves the audit store is writable before any data
-        result = SqlEngine(gw.governor, gw.settings).run(principal, purpose, body.sql, body.params)
+        result = SqlEngine(gw.governor, gw.settings, gw.sandboxes).run(principal, purpose, body.sql, body.params)
     except GovernError as exc:
         if slot:
             gw.release_read_slot()
@@ -92,7 +106,7 @@ def _start(gw: Gateway, ctx: RequestContext, principal: Principal, raw: bytes, x
             gw.metrics.rows.labels(dataset=name).inc(rows)
             gw.metrics.bytes.labels(dataset=name).inc(nbytes)
 
-    def stream() -> Iterator[bytes]:
+    def stream() -> Generator[bytes | memoryview, None, None]:
         finished = False
         try:
             if body.format == "json":
@@ -119,13 +133,22 @@ def _start(gw: Gateway, ctx: RequestContext, principal: Principal, raw: bytes, x
             if not finished:
                 result.close()
 
+    def abandoned() -> None:  # the client left before the first byte: stream() never ran
+        try:
+            gw.record(ctx, outcome="aborted", status=499, detail="client disconnected before the stream started")
+        except GovernError:
+            pass
+        finally:
+            gw.release_read_slot()
+            result.close()
+
     headers = {"x-govern-datasets": ",".join(result.datasets)}
     if len(result.plans) == 1:
         headers["x-govern-plan-hash"] = next(iter(result.plans.values()))
     if body.format in ("csv", "jsonl", "parquet"):
         headers["content-disposition"] = f'attachment; filename="query.{body.format}"'
     media = JSON_MEDIA_TYPE if body.format == "json" else MEDIA_TYPES[body.format]
-    return StreamingResponse(stream(), media_type=media, headers=headers)
+    return ReadStream(stream(), abandoned, media_type=media, headers=headers)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
