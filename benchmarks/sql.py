@@ -142,8 +142,7 @@ def main() -> None:
 
     def run_by_hand(who: str, sql: str) -> int:
         prefix, params = ctes[who]
-        used = {k: v for k, v in params.items() if f"${k}" in prefix}
-        return by_hand.sql(prefix + sql, params=used or None).to_arrow_table().num_rows
+        return by_hand.sql(prefix + sql, params=params or None).to_arrow_table().num_rows
 
     def run_governed(who: str, purpose: str, sql: str) -> int:
         principal = local_principal(governor.state.policy, who)
@@ -158,7 +157,8 @@ def main() -> None:
         principal = local_principal(governor.state.policy, who)
         prepared = engine._prepare(principal, purpose, sql, None, require_params=True)
         return sum(governor.read(principal, r.dataset, purpose, columns=r.columns, filter=r.filter,
-                                 dictionaries=True).reader.read_all().num_rows for r in prepared.refs)
+                                 dictionaries=True, filter_exact=False).reader.read_all().num_rows
+                   for r in prepared.refs)
 
     opening = interleaved({"open": lambda: Sandbox(memory_limit=settings.sql_memory_limit,
                                                    threads=settings.sql_threads, timeout=None).close()}, args.repeat)

@@ -235,7 +235,9 @@ def serve(config: str | None, host: str | None, port: int | None, pg_port: int |
 
     from govern.server.app import create_app
     from govern.sql.pgwire import PgServerThread
+    from govern.storage.scan import use_jemalloc
 
+    use_jemalloc()  # a long-running server: the allocator that returns freed memory (docs/performance.md)
     try:
         settings = _settings(config)
         if no_watch:

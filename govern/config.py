@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
 
     # Engine
-    batch_size: int = 65_536
+    batch_size: int = 32_768  # rows; peak memory of a streamed read scales with it (docs/performance.md)
     mask_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     max_rows: int = 10_000_000
 

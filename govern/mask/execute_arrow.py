@@ -132,6 +132,9 @@ class ArrowExecutor:
         self._late_filter = request.filter is not None and not self._early_filter and filter_exact
         # Columns read only for the row filters are dropped before filtering: less to copy.
         self._after_rows = set(scan_columns(dataclasses.replace(plan, row_filters=()), request))
+        # Worth a thread pool only when a batch has masks, rules or filters to compute.
+        self._has_work = (bool(plan.row_filters) and not row_filter_applied) or self._early_filter or \
+            self._late_filter or any(plan.column(c).mask is not None or self._cell_rules[c] for c in self._computed)
         self._memo: dict[object, object] = {}  # predicates' answers per dictionary (predicate_arrow)
 
     # -- one batch ---------------------------------------------------------------------------
@@ -213,7 +216,7 @@ class ArrowExecutor:
         remaining = self.request.limit
         if remaining == 0:
             return
-        if self.threads == 1:
+        if self.threads == 1 or not self._has_work:
             stream: Iterator[pa.RecordBatch] = (self.transform(b, 1) for b in reader)
         else:
             stream = self._parallel(reader)

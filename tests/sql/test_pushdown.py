@@ -51,7 +51,7 @@ def observed(monkeypatch) -> Observed:
 
 
 @pytest.fixture
-def sorted_world(world):  # noqa: ANN001 - the tests.server World fixture
+def sorted_world(world):  # the tests.server World fixture
     """The world with encounters in row groups of 500 rows, in encounter_id order (the same rows):
     statistics on encounter_id then tell the row groups apart."""
     path = world.directory / "data" / "encounters.parquet"
