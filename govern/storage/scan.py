@@ -5,8 +5,9 @@ This is the only place the gateway touches data files. Three promises hold here:
 - **Only what the plan needs is read.** ``scan`` projects the plan's columns and hands the
   filter to the Arrow scanner, which prunes Parquet row groups (and hive partitions) by
   their statistics before decoding anything.
-- **Memory is bounded.** Batches are pulled one at a time with a small read-ahead, so peak
-  memory depends on ``batch_size`` and the read-ahead, not on the dataset's size. The scanner
+- **Memory is bounded.** Batches are pulled one at a time with a read-ahead bounded in bytes
+  (:func:`readahead`), so peak memory depends on ``batch_size`` and that budget, not on the
+  dataset's size. The scanner
   runs with ``use_threads=False``: with threads, Arrow's Parquet scan keeps decoding ahead of
   a slower consumer whatever ``batch_readahead``/``fragment_readahead`` say (apache/arrow#39808;
   measured: Arrow's allocations grew to 1 GiB and the gateway's RSS to 1.8 GiB under a masked
@@ -25,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 
@@ -37,17 +39,22 @@ from govern.config import Settings
 from govern.errors import GovernError, InvalidRequest, StorageError
 from govern.storage.location import is_within, local_root, resolve
 
-__all__ = ["FORMATS", "check_reachable", "open_dataset", "physical_schema", "row_count", "scan", "use_jemalloc"]
+__all__ = ["FORMATS", "check_reachable", "open_dataset", "physical_schema", "readahead", "row_count", "scan", "use_jemalloc"]
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("parquet", "csv")
 
-# Decode on the consuming thread, one batch and one file ahead (module docstring). Measured on
-# a masked read through the gateway, Arrow's allocations peak at ~50 MiB with batch_size
-# 32768 (each extra batch of read-ahead adds ~20 MiB; threads made it unbounded).
+# No scanner threads, one file ahead (module docstring). Batch read-ahead is a byte budget,
+# not a count (see readahead()): a wide masked read keeps one batch ahead — Arrow's allocations
+# peak at ~50 MiB with batch_size 32768; 16 batches ahead cost another ~120 MiB for no speed,
+# since masking is the bottleneck there, and a 16 MiB budget (4 batches) raised the gateway's
+# peak RSS from ~370 to ~450 MiB — while a narrow read (two columns for an SQL aggregate)
+# decodes 10 to 32 batches ahead of its consumer and scans ~30% faster.
 USE_THREADS = False
-BATCH_READAHEAD = 1
+BATCH_READAHEAD = 1  # the floor, and what CSV (no metadata to size batches by) gets
+MAX_BATCH_READAHEAD = 32
+READAHEAD_BYTES = 8 * 2**20  # estimated decoded bytes a scan may hold ahead of its consumer
 FRAGMENT_READAHEAD = 1
 
 
@@ -122,6 +129,62 @@ def use_jemalloc() -> str:
     return pa.default_memory_pool().backend_name
 
 
+def readahead(dataset: ds.Dataset, columns: list[str], batch_size: int) -> int:
+    """How many batches a scan of ``columns`` may decode ahead of its consumer: as many as fit
+    in ``READAHEAD_BYTES`` (between ``BATCH_READAHEAD`` and ``MAX_BATCH_READAHEAD``).
+
+    A batch's size is estimated from the first Parquet file's footer (read once per opened
+    dataset): each column's uncompressed bytes per row, at least 8, plus 16 for a string column
+    stored with a dictionary page but read as plain strings (its decoded values are not in the
+    footer). CSV, or a footer that cannot be read, gets ``BATCH_READAHEAD``."""
+    footer = _footer_sizes(dataset)
+    if not columns or footer is None:
+        return BATCH_READAHEAD
+    dictionaries = {f.name for f in dataset.schema if pa.types.is_dictionary(f.type)}
+    per_row = 0.0
+    for name in set(columns):  # a partition column, or one the file lacks, counts as 8 bytes
+        row, has_dictionary = footer.get(name, (0.0, False))
+        if has_dictionary and name not in dictionaries:
+            row += 16
+        per_row += max(row, 8.0)
+    batches = int(READAHEAD_BYTES // (per_row * max(1, batch_size)))
+    return max(BATCH_READAHEAD, min(MAX_BATCH_READAHEAD, batches))
+
+
+_FOOTERS: weakref.WeakKeyDictionary[ds.Dataset, dict[str, tuple[float, bool]] | None] = weakref.WeakKeyDictionary()
+
+
+def _footer_sizes(dataset: ds.Dataset) -> dict[str, tuple[float, bool]] | None:
+    """Per top-level column of the first Parquet file: (uncompressed bytes per row, whether
+    every row group has a dictionary page); ``None`` for CSV or an unreadable footer."""
+    if dataset in _FOOTERS:
+        return _FOOTERS[dataset]
+    found: dict[str, tuple[float, bool]] | None = None
+    if isinstance(getattr(dataset, "format", None), ds.ParquetFileFormat):
+        try:
+            fragment = next(iter(dataset.get_fragments()), None)
+            metadata = fragment.metadata if fragment is not None else None
+        except (OSError, pa.ArrowException):
+            metadata = None
+        if metadata is not None and metadata.num_rows > 0:
+            sizes: dict[str, int] = {}
+            dictionary: dict[str, bool] = {}
+            for g in range(metadata.num_row_groups):
+                group = metadata.row_group(g)
+                for i in range(group.num_columns):
+                    column = group.column(i)
+                    name = column.path_in_schema.split(".")[0]
+                    sizes[name] = sizes.get(name, 0) + column.total_uncompressed_size
+                    dictionary[name] = dictionary.get(name, True) and column.has_dictionary_page
+            found = {name: (size / metadata.num_rows, dictionary[name]) for name, size in sizes.items()}
+    with _FOOTERS_LOCK:
+        _FOOTERS[dataset] = found
+    return found
+
+
+_FOOTERS_LOCK = threading.Lock()
+
+
 def row_count(dataset: ds.Dataset, *, location: str | None = None) -> int | None:
     """How many rows the dataset holds, when the files' metadata says so without a scan
     (Parquet footers, read once per opened dataset); ``None`` for CSV, which would be read
@@ -161,7 +224,7 @@ def scan(
             columns=list(columns),
             filter=filter,
             batch_size=batch_size,
-            batch_readahead=BATCH_READAHEAD,
+            batch_readahead=readahead(dataset, columns, batch_size),
             fragment_readahead=FRAGMENT_READAHEAD,
             fragment_scan_options=_scan_options(dataset),
             use_threads=USE_THREADS,

@@ -20,7 +20,8 @@ import pytest
 
 from govern.config import Settings
 from govern.errors import InvalidRequest, StorageError
-from govern.storage.scan import check_reachable, open_dataset, physical_schema, scan
+from govern.storage import scan as scan_module
+from govern.storage.scan import check_reachable, open_dataset, physical_schema, readahead, scan
 
 ROWS = 10_000
 ROW_GROUP = 1_000
@@ -295,6 +296,20 @@ def test_peak_memory_does_not_grow_with_dataset_size(data_root: Path) -> None:
     # below the large table's in-memory size (~60 MB for these columns).
     assert b["peak"] < 2 * a["peak"] + 8 * 2**20, (a, b)
     assert b["peak"] < _table(large).nbytes / 3
+
+
+def test_readahead_is_a_byte_budget(settings: Settings, parquet_file: Path, data_root: Path) -> None:
+    """A narrow scan may decode more batches ahead than a wide one; the count stays within
+    [BATCH_READAHEAD, MAX_BATCH_READAHEAD]; CSV (no footer to size batches by) gets the floor."""
+    dataset = open_dataset("t.parquet", "parquet", settings)
+    narrow = readahead(dataset, ["id"], 32_768)
+    wide = readahead(dataset, ["id", "region", "amount", "name"], 32_768)
+    assert scan_module.BATCH_READAHEAD <= wide < narrow <= scan_module.MAX_BATCH_READAHEAD
+    assert narrow <= scan_module.READAHEAD_BYTES // (8 * 32_768)  # at least 8 bytes a row
+    assert readahead(dataset, ["id"], 1024) == scan_module.MAX_BATCH_READAHEAD
+    assert readahead(dataset, ["id", "amount", "name"], 10_000_000) == scan_module.BATCH_READAHEAD
+    pcsv.write_csv(_table(100), data_root / "t.csv")
+    assert readahead(open_dataset("t.csv", "csv", settings), ["id"], 1024) == scan_module.BATCH_READAHEAD
 
 
 # -- readiness probe -----------------------------------------------------------------------
