@@ -17,13 +17,14 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from govern.errors import GovernError, InvalidRequest
-from govern.identity.principal import Principal
+from govern.errors import AccessDenied, GovernError, InvalidRequest, NotFound
+from govern.identity.principal import Principal, local_principal
 from govern.privacy.dp import sql as dp_sql
 from govern.privacy.dp.query import DpQuery, DpRequest, parse_request
 from govern.privacy.dp.service import DpRelease
 from govern.privacy.dp.sql import DpSql
 from govern.server.gateway import Gateway, RequestContext
+from govern.server.routes.audit import administered
 
 router = APIRouter(prefix="/v1", tags=["differential privacy"])
 
@@ -99,24 +100,52 @@ async def release_dp(name: str, request: Request) -> JSONResponse:
                                                      "x-govern-plan-hash": release.prepared.access_plan.hash})
 
 
-@router.get("/budget", summary="Your privacy budgets: spent and left per dataset, this period")
+@router.get("/budget", summary="Privacy budgets: spent and left per dataset, this period (yours, or as a "
+                                "steward, another principal's)")
 def budget(request: Request, authorization: Auth = None,
-           dataset: Annotated[str | None, Query(description="Only this dataset.")] = None) -> dict:
+           dataset: Annotated[str | None, Query(description="Only this dataset.")] = None,
+           principal: Annotated[str | None, Query(description="Another principal's budgets: needs `administer` "
+                                                             "on the datasets, under the declared purpose.")] = None,
+           x_purpose: Annotated[str | None, Header(alias="X-Purpose")] = None,
+           purpose: Annotated[str | None, Query()] = None) -> dict:
     gw: Gateway = request.app.state.gateway
     ctx = RequestContext(request_id=request.state.request_id, route="budget", dataset=dataset, action="budget")
     try:
-        principal = gw.authenticate(ctx, authorization)
+        caller = gw.authenticate(ctx, authorization)
         policy = gw.governor.state.policy
-        names = [dataset] if dataset else sorted(b.dataset for b in policy.budgets)
         if dataset and dataset not in policy.datasets:
-            from govern.errors import NotFound
-
             raise NotFound(f"unknown dataset '{dataset}'")
-        budgets = [gw.ledger.status(principal, n).to_dict() for n in names]
+        names = [dataset] if dataset else sorted(b.dataset for b in policy.budgets)
+        subject = caller
+        if principal is not None and principal != caller.name:
+            subject = _steward_view(gw, ctx, principal, dataset, x_purpose, purpose)
+            names = [n for n in names if n in administered(gw, ctx)]
+        budgets = [gw.ledger.status(subject, n).to_dict() for n in names]
+        if subject is not caller:  # a steward read someone else's spending: leave a trace
+            ctx.extra = {"of": subject.name, "returned": len(budgets)}
+            gw.record(ctx, outcome="ok", status=200, rows=len(budgets))
     except GovernError as exc:
         gw.record_denial(ctx, exc)
         raise
-    return {"principal": principal.name, "budgets": budgets}
+    return {"principal": subject.name, "budgets": budgets}
+
+
+def _steward_view(gw: Gateway, ctx: RequestContext, name: str, dataset: str | None,
+                  x_purpose: str | None, purpose: str | None) -> Principal:
+    """The principal whose budgets a steward asks for. The caller must declare a purpose and
+    administer ``dataset`` (or, without one, at least one dataset: the answer lists only those).
+    ``name`` must be declared in principals.yaml or have spent budget already (an OIDC-only
+    principal), so a typo is a 404, not a silent row of zeros."""
+    gw.require_purpose(ctx, x_purpose, purpose)
+    allowed = administered(gw, ctx)
+    if dataset is not None and dataset not in allowed:
+        raise AccessDenied(f"you do not administer dataset '{dataset}'")
+    policy = gw.governor.state.policy
+    if name in policy.principals:
+        return local_principal(policy, name)
+    if gw.ledger.charges(principal=name, limit=1):
+        return Principal(name=name)
+    raise NotFound(f"unknown principal '{name}'")
 
 
 def translate_sql(gw: Gateway, text: str, *, epsilon: float | None, delta: float = 0.0, contributions: int = 1,

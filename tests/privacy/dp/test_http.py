@@ -226,6 +226,40 @@ def test_budget_lists_every_dataset_with_a_budget(client, world: World) -> None:
     assert client.get("/v1/budget").status_code == 401
 
 
+def test_a_steward_sees_another_principals_budget_and_leaves_a_record(client, world: World) -> None:
+    spent = client.post("/v1/datasets/patients/dp", headers=headers(world, "alice"), json=COUNT_MEAN)
+    assert spent.status_code == 200
+    steward = headers(world, "carol", "governance")
+    r = client.get("/v1/budget", headers=steward, params={"principal": "alice", "dataset": "patients"})
+    assert r.status_code == 200, r.text
+    assert r.json()["principal"] == "alice"
+    assert r.json()["budgets"][0]["spent"]["epsilon"] == 0.5
+    (record,) = records(client, r.headers["x-request-id"])
+    assert (record.principal, record.action, record.outcome, record.dataset) == ("carol", "budget", "ok", "patients")
+    assert record.extra["of"] == "alice"
+    # every dataset with a budget that carol administers (both clinical datasets)
+    listed = client.get("/v1/budget", headers=steward, params={"principal": "alice"}).json()["budgets"]
+    assert {b["dataset"] for b in listed} == {"patients", "encounters"}
+
+
+@pytest.mark.parametrize(("who", "params", "purpose", "status", "slug"), [
+    ("bob", {"principal": "alice"}, "model-training", 403, "access-denied"),  # bob administers nothing
+    ("carol", {"principal": "alice"}, None, 400, "purpose-required"),  # a steward declares a purpose
+    ("carol", {"principal": "nobody"}, "governance", 404, "not-found"),  # a typo is not a row of zeros
+    ("carol", {"principal": "alice", "dataset": "nope"}, "governance", 404, "not-found"),
+])
+def test_another_principals_budget_is_for_stewards_only(client, world: World, who, params, purpose, status,  # type: ignore[no-untyped-def]
+                                                        slug) -> None:
+    h = world.auth(who) if purpose is None else headers(world, who, purpose)
+    r = client.get("/v1/budget", headers=h, params=params)
+    assert r.status_code == status, r.text
+    assert r.json()["type"] == f"urn:govern:problem:{slug}" and "budgets" not in r.json()
+    (record,) = records(client, r.headers["x-request-id"])
+    assert record.outcome != "ok"
+    # asking for your own budget by name needs nothing more
+    assert client.get("/v1/budget", headers=world.auth("bob"), params={"principal": "bob"}).status_code == 200
+
+
 def test_an_unwritable_ledger_returns_nothing(world: World) -> None:
     with make_client(world, ledger_url="sqlite:////proc/govern-ledger.db") as c:
         r = c.post("/v1/datasets/patients/dp", headers=headers(world, "alice"), json=COUNT_MEAN)
