@@ -15,6 +15,11 @@
  *       n * (len(prefix) + 32) bytes: prefix + first 32 lowercase hex chars of each HMAC.
  *   hmac_digest(offsets, data, validity, offset, length, offset_width, key, threads) -> bytes
  *       n * 32 raw digest bytes (derived randomness). Null rows are zero-filled.
+ *   hmac_digest_joined(offsets, data, offset, width, offsets2, data2, offset2, width2, validity,
+ *                      length, sep, key, threads) -> bytes
+ *       n * 32 raw digest bytes of HMAC(key, a[i] || sep || b[i]) for two string arrays of the
+ *       same length, without building the joined strings (what binary_join_element_wise would
+ *       copy). `validity` (offset 0, or None) marks the rows to hash; the others are zero-filled.
  *   float_text(values, offset, length, is_float32) -> (offsets int32 bytes, data bytes)
  *       DuckDB's CAST(DOUBLE AS VARCHAR) text (Python repr, "-nan" for negative NaN), so both
  *       engines hash the same canonical text for floating-point values. Also without the GIL.
@@ -52,6 +57,14 @@ typedef struct {
     Py_ssize_t prefix_len;
     int hex;
     int error;               /* set when offsets are out of bounds */
+    /* hmac_digest_joined: the second array and the separator (offsets2 NULL otherwise) */
+    const uint8_t *offsets2;
+    int offset_width2;
+    const uint8_t *data2;
+    Py_ssize_t data_len2;
+    Py_ssize_t offset2;
+    const uint8_t *sep;
+    Py_ssize_t sep_len;
 } job_t;
 
 static const char HEX[] = "0123456789abcdef";
@@ -114,6 +127,61 @@ static inline void hmac_one(const hmac_key_t *k, const uint8_t *msg, size_t len,
     SHA256_Final(digest, &ctx);
 }
 
+/* HMAC of a || sep || b, as hmac_one of the joined message would give. */
+static inline void hmac_three(const hmac_key_t *k, const uint8_t *a, size_t alen, const uint8_t *sep,
+                              size_t slen, const uint8_t *b, size_t blen, uint8_t *digest) {
+    size_t len = alen + slen + blen;
+    if (len <= 55) {
+        uint8_t msg[56];
+        memcpy(msg, a, alen);
+        memcpy(msg + alen, sep, slen);
+        memcpy(msg + alen + slen, b, blen);
+        hmac_one(k, msg, len, digest);
+        return;
+    }
+    SHA256_CTX ctx = k->inner;
+    SHA256_Update(&ctx, a, alen);
+    SHA256_Update(&ctx, sep, slen);
+    SHA256_Update(&ctx, b, blen);
+    SHA256_Final(digest, &ctx);
+    ctx = k->outer;
+    SHA256_Update(&ctx, digest, SHA256_DIGEST_LENGTH);
+    SHA256_Final(digest, &ctx);
+}
+
+static inline int64_t load_offset_of(const uint8_t *offsets, int width, Py_ssize_t i) {
+    if (width == 4) {
+        int32_t v;
+        memcpy(&v, offsets + 4 * i, 4);
+        return v;
+    }
+    int64_t v;
+    memcpy(&v, offsets + 8 * i, 8);
+    return v;
+}
+
+static void *run_joined_job(job_t *j) {
+    for (Py_ssize_t i = j->begin; i < j->end; i++) {
+        uint8_t *out = j->out + i * SHA256_DIGEST_LENGTH;
+        int valid = j->validity == NULL || ((j->validity[i >> 3] >> (i & 7)) & 1);
+        if (!valid) {
+            memset(out, 0, SHA256_DIGEST_LENGTH);
+            continue;
+        }
+        int64_t a0 = load_offset_of(j->offsets, j->offset_width, j->offset + i);
+        int64_t a1 = load_offset_of(j->offsets, j->offset_width, j->offset + i + 1);
+        int64_t b0 = load_offset_of(j->offsets2, j->offset_width2, j->offset2 + i);
+        int64_t b1 = load_offset_of(j->offsets2, j->offset_width2, j->offset2 + i + 1);
+        if (a0 < 0 || a1 < a0 || a1 > j->data_len || b0 < 0 || b1 < b0 || b1 > j->data_len2) {
+            j->error = 1;
+            return NULL;
+        }
+        hmac_three(j->key, j->data + a0, (size_t)(a1 - a0), j->sep, (size_t)j->sep_len, j->data2 + b0,
+                   (size_t)(b1 - b0), out);
+    }
+    return NULL;
+}
+
 static inline int64_t load_offset(const job_t *j, Py_ssize_t i) {
     if (j->offset_width == 4) {
         int32_t v;
@@ -127,6 +195,7 @@ static inline int64_t load_offset(const job_t *j, Py_ssize_t i) {
 
 static void *run_job(void *arg) {
     job_t *j = (job_t *)arg;
+    if (j->offsets2 != NULL) return run_joined_job(j);
     uint8_t digest[SHA256_DIGEST_LENGTH];
     int64_t start = load_offset(j, j->offset + j->begin);
     for (Py_ssize_t i = j->begin; i < j->end; i++) {
@@ -297,6 +366,72 @@ static PyObject *py_hmac_hex(PyObject *self, PyObject *args, PyObject *kwargs) {
 
 static PyObject *py_hmac_digest(PyObject *self, PyObject *args, PyObject *kwargs) {
     return compute(args, kwargs, 0);
+}
+
+static PyObject *py_hmac_digest_joined(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *kw[] = {"offsets", "data", "offset", "width", "offsets2", "data2", "offset2", "width2",
+                         "validity", "length", "sep", "key", "threads", NULL};
+    PyObject *offsets, *data, *offsets2, *data2, *validity, *key;
+    Py_ssize_t offset, offset2, length, sep_len;
+    const char *sep;
+    int width, width2, threads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOniOOniOny#O|i", kw, &offsets, &data, &offset, &width,
+                                     &offsets2, &data2, &offset2, &width2, &validity, &length, &sep,
+                                     &sep_len, &key, &threads))
+        return NULL;
+    buffers_t a, b;
+    /* a carries the key and the validity (at offset 0); b only its offsets and data */
+    if (get_buffers(&a, offsets, data, Py_None, offset, length, width, key) < 0) return NULL;
+    if (get_buffers(&b, offsets2, data2, Py_None, offset2, length, width2, key) < 0) {
+        release(&a);
+        return NULL;
+    }
+    Py_buffer v;
+    int has_validity = 0;
+    if (validity != Py_None) {
+        if (PyObject_GetBuffer(validity, &v, PyBUF_SIMPLE) < 0) goto fail;
+        has_validity = 1;
+        if (v.len * 8 < length) {
+            PyErr_SetString(PyExc_ValueError, "validity bitmap is too short");
+            goto fail;
+        }
+    }
+    if (length > PY_SSIZE_T_MAX / SHA256_DIGEST_LENGTH) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    PyObject *result = PyBytes_FromStringAndSize(NULL, length * SHA256_DIGEST_LENGTH);
+    if (result == NULL) goto fail;
+    hmac_key_t k;
+    key_init(&k, a.key.buf, (size_t)a.key.len);
+    job_t proto = {
+        .key = &k, .offsets = a.offsets.buf, .offset_width = width,
+        .data = a.has_data ? a.data.buf : (const uint8_t *)"", .data_len = a.has_data ? a.data.len : 0,
+        .validity = has_validity ? v.buf : NULL, .offset = offset,
+        .out = (uint8_t *)PyBytes_AS_STRING(result), .width = SHA256_DIGEST_LENGTH,
+        .offsets2 = b.offsets.buf, .offset_width2 = width2,
+        .data2 = b.has_data ? b.data.buf : (const uint8_t *)"", .data_len2 = b.has_data ? b.data.len : 0,
+        .offset2 = offset2, .sep = (const uint8_t *)sep, .sep_len = sep_len,
+    };
+    int error;
+    Py_BEGIN_ALLOW_THREADS
+    error = run_parallel(&proto, length, threads);
+    Py_END_ALLOW_THREADS
+    OPENSSL_cleanse(&k, sizeof k);
+    if (has_validity) PyBuffer_Release(&v);
+    release(&a);
+    release(&b);
+    if (error) {
+        Py_DECREF(result);
+        PyErr_SetString(PyExc_ValueError, "array offsets point outside its data buffer");
+        return NULL;
+    }
+    return result;
+fail:
+    if (has_validity) PyBuffer_Release(&v);
+    release(&a);
+    release(&b);
+    return NULL;
 }
 
 /* ---- float_text: shortest round-trip text of a double, as Python's repr prints it ----------
@@ -575,6 +710,8 @@ static PyMethodDef methods[] = {
      "prefix + first 32 hex chars of HMAC-SHA-256 per row, as n*width bytes"},
     {"hmac_digest", (PyCFunction)(void (*)(void))py_hmac_digest, METH_VARARGS | METH_KEYWORDS,
      "raw 32-byte HMAC-SHA-256 per row, as n*32 bytes"},
+    {"hmac_digest_joined", (PyCFunction)(void (*)(void))py_hmac_digest_joined, METH_VARARGS | METH_KEYWORDS,
+     "raw 32-byte HMAC-SHA-256 of a[i] || sep || b[i] per row, as n*32 bytes"},
     {"float_text", py_float_text, METH_VARARGS,
      "DuckDB CAST(DOUBLE AS VARCHAR) text per value: (int32 offsets bytes, data bytes)"},
     {NULL, NULL, 0, NULL},

@@ -138,7 +138,8 @@ class ArrowExecutor:
         self._memo: dict[object, object] = {}  # predicates' answers per dictionary (predicate_arrow)
 
     # -- one batch ---------------------------------------------------------------------------
-    def _mask_column(self, col: ColumnPlan, batch: pa.RecordBatch, kernel_threads: int) -> pa.Array:
+    def _mask_column(self, col: ColumnPlan, batch: pa.RecordBatch, kernel_threads: int,
+                     cache: dict | None = None) -> pa.Array:
         raw = batch.column(col.name)
         if isinstance(raw, pa.ChunkedArray):
             raw = raw.combine_chunks()
@@ -150,20 +151,21 @@ class ArrowExecutor:
             if pa.types.is_dictionary(raw.type) and self._value_only(col.mask.function, col.mask.kwargs):
                 out = self._apply_to_dictionary(col.mask.function, col.mask.kwargs, raw, batch, kernel_threads)
             else:
-                out = self._apply(col.mask.function, col.mask.kwargs, raw, batch, kernel_threads)
+                out = self._apply(col.mask.function, col.mask.kwargs, raw, batch, kernel_threads, cache)
         for rule in rules:
             cond = evaluate(rule.when, batch, self._memo)
             cond = pc.fill_null(cond, True)  # unknown means masked (fail closed)
-            masked = self._apply(rule.mask.function, rule.mask.kwargs, raw, batch, kernel_threads)
+            masked = self._apply(rule.mask.function, rule.mask.kwargs, raw, batch, kernel_threads, cache)
             out = pc.if_else(cond, masked, out)
         return out
 
-    def _apply(self, function: str, params: dict, raw: pa.Array, batch: pa.RecordBatch, kernel_threads: int) -> pa.Array:
+    def _apply(self, function: str, params: dict, raw: pa.Array, batch: pa.RecordBatch, kernel_threads: int,
+               cache: dict | None = None) -> pa.Array:
         fn = registry.get(function)
         fn.check_type(raw.type, params)
         inputs = {name: batch.column(name) for name in fn.inputs(params, self.plan.privacy_unit)}
         ctx = registry.MaskContext(keys=self.keys, inputs=inputs, privacy_unit=self.plan.privacy_unit,
-                                   threads=kernel_threads)
+                                   threads=kernel_threads, cache={} if cache is None else cache)
         result = fn.arrow(raw, params, ctx)
         if len(result) != len(raw):
             raise MaskError(f"mask '{function}' changed the number of rows")
@@ -197,7 +199,8 @@ class ArrowExecutor:
             assert self.request.filter is not None
             batch = batch.filter(evaluate(self.request.filter.sql, batch, self._memo),
                                  null_selection_behavior="drop")
-        arrays = [self._mask_column(self.plan.column(name), batch, kernel_threads) for name in self._computed]
+        cache: dict = {}  # shared by the masks of this batch only (MaskContext.cache)
+        arrays = [self._mask_column(self.plan.column(name), batch, kernel_threads, cache) for name in self._computed]
         masked = pa.RecordBatch.from_arrays(arrays, names=self._computed)
         if self._late_filter:
             assert self.request.filter is not None

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 import govern.mask._hmac as _hmac  # native kernel (setup.py); no stubs
 
-__all__ = ["float_text", "hmac_digest", "hmac_hex"]
+__all__ = ["float_text", "hmac_digest", "hmac_digest_joined", "hmac_hex"]
 
 HEX_CHARS = 32  # the pseudonym keeps 128 bits of the HMAC
 _INT32_MAX = 2**31 - 1
@@ -55,6 +55,35 @@ def hmac_digest(array: pa.Array | pa.ChunkedArray, key: bytes, threads: int = 1)
         )
 
     return _map(array, one)
+
+
+def hmac_digest_joined(first: pa.Array, second: pa.Array, sep: str, key: bytes,
+                       threads: int = 1) -> pa.FixedSizeBinaryArray:
+    """Raw 32-byte HMAC-SHA-256(key, first || sep || second) per row: exactly
+    ``hmac_digest(pc.binary_join_element_wise(first, second, sep), key)``, without building
+    the joined strings. A row is null when either side is."""
+    a, b = _flat(first), _flat(second)
+    if len(a) != len(b):
+        raise ValueError("hmac_digest_joined needs two arrays of the same length")
+    n = len(a)
+    if a.null_count or b.null_count:
+        valid = pc.and_(pc.is_valid(a), pc.is_valid(b))
+        validity = valid.buffers()[1] if valid.offset == 0 else pc.is_valid(valid).buffers()[1]
+        null_count = n - pc.sum(valid).as_py() if n else 0
+    else:
+        validity, null_count = None, 0
+    oa, da, _, off_a, _, wa = _kernel_args(a)
+    ob, db, _, off_b, _, wb = _kernel_args(b)
+    raw = _hmac.hmac_digest_joined(oa, da, off_a, wa, ob, db, off_b, wb, validity, n, sep.encode(), key,
+                                   max(1, threads))
+    return pa.Array.from_buffers(pa.binary(32), n, [validity, pa.py_buffer(raw)], null_count=null_count)
+
+
+def _flat(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    arr = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    return _plain(arr)
 
 
 def float_text(array: pa.Array) -> pa.StringArray:

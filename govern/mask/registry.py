@@ -73,6 +73,9 @@ class MaskContext:
     inputs: Mapping[str, pa.Array] = field(default_factory=dict)
     privacy_unit: str | None = None
     threads: int = 1  # native kernels may split work across this many threads
+    # Per-batch results several masks of one batch share (the privacy unit's canonical text);
+    # the executor passes one dict per batch. Keyed by what was computed and from which column.
+    cache: dict[Any, Any] = field(default_factory=dict)
 
 
 @dataclass

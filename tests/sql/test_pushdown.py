@@ -39,11 +39,11 @@ def observed(monkeypatch) -> Observed:
         seen.scans.append({"columns": list(reader.schema.names), "filter": filter, "row_groups": groups})
         return reader
 
-    def mask_column(self, col, batch, kernel_threads):  # type: ignore[no-untyped-def]
+    def mask_column(self, col, batch, kernel_threads, cache=None):  # type: ignore[no-untyped-def]
         # a mask or a cell rule to compute (not the empty batch that gives the output schema)
         if batch.num_rows and (col.mask is not None or self._cell_rules.get(col.name)):
             seen.masked.append(col.name)
-        return real_mask(self, col, batch, kernel_threads)
+        return real_mask(self, col, batch, kernel_threads, cache)
 
     monkeypatch.setattr(storage_scan, "scan", scan)
     monkeypatch.setattr(ArrowExecutor, "_mask_column", mask_column)

@@ -250,7 +250,7 @@ def test_csv_truncated_on_a_line_boundary_is_not_a_silent_short_read(
     os.truncate(path, data.index(b"\n", len(data) // 3) + 1)
     # Which check fires depends on where the reader's block was when the file shrank: the
     # end-of-stream check, or the parser meeting a block cut short. Either way it is loud.
-    with pytest.raises(StorageError, match="changed while it was being read|could not be read: a file is invalid"):
+    with pytest.raises(StorageError, match=r"changed while it was being read|could not be read: a file is invalid"):
         for _ in reader:
             pass
 

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from govern.errors import MaskError
 from govern.mask import registry
-from govern.mask.hmac import float_text, hmac_digest, hmac_hex
+from govern.mask.hmac import float_text, hmac_digest, hmac_digest_joined, hmac_hex
 from govern.mask.registry import MaskContext, SqlContext
 
 TWO52 = 4503599627370496  # 2**52: uniforms are 52-bit integers / 2**52, exact in a double
@@ -38,6 +38,7 @@ __all__ = [
     "hex_sql",
     "hmac_hex",
     "keyed_uniforms",
+    "keyed_uniforms_joined",
     "num_lit",
     "plain",
     "sql_text",
@@ -104,7 +105,11 @@ def unit_text(values: pa.Array, ctx: MaskContext, by: str | None) -> pa.Array:
         raise MaskError(f"privacy-unit column '{name}' has another length than the masked column")
     if registry.type_family(unit.type) not in UNIT_TEXT_FAMILIES:
         raise MaskError(f"privacy-unit column '{name}' of type {unit.type} cannot key a mask")
-    return pc.fill_null(canonical_text(unit), "")
+    key = ("unit_text", name, len(unit))
+    text = ctx.cache.get(key)
+    if text is None:  # noise, randomized_response and date_shift of one batch share it
+        text = ctx.cache[key] = pc.fill_null(canonical_text(unit), "")
+    return text
 
 
 def digest_uniforms(digests: pa.Array, slices: int = 1) -> list[np.ndarray]:
@@ -123,6 +128,13 @@ def digest_uniforms(digests: pa.Array, slices: int = 1) -> list[np.ndarray]:
 
 def keyed_uniforms(message: pa.Array, purpose: str, ctx: MaskContext, slices: int = 1) -> list[np.ndarray]:
     return digest_uniforms(hmac_digest(message, ctx.keys.subkey(purpose), threads(ctx)), slices)
+
+
+def keyed_uniforms_joined(first: pa.Array, second: pa.Array, sep: str, purpose: str, ctx: MaskContext,
+                          slices: int = 1) -> list[np.ndarray]:
+    """:func:`keyed_uniforms` of ``first || sep || second`` (``binary_join_element_wise``), without
+    building the joined strings."""
+    return digest_uniforms(hmac_digest_joined(first, second, sep, ctx.keys.subkey(purpose), threads(ctx)), slices)
 
 
 # -- SQL side -------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from govern.mask.functions._common import (
     check_number,
     hex_sql,
     keyed_uniforms,
+    keyed_uniforms_joined,
     num_lit,
     plain,
     sql_text,
@@ -50,8 +51,9 @@ _SEP = "\x1f"
 _MAX_SHIFT_DAYS = 1_000_000
 
 
-def _message(values: pa.Array, params: Mapping[str, Any], ctx: MaskContext) -> pa.Array:
-    return pc.binary_join_element_wise(unit_text(values, ctx, None), canonical_text(values), _SEP)
+def _uniforms(values: pa.Array, purpose: str, ctx: MaskContext, slices: int = 1) -> list[np.ndarray]:
+    """The keyed uniforms of ``unit_text || 0x1f || value_text`` (module docstring)."""
+    return keyed_uniforms_joined(unit_text(values, ctx, None), canonical_text(values), _SEP, purpose, ctx, slices)
 
 
 def _message_sql(expr: str, ctx: SqlContext) -> str:
@@ -70,7 +72,7 @@ def _validity(arr: pa.Array) -> pa.Buffer | None:
 # -- noise --------------------------------------------------------------------------------------
 def _noise_arrow(values: pa.Array, params: Mapping[str, Any], ctx: MaskContext) -> pa.Array:
     arr = plain(values)
-    (u,) = keyed_uniforms(_message(arr, params, ctx), "noise", ctx)
+    (u,) = _uniforms(arr, "noise", ctx)
     noise = (2 * u - 1) * float(params["scale"])
     if pa.types.is_floating(arr.type):
         x = arr.cast(pa.float64()).fill_null(0).to_numpy()
@@ -199,7 +201,7 @@ DATE_SHIFT = registry.register(MaskFunction(
 def _rr_arrow(values: pa.Array, params: Mapping[str, Any], ctx: MaskContext) -> pa.Array:
     text = canonical_text(values).cast(pa.string())
     cats = list(params["categories"])
-    u1, u2 = keyed_uniforms(_message(text, params, ctx), "rr", ctx, slices=2)
+    u1, u2 = _uniforms(text, "rr", ctx, slices=2)
     pick = np.minimum(np.floor(u2 * len(cats)), len(cats) - 1).astype(np.int64)
     replaced = pa.array(cats, pa.string()).take(pa.array(pick))
     out = pc.if_else(pa.array(u1 < float(params["p"])), text, replaced)
