@@ -85,21 +85,24 @@ class Governor:
     # -- storage -------------------------------------------------------------------------------
     def dataset(self, name: str, state: PolicyState | None = None, *,
                 dictionaries: bool = False):  # -> pyarrow.dataset.Dataset
-        """The dataset's files, opened once per policy version. With ``dictionaries``, the
-        string columns Parquet stores dictionary-encoded are typed as Arrow dictionaries
-        (:mod:`govern.storage.dictionary`)."""
+        """The dataset's files, opened once per policy version and data version: each call
+        lists the location (:func:`govern.storage.scan.fingerprint`) and opens it again when a
+        file was added, removed or rewritten. With ``dictionaries``, the string columns Parquet
+        stores dictionary-encoded are typed as Arrow dictionaries (:mod:`govern.storage.dictionary`)."""
         state = state or self._state
         entry = state.policy.datasets.get(name)
         if entry is None:
             raise NotFound(f"unknown dataset '{name}'")
         key = (state.policy.version, name, dictionaries)
-        ds = self._datasets.get(key)
-        if ds is None:
-            if dictionaries:
-                ds = storage_dictionary.with_dictionaries(self.dataset(name, state))
-            else:
-                ds = storage_scan.open_dataset(entry.location, entry.format, self.settings)
-            self._datasets[key] = ds
+        now = storage_scan.fingerprint(entry.location, self.settings)
+        cached = self._datasets.get(key)
+        if cached is not None and cached[0] == now:
+            return cached[1]
+        if dictionaries:
+            ds = storage_dictionary.with_dictionaries(self.dataset(name, state))
+        else:
+            ds = storage_scan.open_dataset(entry.location, entry.format, self.settings)
+        self._datasets[key] = (now, ds)
         return ds
 
     def schema(self, name: str, state: PolicyState | None = None) -> pa.Schema:

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     sql_memory_limit: str = "1GB"  # DuckDB memory_limit of each query's sandbox
     sql_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     sql_max_request_bytes: int = 1_048_576  # body size of POST /v1/sql
+    sql_cache_bytes: int = 268_435_456  # masked views kept between queries (govern.sql.view_cache); 0: off
 
     # Homomorphically encrypted views (CKKS); see docs/encryption.md
     he_key_dir: Path | None = None  # default: state_dir/he_keys (folders 0700, key files 0600)

@@ -24,6 +24,7 @@ from govern.privacy.dp.service import DpService
 from govern.privacy.ledger import BudgetLedger, open_ledger
 from govern.server.metrics import Metrics
 from govern.sql.sandbox import SandboxPool
+from govern.sql.view_cache import ViewCache
 
 PURPOSE_HEADER = "x-purpose"
 
@@ -58,6 +59,9 @@ class Gateway:
         # Analyst SQL: each query's DuckDB sandbox is opened (and closed) by this pool's thread,
         # off the query's path (govern.sql.sandbox). Nothing starts until the first query.
         self.sandboxes = SandboxPool(memory_limit=settings.sql_memory_limit, threads=settings.sql_threads)
+        # Masked views kept between queries (govern.sql.view_cache); keyed by plan hash, so a
+        # policy reload makes old entries unreachable, and LRU eviction frees them.
+        self.view_cache = ViewCache(settings.sql_cache_bytes)
 
     # -- identity and purpose ------------------------------------------------------------------
     def authenticate(self, ctx: RequestContext, authorization: str | None) -> Principal:

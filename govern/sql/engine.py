@@ -45,6 +45,8 @@ from govern.sql.diagnose import Rescan, diagnose
 from govern.sql.resolve import Reference
 from govern.sql.sandbox import Sandbox, SandboxPool
 from govern.sql.validate import Statement, validate
+from govern.sql.view_cache import ViewCache
+from govern.storage import scan as storage_scan
 
 __all__ = ["SqlEngine", "SqlResult"]
 
@@ -59,6 +61,7 @@ class SqlResult:
     plans: dict[str, str]  # dataset -> plan hash (for audit)
     columns: dict[str, list[str]] = field(default_factory=dict)  # dataset -> masked columns read
     access_plans: dict[str, AccessPlan] = field(default_factory=dict, repr=False)  # dataset -> plan
+    cached: list[str] = field(default_factory=list)  # datasets served from the view cache
     _sandbox: Sandbox | None = field(default=None, repr=False)
 
     def close(self) -> None:
@@ -89,10 +92,12 @@ class SqlEngine:
     """Runs analyst SQL for a gateway. ``sandboxes`` (the gateway's pool) opens sandboxes ahead
     of queries; without it each query opens its own, on its critical path."""
 
-    def __init__(self, governor: Governor, settings: Settings, sandboxes: SandboxPool | None = None) -> None:
+    def __init__(self, governor: Governor, settings: Settings, sandboxes: SandboxPool | None = None,
+                 cache: ViewCache | None = None) -> None:
         self.governor = governor
         self.settings = settings
         self.sandboxes = sandboxes
+        self.cache = cache if cache is not None and cache.enabled else None
 
     # -- public ------------------------------------------------------------------------------
     def tables(self, principal: Principal, purpose: str) -> dict[str, pa.Schema]:
@@ -212,9 +217,11 @@ class SqlEngine:
         sandbox = self._sandbox()
         max_rows = self.settings.max_rows
         try:
+            cached: list[str] = []
             with sandbox.busy:
                 for ref in prepared.refs:
-                    self._register(sandbox, principal, purpose, prepared, ref, materialize_all or ref.materialize)
+                    if self._register(sandbox, principal, purpose, prepared, ref, materialize_all or ref.materialize):
+                        cached.append(ref.dataset)
                 relation = sandbox.query(prepared.sql, prepared.params)
                 reader = relation.to_arrow_reader(self.settings.batch_size)
                 try:
@@ -242,12 +249,23 @@ class SqlEngine:
             plans={name: plan.hash for name, plan in sorted(prepared.plans.items())},
             columns=columns,
             access_plans=dict(sorted(prepared.plans.items())),
+            cached=sorted(set(cached)),
             _sandbox=sandbox,
         )
 
     def _register(self, sandbox: Sandbox, principal: Principal, purpose: str, prepared: _Prepared,
-                  ref: Reference, materialize: bool) -> None:
+                  ref: Reference, materialize: bool) -> bool:
+        """Register ``ref``'s masked view in the sandbox; ``True`` when it came from the cache."""
         max_rows = self.settings.max_rows
+        key = self._cache_key(prepared, ref)
+        if key is not None:
+            assert self.cache is not None
+            hit = self.cache.get(key)
+            if hit is not None:  # the whole view; a pushed-down filter is still in the query
+                sandbox.register_table(ref.view, hit)
+                return True
+            if ref.filter is not None:
+                key = None  # a filtered read holds part of the view: never stored
         governed = self.governor.read(principal, ref.dataset, purpose, columns=list(ref.columns),
                                       filter=ref.filter, limit=max_rows + 1 if materialize else None,
                                       state=prepared.state, dictionaries=True,
@@ -255,8 +273,12 @@ class SqlEngine:
                                       # (a materialized read counts its rows: filter exactly)
                                       filter_exact=materialize)
         if not materialize:
-            sandbox.register_stream(ref.view, governed.reader)
-            return
+            reader = governed.reader
+            if key is not None:
+                assert self.cache is not None
+                reader = self.cache.filling(key, reader, max_rows)
+            sandbox.register_stream(ref.view, reader)
+            return False
         table = governed.reader.read_all()
         if table.num_rows > max_rows:
             raise LimitExceeded(f"dataset '{ref.dataset}' is used more than once (or recursively) and has more "
@@ -264,7 +286,27 @@ class SqlEngine:
         if sandbox.expired():
             raise QueryTimeout(f"the query ran longer than {sandbox.timeout:g} s and was stopped",
                                limit=sandbox.timeout, sqlstate="57014")
+        if key is not None:
+            assert self.cache is not None
+            self.cache.put(key, table)
         sandbox.register_table(ref.view, table)
+        return False
+
+    def _cache_key(self, prepared: _Prepared, ref: Reference) -> tuple | None:
+        """The view cache's key for ``ref``'s whole view (view_cache module docstring), or
+        ``None``: no cache, or storage without a file snapshot. A reference with a pushed-down
+        filter may be served a cached whole view — the filter stays in the query, so DuckDB
+        applies it (:mod:`govern.sql.prune`) — but its own read is never stored."""
+        if self.cache is None:
+            return None
+        try:
+            dataset = self.governor.dataset(ref.dataset, prepared.state, dictionaries=True)
+            files = storage_scan.snapshot(dataset)
+        except (GovernError, OSError, pa.ArrowException):
+            return None  # the read itself reports the problem
+        if files is None:
+            return None
+        return (prepared.plans[ref.dataset].hash, tuple(ref.columns), tuple(files))
 
     def _stream(self, first: pa.RecordBatch | None, reader: pa.RecordBatchReader, prepared: _Prepared,
                 sandbox: Sandbox, max_rows: int) -> Iterator[pa.RecordBatch]:

@@ -156,7 +156,8 @@ class Runner:
         self.principal = principal
         self.session = session
         self.pid = pid
-        self.engine = SqlEngine(gateway.governor, gateway.settings, getattr(gateway, "sandboxes", None))
+        self.engine = SqlEngine(gateway.governor, gateway.settings, getattr(gateway, "sandboxes", None),
+                                getattr(gateway, "view_cache", None))
         self._catalog: Catalog | None = None
         self._catalog_version: str | None = None
 
@@ -312,6 +313,8 @@ def _describe_result(ctx: RequestContext, result: SqlResult) -> None:
     """What the audit record says about the data: datasets, plan hashes, masked columns read
     (the same fields as ``POST /v1/sql``)."""
     ctx.extra["datasets"] = list(result.datasets)
+    if result.cached:
+        ctx.extra["cached"] = list(result.cached)  # views served from the view cache
     ctx.extra["plans"] = dict(result.plans)
     read: dict[str, dict[str, str]] = {}
     for name, cols in result.columns.items():

@@ -39,7 +39,7 @@ from govern.config import Settings
 from govern.errors import GovernError, InvalidRequest, StorageError
 from govern.storage.location import is_within, local_root, resolve
 
-__all__ = ["FORMATS", "check_reachable", "open_dataset", "physical_schema", "readahead", "row_count", "scan", "use_jemalloc"]
+__all__ = ["FORMATS", "check_reachable", "fingerprint", "open_dataset", "physical_schema", "readahead", "row_count", "scan", "snapshot", "use_jemalloc"]
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ def scan(
             **_extra(location),
         ) from exc
     try:
-        before = _snapshot(dataset)
+        before = snapshot(dataset)
     except (OSError, pa.ArrowException) as exc:
         raise _storage_error(exc, location, "scan") from exc
     schema = scanner.projected_schema
@@ -312,7 +312,27 @@ def _list_files(fs: pafs.FileSystem, base: str) -> list[str]:
     return sorted(files)
 
 
-def _snapshot(dataset: ds.Dataset) -> list[tuple[str, int | None, object]] | None:
+def fingerprint(location: str, settings: Settings) -> tuple[tuple[str, int | None, object], ...]:
+    """What the location holds now: (path, size, mtime) of each data file, as
+    :func:`open_dataset` would list them — one stat for a file, one listing for a folder.
+    An opened dataset is only valid while this stays the same: pyarrow keeps each Parquet
+    file's footer once read, so a file rewritten in place would otherwise be read with the
+    old footer (and fail), and files added to a folder would never be seen."""
+    fs, path = resolve(location, settings)
+    try:
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.Directory:
+            selector = pafs.FileSelector(path, recursive=True)
+            infos = [i for i in fs.get_file_info(selector) if i.type == pafs.FileType.File
+                     and not any(part.startswith((".", "_")) for part in PurePosixPath(i.path).relative_to(path).parts)]
+        else:
+            infos = [info]
+    except (OSError, pa.ArrowException) as exc:
+        raise _storage_error(exc, location, "open") from exc
+    return tuple(sorted((i.path, i.size, i.mtime_ns) for i in infos))
+
+
+def snapshot(dataset: ds.Dataset) -> list[tuple[str, int | None, object]] | None:
     """Size and mtime of every file, to detect a file changed under a running scan."""
     if not isinstance(dataset, ds.FileSystemDataset):
         return None
@@ -337,7 +357,7 @@ def _stream(
                 yield batch
         finally:
             reader.close()
-        if before is not None and _snapshot(dataset) != before:
+        if before is not None and snapshot(dataset) != before:
             raise StorageError(
                 f"{_subject(location)} changed while it was being read; the read is incomplete",
                 **_extra(location),

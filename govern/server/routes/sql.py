@@ -92,7 +92,8 @@ def _start(gw: Gateway, ctx: RequestContext, principal: Principal, raw: bytes, x
         gw.acquire_read_slot()
         slot = True
         gw.audit.reserve(ctx.request_id)  # proves the audit store is writable before any data
-        result = SqlEngine(gw.governor, gw.settings, gw.sandboxes).run(principal, purpose, body.sql, body.params)
+        result = SqlEngine(gw.governor, gw.settings, gw.sandboxes, gw.view_cache).run(principal, purpose, body.sql,
+                                                                                      body.params)
     except GovernError as exc:
         if slot:
             gw.release_read_slot()
@@ -188,6 +189,8 @@ def _parse(raw: bytes, max_length: int, ctx: RequestContext) -> SqlRequest:
 def _describe_result(ctx: RequestContext, result: SqlResult) -> None:
     """What the audit record says about the data: datasets, plan hashes, masked columns read."""
     ctx.extra["datasets"] = list(result.datasets)
+    if result.cached:
+        ctx.extra["cached"] = list(result.cached)  # views served from the view cache
     ctx.extra["plans"] = dict(result.plans)
     read: dict[str, dict[str, str]] = {}
     for name, cols in result.columns.items():
