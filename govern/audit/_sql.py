@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -92,7 +93,7 @@ def record_to_row(rec: AuditRecord) -> tuple[Any, ...]:
     return tuple(canonical_json(values[f]) if f in _JSON_FIELDS else values[f] for f in FIELDS)
 
 
-class SqlAuditLog:
+class SqlAuditLog(ABC):
     """The append/read/verify logic over any backend that implements the three hooks."""
 
     placeholder = "?"
@@ -101,21 +102,22 @@ class SqlAuditLog:
     def __init__(self, prefix: str) -> None:
         self.prefix = check_prefix(prefix)
 
-    # -- hooks ------------------------------------------------------------------------------
+    # -- hooks (each backend implements them) --------------------------------------------------
+    @abstractmethod
     def _write(self, op: str, fn: Callable[[Cursor], T]) -> T:
         """Run ``fn`` in a transaction that no other appender can interleave with."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _read(self, op: str, fn: Callable[[Cursor], T]) -> T:
-        raise NotImplementedError
+        """Run ``fn`` in a read-only transaction."""
 
+    @abstractmethod
     def _snapshot(self, op: str, fn: Callable[[Cursor], T]) -> T:
         """Run ``fn`` against one consistent, read-only view (verification reads many pages)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _target(self) -> str:
         """Where the log lives, safe to log (no password)."""
-        raise NotImplementedError
 
     def _scrub(self, text: str) -> str:
         return text

@@ -24,6 +24,7 @@ import os
 import re
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,7 @@ def schema(prefix: str, *, postgres: bool) -> list[str]:
     ]
 
 
-class SqlLedgerStore:
+class SqlLedgerStore(ABC):
     """The statements both backends share. Subclasses implement ``_write``/``_read``."""
 
     placeholder = "?"
@@ -92,21 +93,25 @@ class SqlLedgerStore:
             raise InvalidRequest(f"invalid ledger table prefix {prefix!r}: use lowercase letters, digits and _")
         self.prefix = prefix
 
-    # -- hooks ----------------------------------------------------------------------------------
+    # -- hooks (each backend implements them) ----------------------------------------------------
+    @abstractmethod
     def _write(self, op: str, fn: Callable[[Cursor], T]) -> T:
-        raise NotImplementedError
+        """Run ``fn`` in one serialized write transaction (charges must not interleave)."""
 
+    @abstractmethod
     def _read(self, op: str, fn: Callable[[Cursor], T]) -> T:
-        raise NotImplementedError
+        """Run ``fn`` in a read-only transaction."""
 
+    @abstractmethod
     def _target(self) -> str:
-        raise NotImplementedError
+        """Where the ledger lives, safe to log (no password)."""
 
     def _scrub(self, text: str) -> str:
         return text
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the backend's connections."""
 
     # -- helpers --------------------------------------------------------------------------------
     def _sql(self, text: str) -> str:
