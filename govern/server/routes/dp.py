@@ -10,7 +10,6 @@ ledger or the audit store cannot be written, nothing is returned.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -23,6 +22,7 @@ from govern.privacy.dp import sql as dp_sql
 from govern.privacy.dp.query import DpQuery, DpRequest, parse_request
 from govern.privacy.dp.service import DpRelease
 from govern.privacy.dp.sql import DpSql
+from govern.server.bodies import load_json, read_body
 from govern.server.gateway import Gateway, RequestContext
 from govern.server.routes.audit import administered
 
@@ -80,13 +80,7 @@ async def release_dp(name: str, request: Request) -> JSONResponse:
     ctx = RequestContext(request_id=request.state.request_id, route="dp", dataset=name, action="query_dp")
     try:
         principal = await run_in_threadpool(gw.authenticate, ctx, request.headers.get("authorization"))
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise InvalidRequest(f"the request body may be at most {MAX_BODY} bytes")
-        try:
-            data = json.loads(raw or b"null")
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidRequest("the body must be a JSON object: {\"aggregates\": [...], \"epsilon\": ...}") from None
+        data = load_json(await read_body(request, MAX_BODY), '{"aggregates": [...], "epsilon": ...}')
         body = parse_request(data)
         purpose = gw.require_purpose(ctx, request.headers.get("x-purpose"),
                                      body.purpose or request.query_params.get("purpose"))

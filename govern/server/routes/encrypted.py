@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, StreamingResponse
 
-from govern.errors import GovernError, InvalidRequest, LimitExceeded
+from govern.errors import GovernError, InvalidRequest
 from govern.identity.principal import Principal
 from govern.privacy.he import container
 from govern.privacy.he.service import HeService
+from govern.server.bodies import parse, read_body
 from govern.server.gateway import Gateway, RequestContext
 from govern.server.streaming import encode
 
@@ -31,7 +31,6 @@ router = APIRouter(tags=["encrypted"])
 
 JSON = "application/json"
 SMALL_BODY = 1_048_576
-Model = TypeVar("Model", bound=BaseModel)
 
 
 class ViewRequest(BaseModel):
@@ -84,32 +83,6 @@ def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {JSON: {"schema": model.model_json_schema()}}}}
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise LimitExceeded(f"the request body may be at most {limit} bytes", limit=limit)
-    size, chunks = 0, []
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise LimitExceeded(f"the request body may be at most {limit} bytes", limit=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _parse(model: type[Model], raw: bytes) -> Model:
-    try:
-        data = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("the body must be a JSON object") from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        raise InvalidRequest(f"{where}: {first.get('msg', 'invalid value')}") from None
-
-
 def _b64(text: str, what: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
@@ -122,7 +95,7 @@ async def _begin(request: Request, ctx: RequestContext, limit: int) -> tuple[Pri
     gw: Gateway = request.app.state.gateway
     try:
         principal = await run_in_threadpool(gw.authenticate, ctx, request.headers.get("authorization"))
-        return principal, await _read_body(request, limit)
+        return principal, await read_body(request, limit)
     except GovernError as exc:
         await run_in_threadpool(gw.record_denial, ctx, exc)
         raise
@@ -147,7 +120,7 @@ def _start_view(request: Request, ctx: RequestContext, principal: Principal, raw
     svc = _service(request)
     slot = False
     try:
-        body = _parse(ViewRequest, raw)
+        body = parse(ViewRequest, raw)
         ctx.extra = {k: v for k, v in {"columns": body.columns, "filter": body.filter, "limit": body.limit,
                                        "group_by": body.group_by, "galois": body.galois}.items() if v is not None}
         purpose = gw.require_purpose(ctx, request.headers.get("x-purpose"),
@@ -210,7 +183,7 @@ def _release(request: Request, ctx: RequestContext, principal: Principal, raw: b
     gw: Gateway = request.app.state.gateway
     svc = _service(request)
     try:
-        body = _parse(ReleaseRequest, raw)
+        body = parse(ReleaseRequest, raw)
         ctx.extra = {"computation": body.computation, "epsilon": body.epsilon}
         purpose = gw.require_purpose(ctx, request.headers.get("x-purpose"),
                                      body.purpose or request.query_params.get("purpose"))
@@ -246,7 +219,7 @@ def _query(request: Request, ctx: RequestContext, principal: Principal, raw: byt
     gw: Gateway = request.app.state.gateway
     svc = _service(request)
     try:
-        body = _parse(QueryRequest, raw)
+        body = parse(QueryRequest, raw)
         ctx.extra = {"computation": body.computation, "epsilon": body.epsilon, "weights": len(body.weights),
                      "context_bytes": len(body.context)}
         purpose = gw.require_purpose(ctx, request.headers.get("x-purpose"),

@@ -15,13 +15,14 @@ from typing import Any, Literal
 
 import pyarrow as pa
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
-from govern.errors import GovernError, InvalidRequest, LimitExceeded
+from govern.errors import GovernError
 from govern.identity.principal import Principal
 from govern.privacy.dp.sql import has_hint as has_dp_hint
+from govern.server.bodies import load_json, read_body, validate
 from govern.server.gateway import Gateway, RequestContext
 from govern.server.routes.dp import dp_sql_response
 from govern.server.streaming import MEDIA_TYPES, ReadStream, encode
@@ -68,7 +69,7 @@ async def run_sql(request: Request) -> StreamingResponse:
     ctx = RequestContext(request_id=request.state.request_id, route="sql", action="sql")
     try:
         principal = await run_in_threadpool(gw.authenticate, ctx, request.headers.get("authorization"))
-        raw = await _read_body(request, gw.settings.sql_max_request_bytes)
+        raw = await read_body(request, gw.settings.sql_max_request_bytes)
     except GovernError as exc:
         await run_in_threadpool(gw.record_denial, ctx, exc)
         raise
@@ -152,34 +153,12 @@ def _start(gw: Gateway, ctx: RequestContext, principal: Principal, raw: bytes, x
     return ReadStream(stream(), abandoned, media_type=media, headers=headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise LimitExceeded(f"the request body may be at most {limit} bytes", limit=limit)
-    size = 0
-    chunks: list[bytes] = []
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise LimitExceeded(f"the request body may be at most {limit} bytes", limit=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _parse(raw: bytes, max_length: int, ctx: RequestContext) -> SqlRequest:
-    try:
-        data = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("the body must be a JSON object: {\"sql\": \"...\"}") from None
+    data = load_json(raw, '{"sql": "..."}')
     if isinstance(data, dict) and isinstance(data.get("sql"), str):
         text = data["sql"]
         ctx.extra["sql"] = text if len(text) <= max_length else text[:max_length] + "…"
-    try:
-        body = SqlRequest.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        raise InvalidRequest(f"{where}: {first.get('msg', 'invalid value')}") from None
+    body = validate(SqlRequest, data)
     ctx.extra["format"] = body.format
     if body.params:
         ctx.extra["params"] = len(body.params)  # how many, not the values

@@ -14,20 +14,20 @@ report: in the Arrow/Parquet schema metadata (``govern.synthetic.report``), summ
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from govern.errors import GovernError, InvalidRequest, LimitExceeded, NotFound, SyntheticError
+from govern.errors import GovernError, LimitExceeded, NotFound, SyntheticError
 from govern.identity.principal import Principal
 from govern.plan.model import AccessPlan
 from govern.privacy.synthetic.service import SyntheticService
 from govern.privacy.synthetic.version import ModelRef
+from govern.server.bodies import parse, read_body
 from govern.server.gateway import Gateway, RequestContext
 from govern.server.streaming import MEDIA_TYPES, Chunk, encode
 
@@ -35,7 +35,6 @@ router = APIRouter(prefix="/v1/datasets", tags=["synthetic"])
 
 ACTION = "read_synthetic"
 MAX_BODY = 65_536
-Model = TypeVar("Model", bound=BaseModel)
 
 
 class SyntheticRequest(BaseModel):
@@ -99,7 +98,7 @@ def _synthesize(request: Request, ctx: RequestContext, principal: Principal, raw
     gw, svc = _gateway(request), _service(request)
     slot = False
     try:
-        body = _parse(SyntheticRequest, raw)
+        body = parse(SyntheticRequest, raw)
         ctx.extra = {"rows": body.rows, "seed": body.seed, "format": body.format}
         plan, ref = _authorize(request, ctx, principal, body.purpose)
         if body.rows > gw.settings.synthetic_max_rows:
@@ -174,7 +173,7 @@ def _status(request: Request, ctx: RequestContext, principal: Principal) -> dict
 def _fit(request: Request, ctx: RequestContext, principal: Principal, raw: bytes) -> Response:
     gw, svc = _gateway(request), _service(request)
     try:
-        body = _parse(FitRequest, raw or b"{}")
+        body = parse(FitRequest, raw or b"{}")
         _, ref = _authorize(request, ctx, principal, body.purpose)
         status = svc.status(ref)
         if status["state"] == "ready":
@@ -239,36 +238,10 @@ async def _begin(request: Request, ctx: RequestContext, *, body: bool = True) ->
     gw = _gateway(request)
     try:
         principal = await run_in_threadpool(gw.authenticate, ctx, request.headers.get("authorization"))
-        return principal, (await _read_body(request) if body else b"")
+        return principal, (await read_body(request, MAX_BODY) if body else b"")
     except GovernError as exc:
         await run_in_threadpool(gw.record_denial, ctx, exc)
         raise
-
-
-async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        raise LimitExceeded(f"the request body may be at most {MAX_BODY} bytes", limit=MAX_BODY)
-    size, chunks = 0, []
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise LimitExceeded(f"the request body may be at most {MAX_BODY} bytes", limit=MAX_BODY)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _parse(model: type[Model], raw: bytes) -> Model:
-    try:
-        data = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("the body must be a JSON object") from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        raise InvalidRequest(f"{where}: {first.get('msg', 'invalid value')}") from None
 
 
 def _context(request: Request, route: str, dataset: str) -> RequestContext:

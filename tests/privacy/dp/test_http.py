@@ -260,6 +260,16 @@ def test_another_principals_budget_is_for_stewards_only(client, world: World, wh
     assert client.get("/v1/budget", headers=world.auth("bob"), params={"principal": "bob"}).status_code == 200
 
 
+def test_an_oversized_body_is_refused_before_it_is_read(client, world: World) -> None:
+    from govern.server.routes.dp import MAX_BODY
+
+    r = client.post("/v1/datasets/patients/dp", headers=headers(world, "alice"),
+                    content=b"{" + b" " * MAX_BODY + b"}")
+    assert r.status_code == 413 and r.json()["type"] == "urn:govern:problem:limit-exceeded"
+    (record,) = records(client, r.headers["x-request-id"])
+    assert record.outcome != "ok"
+
+
 def test_an_unwritable_ledger_returns_nothing(world: World) -> None:
     with make_client(world, ledger_url="sqlite:////proc/govern-ledger.db") as c:
         r = c.post("/v1/datasets/patients/dp", headers=headers(world, "alice"), json=COUNT_MEAN)
