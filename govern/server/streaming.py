@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pyarrow as pa
@@ -28,7 +28,12 @@ import pyarrow.parquet as pq
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["CHUNK", "MEDIA_TYPES", "ReadStream", "encode"]
+from govern.errors import GovernError
+
+if TYPE_CHECKING:
+    from govern.server.gateway import Gateway, RequestContext
+
+__all__ = ["CHUNK", "MEDIA_TYPES", "ReadStream", "audited_stream", "encode"]
 
 MEDIA_TYPES = {
     "arrow": "application/vnd.apache.arrow.stream",
@@ -184,3 +189,47 @@ class ReadStream(StreamingResponse):
         self._body.close()  # suspended midway: runs its GeneratorExit handling; finished: no-op
         if never_ran:
             self._abandoned()
+
+
+def audited_stream(gw: Gateway, ctx: RequestContext, chunks: Iterator[Chunk], *, media_type: str,
+                   headers: dict[str, str] | None = None, close: Callable[[], None] = lambda: None) -> ReadStream:
+    """The response of a data-bearing read that holds a read slot (``gw.acquire_read_slot``).
+
+    ``chunks`` is an encoder (:func:`encode`) whose ``finish`` writes the ``ok`` audit record.
+    Whatever else happens, exactly one record is written and the slot is freed exactly once: a
+    client that leaves — midway or before the first byte — gets ``aborted``/499; a failure
+    midway gets ``aborted`` with the error's status, and the connection is cut before the end
+    marker. ``close`` frees the source (a governed reader, a query) when the stream did not
+    run to its end."""
+
+    def record_abort(status: int, detail: str) -> None:
+        try:
+            gw.record(ctx, outcome="aborted", status=status, detail=detail[:500])
+        except GovernError:  # the audit store failed too: its pending marker records the request
+            pass
+
+    def body() -> Generator[Chunk, None, None]:
+        finished = False
+        try:
+            yield from chunks
+            finished = True
+        except GeneratorExit:  # the client went away: the response did not complete
+            record_abort(499, "client disconnected")
+            raise
+        except Exception as exc:
+            detail = f"{exc.slug}: {exc.detail}" if isinstance(exc, GovernError) else type(exc).__name__
+            record_abort(getattr(exc, "status", 500), f"stream aborted: {detail}")
+            raise
+        finally:
+            gw.release_read_slot()
+            if not finished:
+                close()
+
+    def abandoned() -> None:  # the client left before the first byte: body() never ran
+        try:
+            record_abort(499, "client disconnected before the stream started")
+        finally:
+            gw.release_read_slot()
+            close()
+
+    return ReadStream(body(), abandoned, media_type=media_type, headers=headers)

@@ -7,6 +7,7 @@ a real socket.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import socket
@@ -220,21 +221,28 @@ def test_a_client_gone_before_the_first_byte_gives_back_its_read_slot(world) -> 
         stop_server(s)
 
 
-def test_a_query_whose_client_left_before_the_first_byte_gives_back_its_read_slot(world) -> None:
-    """The same for POST /v1/sql, at the ASGI level: uvicorn drops a request body that arrives
-    together with the client's FIN, so over a socket the query would never start. Here the
-    app gets the whole body, and then the disconnect, before its response starts."""
+@pytest.mark.parametrize(("path", "request_body"), [
+    ("/v1/sql", {"sql": "select region, count(*) as n from patients group by 1", "format": "arrow"}),
+    pytest.param("/v1/datasets/patients/encrypted", {"columns": ["charges"], "limit": 100},
+                 marks=pytest.mark.skipif(importlib.util.find_spec("tenseal") is None, reason="needs tenseal")),
+])
+def test_a_stream_whose_client_left_before_the_first_byte_gives_back_its_read_slot(world, path: str,
+                                                                                   request_body: dict) -> None:
+    """The same for the POST routes that stream (audited_stream), at the ASGI level: uvicorn
+    drops a request body that arrives together with the client's FIN, so over a socket the
+    request would never start. Here the app gets the whole body, and then the disconnect,
+    before its response starts."""
     from govern.config import load_settings
     from govern.server.app import create_app
 
     app = create_app(load_settings(world.config, watch_policies=False, max_concurrent_reads=1, queue_timeout=1))
-    body = json.dumps({"sql": "select region, count(*) as n from patients group by 1", "format": "arrow"}).encode()
+    body = json.dumps(request_body).encode()
     headers = [(b"host", b"test"), (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                (b"authorization", world.auth("bob")["Authorization"].encode()), (b"x-purpose", b"model-training")]
 
     async def call(request_id: str, leave: bool) -> list[dict]:
         scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-                 "method": "POST", "scheme": "http", "path": "/v1/sql", "raw_path": b"/v1/sql",
+                 "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
                  "query_string": b"", "root_path": "", "client": ("127.0.0.1", 50000),
                  "server": ("127.0.0.1", 8000), "headers": [*headers, (b"x-request-id", request_id.encode())]}
         sent: list[dict] = []
@@ -255,13 +263,13 @@ def test_a_query_whose_client_left_before_the_first_byte_gives_back_its_read_slo
         return sent
 
     for i in range(3):
-        sent = anyio.run(call, f"abandoned-sql-{i}", True)
+        sent = anyio.run(call, f"abandoned-read-{i}", True)
         assert not any(m["type"] == "http.response.body" and m.get("body") for m in sent)  # nothing went out
-    sent = anyio.run(call, "kept-sql", False)  # the one slot is free
+    sent = anyio.run(call, "kept-read", False)  # the one slot is free
     assert sent[0]["status"] == 200
     data = b"".join(bytes(m.get("body", b"")) for m in sent if m["type"] == "http.response.body")
     assert pa.ipc.open_stream(data).read_all().num_rows > 0
     records = app.state.gateway.audit.records(limit=1000)
     outcome = {r.request_id: (r.outcome, r.status) for r in records}
-    assert [outcome.get(f"abandoned-sql-{i}") for i in range(3)] == [("aborted", 499)] * 3
-    assert outcome["kept-sql"] == ("ok", 200)
+    assert [outcome.get(f"abandoned-read-{i}") for i in range(3)] == [("aborted", 499)] * 3
+    assert outcome["kept-read"] == ("ok", 200)

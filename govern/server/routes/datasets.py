@@ -13,7 +13,7 @@ from starlette.responses import StreamingResponse
 from govern.access import GovernedRead
 from govern.errors import GovernError, InvalidRequest, LimitExceeded
 from govern.server.gateway import Gateway, RequestContext
-from govern.server.streaming import MEDIA_TYPES, ReadStream, encode
+from govern.server.streaming import MEDIA_TYPES, audited_stream, encode
 from govern.storage import scan as storage_scan
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -136,44 +136,11 @@ def read_rows(
         gw.metrics.rows.labels(dataset=name).inc(rows)
         gw.metrics.bytes.labels(dataset=name).inc(nbytes)
 
-    def body():  # type: ignore[no-untyped-def]
-        finished = False
-        try:
-            yield from encode(format, reader, finish)
-            finished = True
-        except GeneratorExit:  # the client went away: the response did not complete
-            try:
-                gw.record(ctx, outcome="aborted", status=499, detail="client disconnected")
-            except GovernError:
-                pass
-            raise
-        except Exception as exc:
-            detail = f"{exc.slug}: {exc.detail}" if isinstance(exc, GovernError) else type(exc).__name__
-            try:
-                gw.record(ctx, outcome="aborted", status=getattr(exc, "status", 500),
-                          detail=f"stream aborted: {detail}"[:500])
-            except GovernError:
-                pass
-            raise
-        finally:
-            gw.release_read_slot()
-            if not finished:
-                close()
-
-    def abandoned() -> None:  # the client left before the first byte: body() never ran
-        try:
-            gw.record(ctx, outcome="aborted", status=499, detail="client disconnected before the stream started")
-        except GovernError:
-            pass
-        finally:
-            gw.release_read_slot()
-            close()
-
     headers = {"x-govern-plan-hash": result.plan.hash, "x-govern-policy-version": result.plan.policy_version or ""}
     if format in ("csv", "jsonl", "parquet"):
-        ext = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}[format]
-        headers["content-disposition"] = f'attachment; filename="{name}.{ext}"'
-    return ReadStream(body(), abandoned, media_type=MEDIA_TYPES[format], headers=headers)
+        headers["content-disposition"] = f'attachment; filename="{name}.{format}"'
+    return audited_stream(gw, ctx, encode(format, reader, finish), media_type=MEDIA_TYPES[format],
+                          headers=headers, close=close)
 
 
 def _within_cap(gw: Gateway, name: str, result: GovernedRead, cap: int) -> pa.RecordBatchReader:

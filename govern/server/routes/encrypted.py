@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -25,7 +24,7 @@ from govern.privacy.he import container
 from govern.privacy.he.service import HeService
 from govern.server.bodies import parse, read_body
 from govern.server.gateway import Gateway, RequestContext
-from govern.server.streaming import encode
+from govern.server.streaming import audited_stream, encode
 
 router = APIRouter(tags=["encrypted"])
 
@@ -142,29 +141,10 @@ def _start_view(request: Request, ctx: RequestContext, principal: Principal, raw
         gw.record(ctx, outcome="ok", status=200, rows=view.token.rows, nbytes=nbytes)
         gw.metrics.bytes.labels(dataset=ctx.dataset).inc(nbytes)
 
-    def stream() -> Iterator[bytes]:
-        try:
-            yield from encode("arrow", container.reader(view.header, view.items), finish)
-        except GeneratorExit:  # the client went away: the response did not complete
-            try:
-                gw.record(ctx, outcome="aborted", status=499, detail="client disconnected")
-            except GovernError:
-                pass
-            raise
-        except Exception as exc:
-            detail = f"{exc.slug}: {exc.detail}" if isinstance(exc, GovernError) else type(exc).__name__
-            try:
-                gw.record(ctx, outcome="aborted", status=getattr(exc, "status", 500),
-                          detail=f"stream aborted: {detail}"[:500])
-            except GovernError:
-                pass
-            raise
-        finally:
-            gw.release_read_slot()
-
     headers = {"x-govern-plan-hash": view.plan.hash, "x-govern-view-id": view.token.view_id,
                "x-govern-key-id": view.header["key_id"]}
-    return StreamingResponse(stream(), media_type=container.MEDIA_TYPE, headers=headers)
+    return audited_stream(gw, ctx, encode("arrow", container.reader(view.header, view.items), finish),
+                          media_type=container.MEDIA_TYPE, headers=headers)
 
 
 # -- flow 2: aggregate release --------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -25,7 +25,7 @@ from govern.privacy.dp.sql import has_hint as has_dp_hint
 from govern.server.bodies import load_json, read_body, validate
 from govern.server.gateway import Gateway, RequestContext
 from govern.server.routes.dp import dp_sql_response
-from govern.server.streaming import MEDIA_TYPES, ReadStream, encode
+from govern.server.streaming import MEDIA_TYPES, audited_stream, encode
 from govern.sql import SqlEngine, SqlResult
 
 router = APIRouter(prefix="/v1", tags=["sql"])
@@ -108,49 +108,14 @@ def _start(gw: Gateway, ctx: RequestContext, principal: Principal, raw: bytes, x
             gw.metrics.rows.labels(dataset=name).inc(rows)
             gw.metrics.bytes.labels(dataset=name).inc(nbytes)
 
-    def stream() -> Generator[bytes | memoryview, None, None]:
-        finished = False
-        try:
-            if body.format == "json":
-                yield from encode_json(result.reader, finish)
-            else:
-                yield from encode(body.format, result.reader, finish)
-            finished = True
-        except GeneratorExit:  # the client went away: the response did not complete
-            try:
-                gw.record(ctx, outcome="aborted", status=499, detail="client disconnected")
-            except GovernError:
-                pass
-            raise
-        except Exception as exc:
-            detail = f"{exc.slug}: {exc.detail}" if isinstance(exc, GovernError) else type(exc).__name__
-            try:
-                gw.record(ctx, outcome="aborted", status=getattr(exc, "status", 500),
-                          detail=f"stream aborted: {detail}"[:500])
-            except GovernError:
-                pass
-            raise
-        finally:
-            gw.release_read_slot()
-            if not finished:
-                result.close()
-
-    def abandoned() -> None:  # the client left before the first byte: stream() never ran
-        try:
-            gw.record(ctx, outcome="aborted", status=499, detail="client disconnected before the stream started")
-        except GovernError:
-            pass
-        finally:
-            gw.release_read_slot()
-            result.close()
-
     headers = {"x-govern-datasets": ",".join(result.datasets)}
     if len(result.plans) == 1:
         headers["x-govern-plan-hash"] = next(iter(result.plans.values()))
     if body.format in ("csv", "jsonl", "parquet"):
         headers["content-disposition"] = f'attachment; filename="query.{body.format}"'
     media = JSON_MEDIA_TYPE if body.format == "json" else MEDIA_TYPES[body.format]
-    return ReadStream(stream(), abandoned, media_type=media, headers=headers)
+    chunks = encode_json(result.reader, finish) if body.format == "json" else encode(body.format, result.reader, finish)
+    return audited_stream(gw, ctx, chunks, media_type=media, headers=headers, close=result.close)
 
 
 def _parse(raw: bytes, max_length: int, ctx: RequestContext) -> SqlRequest:

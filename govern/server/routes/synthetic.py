@@ -14,13 +14,12 @@ report: in the Arrow/Parquet schema metadata (``govern.synthetic.report``), summ
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from govern.errors import GovernError, LimitExceeded, NotFound, SyntheticError
 from govern.identity.principal import Principal
@@ -29,7 +28,7 @@ from govern.privacy.synthetic.service import SyntheticService
 from govern.privacy.synthetic.version import ModelRef
 from govern.server.bodies import parse, read_body
 from govern.server.gateway import Gateway, RequestContext
-from govern.server.streaming import MEDIA_TYPES, Chunk, encode
+from govern.server.streaming import MEDIA_TYPES, audited_stream, encode
 
 router = APIRouter(prefix="/v1/datasets", tags=["synthetic"])
 
@@ -124,25 +123,6 @@ def _synthesize(request: Request, ctx: RequestContext, principal: Principal, raw
         gw.metrics.rows.labels(dataset=ctx.dataset).inc(rows)
         gw.metrics.bytes.labels(dataset=ctx.dataset).inc(nbytes)
 
-    def stream() -> Iterator[Chunk]:
-        try:
-            yield from encode(body.format, result.table.to_reader(), finish)
-        except GeneratorExit:  # the client went away: the response did not complete
-            try:
-                gw.record(ctx, outcome="aborted", status=499, detail="client disconnected")
-            except GovernError:
-                pass
-            raise
-        except Exception as exc:
-            detail = f"{exc.slug}: {exc.detail}" if isinstance(exc, GovernError) else type(exc).__name__
-            try:
-                gw.record(ctx, outcome="aborted", status=500, detail=f"stream aborted: {detail}"[:500])
-            except GovernError:
-                pass
-            raise
-        finally:
-            gw.release_read_slot()
-
     report = result.report
     quality = report["quality"].get("score")
     headers = {
@@ -155,7 +135,8 @@ def _synthesize(request: Request, ctx: RequestContext, principal: Principal, raw
     }
     if body.format != "arrow":
         headers["content-disposition"] = f'attachment; filename="{ctx.dataset}-synthetic.{body.format}"'
-    return StreamingResponse(stream(), media_type=MEDIA_TYPES[body.format], headers=headers)
+    return audited_stream(gw, ctx, encode(body.format, result.table.to_reader(), finish),
+                          media_type=MEDIA_TYPES[body.format], headers=headers)
 
 
 def _status(request: Request, ctx: RequestContext, principal: Principal) -> dict:
