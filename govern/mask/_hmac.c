@@ -183,14 +183,7 @@ static void *run_joined_job(job_t *j) {
 }
 
 static inline int64_t load_offset(const job_t *j, Py_ssize_t i) {
-    if (j->offset_width == 4) {
-        int32_t v;
-        memcpy(&v, j->offsets + 4 * i, 4);
-        return v;
-    }
-    int64_t v;
-    memcpy(&v, j->offsets + 8 * i, 8);
-    return v;
+    return load_offset_of(j->offsets, j->offset_width, i);
 }
 
 static void *run_job(void *arg) {
