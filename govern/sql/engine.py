@@ -257,15 +257,14 @@ class SqlEngine:
                   ref: Reference, materialize: bool) -> bool:
         """Register ``ref``'s masked view in the sandbox; ``True`` when it came from the cache."""
         max_rows = self.settings.max_rows
-        key = self._cache_key(prepared, ref)
-        if key is not None:
-            assert self.cache is not None
-            hit = self.cache.get(key)
+        cache, key = self.cache, self._cache_key(prepared, ref)
+        if cache is not None and key is not None:
+            hit = cache.get(key)
             if hit is not None:  # the whole view; a pushed-down filter is still in the query
                 sandbox.register_table(ref.view, hit)
                 return True
-            if ref.filter is not None:
-                key = None  # a filtered read holds part of the view: never stored
+        # what this read may store: the whole view only, never a filtered part of it
+        store = cache if key is not None and ref.filter is None else None
         governed = self.governor.read(principal, ref.dataset, purpose, columns=list(ref.columns),
                                       filter=ref.filter, limit=max_rows + 1 if materialize else None,
                                       state=prepared.state, dictionaries=True,
@@ -274,9 +273,8 @@ class SqlEngine:
                                       filter_exact=materialize)
         if not materialize:
             reader = governed.reader
-            if key is not None:
-                assert self.cache is not None
-                reader = self.cache.filling(key, reader, max_rows)
+            if store is not None:
+                reader = store.filling(key, reader, max_rows)
             sandbox.register_stream(ref.view, reader)
             return False
         table = governed.reader.read_all()
@@ -286,27 +284,24 @@ class SqlEngine:
         if sandbox.expired():
             raise QueryTimeout(f"the query ran longer than {sandbox.timeout:g} s and was stopped",
                                limit=sandbox.timeout, sqlstate="57014")
-        if key is not None:
-            assert self.cache is not None
-            self.cache.put(key, table)
+        if store is not None:
+            store.put(key, table)
         sandbox.register_table(ref.view, table)
         return False
 
     def _cache_key(self, prepared: _Prepared, ref: Reference) -> tuple | None:
         """The view cache's key for ``ref``'s whole view (view_cache module docstring), or
-        ``None``: no cache, or storage without a file snapshot. A reference with a pushed-down
-        filter may be served a cached whole view — the filter stays in the query, so DuckDB
-        applies it (:mod:`govern.sql.prune`) — but its own read is never stored."""
+        ``None`` without a cache. A reference with a pushed-down filter may be served a cached
+        whole view — the filter stays in the query, so DuckDB applies it
+        (:mod:`govern.sql.prune`) — but its own read is never stored. The data version is the
+        location's listing, the one ``Governor.dataset`` reopens on."""
         if self.cache is None:
             return None
         try:
-            dataset = self.governor.dataset(ref.dataset, prepared.state, dictionaries=True)
-            files = storage_scan.snapshot(dataset)
-        except (GovernError, OSError, pa.ArrowException):
+            files = storage_scan.fingerprint(prepared.state.policy.datasets[ref.dataset].location, self.settings)
+        except GovernError:
             return None  # the read itself reports the problem
-        if files is None:
-            return None
-        return (prepared.plans[ref.dataset].hash, tuple(ref.columns), tuple(files))
+        return (prepared.plans[ref.dataset].hash, tuple(ref.columns), files)
 
     def _stream(self, first: pa.RecordBatch | None, reader: pa.RecordBatchReader, prepared: _Prepared,
                 sandbox: Sandbox, max_rows: int) -> Iterator[pa.RecordBatch]:

@@ -39,7 +39,7 @@ from govern.config import Settings
 from govern.errors import GovernError, InvalidRequest, StorageError
 from govern.storage.location import is_within, local_root, resolve
 
-__all__ = ["FORMATS", "check_reachable", "fingerprint", "open_dataset", "physical_schema", "readahead", "row_count", "scan", "snapshot", "use_jemalloc"]
+__all__ = ["FORMATS", "check_reachable", "fingerprint", "open_dataset", "physical_schema", "readahead", "row_count", "scan", "use_jemalloc"]
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,7 @@ def readahead(dataset: ds.Dataset, columns: list[str], batch_size: int) -> int:
 
 
 _FOOTERS: weakref.WeakKeyDictionary[ds.Dataset, dict[str, tuple[float, bool]] | None] = weakref.WeakKeyDictionary()
+_FOOTERS_LOCK = threading.Lock()
 
 
 def _footer_sizes(dataset: ds.Dataset) -> dict[str, tuple[float, bool]] | None:
@@ -180,9 +181,6 @@ def _footer_sizes(dataset: ds.Dataset) -> dict[str, tuple[float, bool]] | None:
     with _FOOTERS_LOCK:
         _FOOTERS[dataset] = found
     return found
-
-
-_FOOTERS_LOCK = threading.Lock()
 
 
 def row_count(dataset: ds.Dataset, *, location: str | None = None) -> int | None:
@@ -239,7 +237,7 @@ def scan(
             **_extra(location),
         ) from exc
     try:
-        before = snapshot(dataset)
+        before = _snapshot(dataset)
     except (OSError, pa.ArrowException) as exc:
         raise _storage_error(exc, location, "scan") from exc
     schema = scanner.projected_schema
@@ -332,7 +330,7 @@ def fingerprint(location: str, settings: Settings) -> tuple[tuple[str, int | Non
     return tuple(sorted((i.path, i.size, i.mtime_ns) for i in infos))
 
 
-def snapshot(dataset: ds.Dataset) -> list[tuple[str, int | None, object]] | None:
+def _snapshot(dataset: ds.Dataset) -> list[tuple[str, int | None, object]] | None:
     """Size and mtime of every file, to detect a file changed under a running scan."""
     if not isinstance(dataset, ds.FileSystemDataset):
         return None
@@ -357,7 +355,7 @@ def _stream(
                 yield batch
         finally:
             reader.close()
-        if before is not None and snapshot(dataset) != before:
+        if before is not None and _snapshot(dataset) != before:
             raise StorageError(
                 f"{_subject(location)} changed while it was being read; the read is incomplete",
                 **_extra(location),
