@@ -127,13 +127,17 @@ def test_a_person_with_many_rows_does_not_weigh_more() -> None:
     pids = [0] * 1000 + list(range(1, 101))
     xs = [10.0] * 1000 + [0.0] * 100
     table = pa.table({"pid": pids, "x": xs})
-    body = {"aggregates": [{"function": "count"}, {"function": "sum", "column": "x"}], "epsilon": 20.0}
+    # Unbounded, person 0 would weigh 1,000 rows (sum 10,000). At epsilon 100 (the most a query
+    # may ask) the Laplace scales are 0.02 (count) and 0.2 (sum), so ±5 is 25 scales away
+    # (probability ~1e-11; ±10 with three rows per person, 16 scales, ~1e-7): the test fails only
+    # if contributions are not bounded. (At epsilon 20 the sum's scale was 1.0 and ±5 failed
+    # about once in 150 runs.)
+    body = {"aggregates": [{"function": "count"}, {"function": "sum", "column": "x"}], "epsilon": 100.0}
     one = run(table, body, bounds={"x": (0, 10)}).rows[0]
-    # noise scale 0.1 (count) and 1.0 (sum): ±5 is 50 and 5 scales away (probability < 1e-6)
     assert abs(one["count"]["value"] - 101) <= 5
     assert abs(one["sum_x"]["value"] - 10) <= 5
     three = run(table, {**body, "contributions": 3}, bounds={"x": (0, 10)}).rows[0]
-    assert abs(three["count"]["value"] - 103) <= 10  # scale 0.3 with three rows per person
+    assert abs(three["count"]["value"] - 103) <= 10  # scales ×3 with three rows per person
     assert abs(three["sum_x"]["value"] - 30) <= 10
 
 
