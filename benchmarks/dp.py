@@ -88,13 +88,13 @@ def main() -> None:
 
     import pyarrow.parquet as pq
 
-    from govern.access import Governor
+    from govern.deliver.governor import Governor
     from govern.config import load_settings
     from govern.demo import create_demo
     from govern.identity.principal import local_principal
     from govern.privacy.dp.query import parse_request
     from govern.privacy.dp.service import DpService
-    from govern.privacy.ledger import open_ledger
+    from govern.privacy.budget.ledger import open_ledger
     from tests.server.conftest import World, start_server, stop_server
 
     work = Path(tempfile.mkdtemp(prefix="govern-dp-bench-"))

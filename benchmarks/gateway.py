@@ -389,7 +389,7 @@ def in_process_read(config: Path, total_rows: int, scan_use_threads: bool | None
 
     ``scan_use_threads`` (what-if, not govern's code path): override the ``use_threads`` that
     ``govern.storage.scan.scan`` passes to ``Dataset.scanner``."""
-    from govern.access import Governor
+    from govern.deliver.governor import Governor
     from govern.config import load_settings
     from govern.identity.principal import local_principal
 
@@ -423,7 +423,7 @@ def in_process_read(config: Path, total_rows: int, scan_use_threads: bool | None
 
 
 def bob_scan_columns(config: Path) -> list[str]:
-    from govern.access import Governor
+    from govern.deliver.governor import Governor
     from govern.config import load_settings
     from govern.identity.principal import local_principal
     from govern.mask.execute_arrow import resolve_request, scan_columns

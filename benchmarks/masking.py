@@ -67,7 +67,7 @@ import pyarrow.dataset as pads
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from govern.access import Governor  # noqa: E402
+from govern.deliver.governor import Governor  # noqa: E402
 from govern.config import load_settings  # noqa: E402
 from govern.demo_data import DIAGNOSES  # noqa: E402
 from govern.identity.principal import local_principal  # noqa: E402
@@ -365,7 +365,7 @@ import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import pyarrow as pa
-from govern.access import Governor
+from govern.deliver.governor import Governor
 from govern.config import load_settings
 from govern.identity.principal import local_principal
 gov = Governor(load_settings(Path(sys.argv[2]) / "govern.yaml", mask_threads=int(sys.argv[5])))

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 import duckdb  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from govern.access import Governor  # noqa: E402
+from govern.deliver.governor import Governor  # noqa: E402
 from govern.config import load_settings  # noqa: E402
 from govern.demo import create_demo, example_policies_dir  # noqa: E402
 from govern.identity.principal import local_principal  # noqa: E402

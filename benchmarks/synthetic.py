@@ -48,7 +48,7 @@ def main() -> None:
 
     import_seconds = time.perf_counter() - t0
 
-    from govern.access import Governor
+    from govern.deliver.governor import Governor
     from govern.config import load_settings
     from govern.demo import create_demo
     from govern.identity.principal import local_principal

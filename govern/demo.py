@@ -57,8 +57,8 @@ class DemoInfo:
         return "\n".join(lines)
 
     def preview(self) -> str:
-        from govern.access import Governor
         from govern.config import load_settings
+        from govern.deliver.governor import Governor
         from govern.identity.principal import local_principal
         from govern.plan.explain import render_rows
 

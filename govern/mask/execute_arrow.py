@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 
 from govern.errors import GovernError, MaskError, UnknownColumn
 from govern.mask import registry
+from govern.mask.function import MaskContext
 from govern.mask.predicate_arrow import evaluate, to_expression
 from govern.plan.model import AccessPlan, ColumnPlan
 from govern.policy.predicates import Predicate
@@ -164,7 +165,7 @@ class ArrowExecutor:
         fn = registry.get(function)
         fn.check_type(raw.type, params)
         inputs = {name: batch.column(name) for name in fn.inputs(params, self.plan.privacy_unit)}
-        ctx = registry.MaskContext(keys=self.keys, inputs=inputs, privacy_unit=self.plan.privacy_unit,
+        ctx = MaskContext(keys=self.keys, inputs=inputs, privacy_unit=self.plan.privacy_unit,
                                    threads=kernel_threads, cache={} if cache is None else cache)
         result = fn.arrow(raw, params, ctx)
         if len(result) != len(raw):

@@ -16,6 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from govern.mask import registry
+from govern.mask.function import SqlContext
 from govern.plan.model import AccessPlan
 
 
@@ -33,7 +34,7 @@ class PlanSql:
 def plan_sql(plan: AccessPlan, relation: str, keys: object, *, columns: list[str] | None = None,
              client_filter_sql: str | None = None, limit: int | None = None) -> PlanSql:
     """The masked view of ``relation`` as SQL with bound parameters."""
-    ctx = registry.SqlContext(keys=keys, privacy_unit=plan.privacy_unit, quote=quote)
+    ctx = SqlContext(keys=keys, privacy_unit=plan.privacy_unit, quote=quote)
     select = []
     for col in plan.visible_columns:
         expr = quote(col.name)

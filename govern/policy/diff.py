@@ -27,7 +27,7 @@ def _describe_column(plan: AccessPlan | None, name: str) -> str:
 
 
 def diff_policies(settings: Settings, old_dir: Path, new_dir: Path) -> list[str]:
-    from govern.access import Governor
+    from govern.deliver.governor import Governor
 
     old_policy, new_policy = load_policy(old_dir), load_policy(new_dir)
     old = Governor(settings.model_copy(update={"policy_dir": old_dir}), policy=old_policy)

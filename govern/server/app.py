@@ -18,18 +18,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from govern import __version__
-from govern.access import Governor
 from govern.audit.log import AuditLog, open_audit_log
 from govern.config import Settings
+from govern.deliver.gateway import Gateway
+from govern.deliver.governor import Governor
 from govern.errors import GovernError
 from govern.identity.authenticate import Authenticator
 from govern.policy.reload import PolicyReloader
-from govern.server.gateway import Gateway
 from govern.server.logs import configure_logging, request_id_var
 from govern.server.metrics import Metrics
 from govern.server.problems import from_error, problem_response
 
-log = logging.getLogger("govern.access")
+log = logging.getLogger("govern.deliver.governor")
 
 
 class RequestContextMiddleware:

@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 from govern.errors import GovernError
 
 if TYPE_CHECKING:
-    from govern.server.gateway import Gateway, RequestContext
+    from govern.deliver.gateway import Gateway, RequestContext
 
 __all__ = ["CHUNK", "MEDIA_TYPES", "ReadStream", "audited_stream", "encode"]
 

@@ -32,8 +32,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from govern.access import Governor, PolicyState
 from govern.config import Settings
+from govern.deliver.governor import Governor, PolicyState
 from govern.errors import GovernError, LimitExceeded, QueryTimeout, SqlError
 from govern.identity.principal import Principal
 from govern.mask.execute_arrow import ArrowExecutor, resolve_request, scan_columns

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from govern.errors import MaskError
 from govern.mask import registry
+from govern.mask.function import MaskContext, SqlContext
 from govern.mask.functions import register_duckdb_udfs
 from govern.mask.keys import KeyRing
 
@@ -33,7 +34,7 @@ def connect(keys: KeyRing) -> duckdb.DuckDBPyConnection:
 def run_arrow(name: str, params: dict[str, Any], table: pa.Table, keys: KeyRing, unit: str | None = "u") -> Outcome:
     fn = registry.get(name)
     inputs = {c: table[c].combine_chunks() for c in fn.inputs(params, unit)}
-    ctx = registry.MaskContext(keys=keys, inputs=inputs, privacy_unit=unit, threads=2)
+    ctx = MaskContext(keys=keys, inputs=inputs, privacy_unit=unit, threads=2)
     try:
         return Outcome(fn.arrow(table["x"].combine_chunks(), params, ctx), None)
     except MaskError as exc:
@@ -42,7 +43,7 @@ def run_arrow(name: str, params: dict[str, Any], table: pa.Table, keys: KeyRing,
 
 def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any], table: pa.Table,
             keys: KeyRing, unit: str | None = "u") -> Outcome:
-    ctx = registry.SqlContext(keys=keys, privacy_unit=unit)
+    ctx = SqlContext(keys=keys, privacy_unit=unit)
     expr = registry.get(name).sql('"x"', params, ctx)
     con.register("t", table)
     try:

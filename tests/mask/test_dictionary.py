@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from govern.mask import registry
+from govern.mask import function, registry
 from govern.mask.execute_arrow import ArrowExecutor, resolve_request
 from govern.mask.predicate_arrow import evaluate
 from govern.plan.model import MaskSpec
@@ -47,8 +47,8 @@ def plan_for(governor, mask: str, params: dict, unit: str | None):  # type: igno
     return dataclasses.replace(base, columns=(x, u), cell_rules=(), row_filters=(), privacy_unit=unit)
 
 
-STRING_MASKS = sorted(n for n in PARAMS if registry.STRING in registry.get(n).accepts or
-                      registry.ANY in registry.get(n).accepts)
+STRING_MASKS = sorted(n for n in PARAMS if function.STRING in registry.get(n).accepts or
+                      function.ANY in registry.get(n).accepts)
 
 
 @pytest.mark.parametrize("unit", [None, "u"], ids=["value-only", "keyed-on-unit"])

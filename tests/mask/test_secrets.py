@@ -10,6 +10,7 @@ import pytest
 
 from govern.errors import MaskError
 from govern.mask import registry
+from govern.mask.function import MaskContext, SqlContext
 from govern.mask.keys import KeyRing
 from tests.mask.engines import connect, run_arrow, run_sql
 from tests.mask.samples import PARAMS, SAMPLES
@@ -46,9 +47,9 @@ def test_outputs_sql_and_reprs_carry_no_key(mask: str) -> None:
         table = pa.table({"x": column, "u": pa.array(["p"] * len(column))})
         arrow = run_arrow(mask, PARAMS[mask], table, KEYS)
         assert_clean(str(arrow.array.to_pylist()) + str(arrow.error))
-        ctx = registry.SqlContext(keys=KEYS, privacy_unit="u")
+        ctx = SqlContext(keys=KEYS, privacy_unit="u")
         sql = fn.sql('"x"', PARAMS[mask], ctx)
-        assert_clean(sql + repr(ctx) + repr(registry.MaskContext(keys=KEYS)) + " ".join(ctx.parameters))
+        assert_clean(sql + repr(ctx) + repr(MaskContext(keys=KEYS)) + " ".join(ctx.parameters))
         if type_name != "float16":
             result = run_sql(con, mask, PARAMS[mask], table, KEYS)
             assert_clean(str(result.array.to_pylist() if result.array is not None else "") + str(result.error))

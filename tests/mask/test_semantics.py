@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from govern.mask import registry
-from govern.mask.registry import MaskContext
+from govern.mask.function import MaskContext
 from tests.mask.engines import FIXED_KEYS as KEYS
 
 

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from govern.cli import main
-from tests.server.conftest import make_client
+from tests.gateway import make_client
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -15,7 +15,7 @@ import pytest
 from govern.client import Client, StreamInterrupted
 from govern.errors import AccessDenied, PurposeNotEntitled, StorageError, UnknownColumn
 from tests.conftest import edit
-from tests.server.conftest import start_server, stop_server
+from tests.gateway import start_server, stop_server
 from tests.server.test_http import expected
 
 
@@ -110,7 +110,7 @@ def test_s3_storage_through_moto_server(world, moto_s3) -> None:
 
 
 def test_unreachable_storage_is_503_within_the_timeout(world) -> None:
-    from tests.server.conftest import free_port
+    from tests.gateway import free_port
 
     catalog = world.directory / "policies" / "catalog.yaml"
     edit(catalog, "location: patients.parquet", "location: s3://nowhere/patients.parquet")

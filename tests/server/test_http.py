@@ -11,11 +11,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from govern.access import Governor
 from govern.audit.log import open_audit_log
 from govern.config import load_settings
+from govern.deliver.governor import Governor
 from govern.identity.principal import local_principal
-from tests.server.conftest import World
+from tests.gateway import World
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "request_id"}
 

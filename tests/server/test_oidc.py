@@ -9,8 +9,8 @@ import jwt
 import pyarrow as pa
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.gateway import make_client
 from tests.identity.conftest import public_jwk
-from tests.server.conftest import make_client
 
 ISSUER = "https://idp.example.test/"
 AUDIENCE = "govern"

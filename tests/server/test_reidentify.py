@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from govern.cli import main
-from tests.server.conftest import make_client
+from tests.gateway import make_client
 
 
 def test_tokens_reverse_only_for_reidentify(world) -> None:

@@ -25,7 +25,7 @@ from govern.client import Client, StreamInterrupted
 from govern.errors import LimitExceeded
 from govern.server.streaming import CHUNK, encode
 from tests.conftest import edit
-from tests.server.conftest import start_server, stop_server
+from tests.gateway import start_server, stop_server
 from tests.server.test_http import assert_problem, expected
 
 # -- encoding --------------------------------------------------------------------------------

@@ -1,56 +1,25 @@
-"""SQL fixtures: the demo world (a private copy per test), an engine over it, and a leak detector
-built from the *raw* demo data — every real name, e-mail, SSN, phone number and exact birth date."""
+"""SQL fixtures: a governor and an engine over a private copy of the demo world, and the masked
+reference answers the engine must reproduce."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from govern.access import Governor
 from govern.config import load_settings
+from govern.deliver.governor import Governor
 from govern.identity.principal import Principal, local_principal
 from govern.sql import SqlEngine
-from tests.server.conftest import World, client, make_client, world  # noqa: F401  (fixtures)
+from tests.gateway import World, make_client
 
-__all__ = ["Leaks", "World", "make_client", "masked_reference", "principal"]
-
-
-@dataclass(frozen=True)
-class Leaks:
-    """Raw sensitive values of the demo data that must never reach an analyst."""
-
-    needles: frozenset[str]
-
-    @classmethod
-    def from_world(cls, directory: Path) -> Leaks:
-        raw = pq.read_table(directory / "data" / "patients.parquet").to_pydict()
-        needles = set(raw["name"]) | set(raw["email"]) | set(raw["ssn"]) | set(raw["phone"])
-        # Generalized birth dates read YYYY-01-01: a real birth date on 1 January is not a leak.
-        needles |= {d.isoformat() for d in raw["birth_date"] if (d.month, d.day) != (1, 1)}
-        return cls(frozenset(n for n in needles if n))
-
-    def found_in(self, text: str) -> list[str]:
-        return sorted(n for n in self.needles if n in text)
-
-    def assert_none(self, *texts: str) -> None:
-        for text in texts:
-            hits = self.found_in(text)
-            assert not hits, f"raw values leaked: {hits[:5]}"
-
-
-@pytest.fixture(scope="session")
-def leaks(demo_world) -> Leaks:
-    return Leaks.from_world(demo_world.directory)
+__all__ = ["World", "make_client", "masked_reference", "principal"]
 
 
 @pytest.fixture
-def governor(world) -> Governor:  # noqa: F811 - a per-test governor over the private world
+def governor(world) -> Governor:
     return Governor(load_settings(world.config, watch_policies=False))
 
 

@@ -9,8 +9,8 @@ import time
 import pyarrow as pa
 import pytest
 
-from govern.access import Governor
 from govern.config import load_settings
+from govern.deliver.governor import Governor
 from govern.errors import LimitExceeded, PurposeNotEntitled, QueryTimeout, SqlError
 from govern.mask.execute_arrow import scan_columns
 from govern.sql import SqlEngine

@@ -13,8 +13,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from govern.access import Governor
 from govern.config import load_settings
+from govern.deliver.governor import Governor
 from govern.mask.execute_arrow import ArrowExecutor
 from govern.sql import SqlEngine
 from govern.storage import scan as storage_scan

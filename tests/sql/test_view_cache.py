@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from govern.access import Governor
 from govern.config import load_settings
+from govern.deliver.governor import Governor
 from govern.policy.load import load_policy
 from govern.sql import SqlEngine
 from govern.sql.view_cache import ViewCache

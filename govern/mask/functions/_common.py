@@ -19,14 +19,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from govern.errors import MaskError
-from govern.mask import registry
+from govern.mask import function
+from govern.mask.function import MaskContext, SqlContext
 from govern.mask.hmac import float_text, hmac_digest, hmac_digest_joined, hmac_hex
-from govern.mask.registry import MaskContext, SqlContext
 
 TWO52 = 4503599627370496  # 2**52: uniforms are 52-bit integers / 2**52, exact in a double
 _FIRST_AD_DAY = -719162  # 0001-01-01 as days since the epoch
 UNIT_TEXT_FAMILIES = frozenset(
-    {registry.STRING, registry.INTEGER, registry.FLOAT, registry.DECIMAL, registry.DATE, registry.BOOLEAN}
+    {function.STRING, function.INTEGER, function.FLOAT, function.DECIMAL, function.DATE, function.BOOLEAN}
 )
 
 __all__ = [
@@ -103,7 +103,7 @@ def unit_text(values: pa.Array, ctx: MaskContext, by: str | None) -> pa.Array:
         raise MaskError(f"the engine did not pass the privacy-unit column '{name}'") from None
     if len(unit) != len(values):
         raise MaskError(f"privacy-unit column '{name}' has another length than the masked column")
-    if registry.type_family(unit.type) not in UNIT_TEXT_FAMILIES:
+    if function.type_family(unit.type) not in UNIT_TEXT_FAMILIES:
         raise MaskError(f"privacy-unit column '{name}' of type {unit.type} cannot key a mask")
     key = ("unit_text", name, len(unit))
     text = ctx.cache.get(key)

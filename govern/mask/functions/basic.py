@@ -8,9 +8,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from govern.mask import registry
+from govern.mask import function
+from govern.mask.function import MaskContext, MaskFunction, SqlContext
 from govern.mask.functions._common import check_keys, plain, str_lit
-from govern.mask.registry import MaskContext, MaskFunction, SqlContext
 
 
 def _null_arrow(values: pa.Array, params: Mapping[str, Any], ctx: MaskContext) -> pa.Array:
@@ -47,16 +47,16 @@ def _redact_validate(params: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-NULL = registry.register(MaskFunction(
-    name="null", rank=0, accepts=frozenset({registry.ANY}),
+NULL = MaskFunction(
+    name="null", rank=0, accepts=frozenset({function.ANY}),
     arrow=_null_arrow, sql=_null_sql, validate=_null_validate,
     result_type=lambda t, params: t,
     doc="Every value becomes null; the column keeps its type.",
-))
+)
 
-REDACT = registry.register(MaskFunction(
-    name="redact", rank=1, accepts=frozenset({registry.ANY}),
+REDACT = MaskFunction(
+    name="redact", rank=1, accepts=frozenset({function.ANY}),
     arrow=_redact_arrow, sql=_redact_sql, validate=_redact_validate,
     result_type=lambda t, params: pa.string(),
     doc="Every non-null value becomes the constant `value` (default 'REDACTED'); nulls stay null.",
-))
+)

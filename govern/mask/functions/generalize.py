@@ -23,12 +23,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from govern.errors import MaskError
-from govern.mask import registry
+from govern.mask import function
+from govern.mask.function import MaskContext, MaskFunction, SqlContext
 from govern.mask.functions._common import check_int, check_keys, check_number, num_lit, plain
-from govern.mask.registry import MaskContext, MaskFunction, SqlContext
 
-_NUMERIC = frozenset({registry.INTEGER, registry.FLOAT, registry.DECIMAL})
-_TEMPORAL = frozenset({registry.DATE, registry.TIMESTAMP})
+_NUMERIC = frozenset({function.INTEGER, function.FLOAT, function.DECIMAL})
+_TEMPORAL = frozenset({function.DATE, function.TIMESTAMP})
 _MAX_DECIMAL_PRECISION = 18
 
 
@@ -126,21 +126,21 @@ def _sql(expr: str, params: Mapping[str, Any], ctx: SqlContext) -> str:
 
 
 def _applies(t: pa.DataType, params: Mapping[str, Any]) -> str | None:
-    fam = registry.type_family(t)
+    fam = function.type_family(t)
     if fam in _TEMPORAL:
         return None if "date" in params else "needs the 'date' parameter (year or month)"
-    if fam == registry.STRING:
+    if fam == function.STRING:
         return None if "prefix" in params else "needs the 'prefix' parameter"
     if fam in _NUMERIC:
         if "bucket" not in params:
             return "needs the 'bucket' parameter"
         b = decimal.Decimal(str(params["bucket"]))
         vt = t.value_type if pa.types.is_dictionary(t) else t
-        if fam == registry.INTEGER and b != b.to_integral_value():
+        if fam == function.INTEGER and b != b.to_integral_value():
             return "bucket must be a whole number for integer columns"
-        if fam == registry.FLOAT and pa.types.is_float16(vt):
+        if fam == function.FLOAT and pa.types.is_float16(vt):
             return "half-precision floats are not supported"
-        if fam == registry.DECIMAL:
+        if fam == function.DECIMAL:
             if not pa.types.is_decimal128(vt) or vt.precision > _MAX_DECIMAL_PRECISION:
                 return f"decimals need precision ≤ {_MAX_DECIMAL_PRECISION}"
             unit = b.scaleb(vt.scale)
@@ -166,10 +166,10 @@ def _strictness(params: Mapping[str, Any]) -> tuple[Any, ...]:
     return (date_rank, -float(params.get("bucket", 0)), params.get("prefix", 2**31))
 
 
-GENERALIZE = registry.register(MaskFunction(
-    name="generalize", rank=4, accepts=frozenset(_NUMERIC | _TEMPORAL | {registry.STRING}),
+GENERALIZE = MaskFunction(
+    name="generalize", rank=4, accepts=frozenset(_NUMERIC | _TEMPORAL | {function.STRING}),
     arrow=_arrow, sql=_sql, validate=_validate, applies=_applies, strictness=_strictness,
-    result_type=lambda t, params: pa.string() if registry.type_family(t) == registry.STRING else (
+    result_type=lambda t, params: pa.string() if function.type_family(t) == function.STRING else (
         t.value_type if pa.types.is_dictionary(t) else t),
     doc="Dates → year/month; numbers → floor to a multiple of bucket; strings → first prefix characters.",
-))
+)

@@ -15,11 +15,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from govern.mask import registry
+from govern.mask import function
+from govern.mask.function import MaskContext, MaskFunction, SqlContext
 from govern.mask.functions._common import canonical_text, check_int, check_keys, str_lit
-from govern.mask.registry import MaskContext, MaskFunction, SqlContext
 
-_TEXT = frozenset({registry.STRING, registry.INTEGER})
+_TEXT = frozenset({function.STRING, function.INTEGER})
 
 
 # -- show_first / show_last -------------------------------------------------------------------
@@ -63,14 +63,14 @@ def _show_validate(params: Mapping[str, Any]) -> list[str]:
 
 def _show(name: str, last: bool) -> MaskFunction:
     side = "last" if last else "first"
-    return registry.register(MaskFunction(
+    return MaskFunction(
         name=name, rank=9, accepts=_TEXT,
         arrow=_show_arrow(last), sql=_show_sql(last), validate=_show_validate,
         result_type=lambda t, params: pa.string(),
         strictness=lambda params: (_show_params(params)[0],),
         doc=f"Keep the {side} n characters (default 4), replace the others with mask_char, "
             "preserving length. Integers are masked as their decimal text.",
-    ))
+    )
 
 
 SHOW_FIRST = _show("show_first", last=False)
@@ -106,12 +106,12 @@ def _no_params(params: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-EMAIL_DOMAIN = registry.register(MaskFunction(
-    name="email_domain", rank=8, accepts=frozenset({registry.STRING}),
+EMAIL_DOMAIN = MaskFunction(
+    name="email_domain", rank=8, accepts=frozenset({function.STRING}),
     arrow=_email_arrow, sql=_email_sql, validate=_no_params,
     result_type=lambda t, params: pa.string(),
     doc="'*@' + the part after the last '@'; '*' when there is no '@'.",
-))
+)
 
 
 # -- regex_replace ------------------------------------------------------------------------------
@@ -141,9 +141,9 @@ def _regex_validate(params: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-REGEX_REPLACE = registry.register(MaskFunction(
-    name="regex_replace", rank=10, accepts=frozenset({registry.STRING}),
+REGEX_REPLACE = MaskFunction(
+    name="regex_replace", rank=10, accepts=frozenset({function.STRING}),
     arrow=_regex_arrow, sql=_regex_sql, validate=_regex_validate,
     result_type=lambda t, params: pa.string(),
     doc="RE2 global replace of `pattern` by `replacement` (\\1 refers to a group).",
-))
+)

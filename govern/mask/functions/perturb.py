@@ -28,7 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from govern.errors import MaskError
-from govern.mask import registry
+from govern.mask import function
+from govern.mask.function import MaskContext, MaskFunction, SqlContext
 from govern.mask.functions._common import (
     canonical_text,
     check_int,
@@ -45,7 +46,6 @@ from govern.mask.functions._common import (
     unit_text,
     unit_text_sql,
 )
-from govern.mask.registry import MaskContext, MaskFunction, SqlContext
 
 _SEP = "\x1f"
 _MAX_SHIFT_DAYS = 1_000_000
@@ -138,14 +138,14 @@ def _noise_applies(t: pa.DataType, params: Mapping[str, Any]) -> str | None:
     return "half-precision floats are not supported" if pa.types.is_float16(vt) else None
 
 
-NOISE = registry.register(MaskFunction(
-    name="noise", rank=6, accepts=frozenset({registry.INTEGER, registry.FLOAT}),
+NOISE = MaskFunction(
+    name="noise", rank=6, accepts=frozenset({function.INTEGER, function.FLOAT}),
     arrow=_noise_arrow, sql=_noise_sql, validate=_noise_validate, applies=_noise_applies,
     result_type=lambda t, params: t.value_type if pa.types.is_dictionary(t) else t,
     strictness=lambda params: (-float(params.get("scale", 0)),),
     inputs=_unit_inputs,
     doc="Deterministic bounded noise: x + (2u-1)*scale, u keyed on (subject, value).",
-))
+)
 
 
 # -- date_shift ---------------------------------------------------------------------------------
@@ -187,14 +187,14 @@ def _shift_validate(params: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-DATE_SHIFT = registry.register(MaskFunction(
-    name="date_shift", rank=7, accepts=frozenset({registry.DATE, registry.TIMESTAMP}),
+DATE_SHIFT = MaskFunction(
+    name="date_shift", rank=7, accepts=frozenset({function.DATE, function.TIMESTAMP}),
     arrow=_shift_arrow, sql=_shift_sql, validate=_shift_validate,
     result_type=lambda t, params: t.value_type if pa.types.is_dictionary(t) else t,
     strictness=lambda params: (-int(params.get("max_days", 0)),),
     inputs=_unit_inputs,
     doc="Shift every date of one subject by the same keyed number of days in ±max_days.",
-))
+)
 
 
 # -- randomized_response ------------------------------------------------------------------------
@@ -229,11 +229,11 @@ def _rr_validate(params: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-RANDOMIZED_RESPONSE = registry.register(MaskFunction(
-    name="randomized_response", rank=5, accepts=frozenset({registry.STRING}),
+RANDOMIZED_RESPONSE = MaskFunction(
+    name="randomized_response", rank=5, accepts=frozenset({function.STRING}),
     arrow=_rr_arrow, sql=_rr_sql, validate=_rr_validate,
     result_type=lambda t, params: pa.string(),
     strictness=lambda params: (float(params.get("p", 1)),),
     inputs=_unit_inputs,
     doc="Keep the value with probability p, else a keyed uniform pick among categories.",
-))
+)

@@ -12,7 +12,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from govern.mask import registry
+from govern.mask import function
+from govern.mask.function import MaskContext, MaskFunction, SqlContext
 from govern.mask.functions._common import (
     canonical_text,
     check_keys,
@@ -21,7 +22,6 @@ from govern.mask.functions._common import (
     str_lit,
     threads,
 )
-from govern.mask.registry import MaskContext, MaskFunction, SqlContext
 
 
 def _arrow(values: pa.Array, params: Mapping[str, Any], ctx: MaskContext) -> pa.Array:
@@ -40,9 +40,9 @@ def _validate(params: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-HASH = registry.register(MaskFunction(
-    name="hash", rank=2, accepts=frozenset({registry.STRING, registry.INTEGER, registry.DATE}),
+HASH = MaskFunction(
+    name="hash", rank=2, accepts=frozenset({function.STRING, function.INTEGER, function.DATE}),
     arrow=_arrow, sql=_sql, validate=_validate,
     result_type=lambda t, params: pa.string(),
     doc="Keyed pseudonym: key id + first 32 hex chars of HMAC-SHA-256 of the value's text.",
-))
+)

@@ -31,10 +31,10 @@ import pyarrow.compute as pc
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from govern.errors import MaskError
-from govern.mask import registry
+from govern.mask import function
+from govern.mask.function import MaskContext, MaskFunction, SqlContext
 from govern.mask.functions._common import canonical_text, check_keys, threads
 from govern.mask.hmac import hmac_digest
-from govern.mask.registry import MaskContext, MaskFunction, SqlContext
 
 __all__ = ["TOKENIZE", "register_duckdb_udfs", "reidentify", "tokenize"]
 
@@ -203,9 +203,9 @@ def register_duckdb_udfs(con: Any, keys: Any) -> None:
                         type="arrow", side_effects=False)
 
 
-TOKENIZE = registry.register(MaskFunction(
-    name="tokenize", rank=3, accepts=frozenset({registry.STRING, registry.INTEGER}),
+TOKENIZE = MaskFunction(
+    name="tokenize", rank=3, accepts=frozenset({function.STRING, function.INTEGER}),
     arrow=_arrow, sql=_sql, validate=_validate,
     result_type=lambda t, params: pa.string(),
     doc="Deterministic reversible token: key id + hex(iv || AES-CTR ciphertext), iv = HMAC.",
-))
+)

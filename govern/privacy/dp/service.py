@@ -30,10 +30,10 @@ from govern.errors import LimitExceeded
 from govern.identity.principal import Principal
 from govern.mask.predicate_arrow import to_expression
 from govern.plan.model import AccessPlan
+from govern.privacy.budget.ledger import BudgetLedger, BudgetStatus, Charge
 from govern.privacy.dp.compile import DpPlan, compile_query
 from govern.privacy.dp.execute import DpResult, release
 from govern.privacy.dp.query import DpQuery
-from govern.privacy.ledger import BudgetLedger, BudgetStatus, Charge
 from govern.storage import scan as storage_scan
 
 

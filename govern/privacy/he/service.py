@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from govern.access import Governor, PolicyState
 from govern.config import Settings
+from govern.deliver.governor import Governor, PolicyState
 from govern.errors import AccessDenied, InvalidRequest, LimitExceeded, ReleaseRefused
 from govern.identity.principal import Principal
 from govern.mask.execute_arrow import ArrowExecutor, pushdown_filter, resolve_request, scan_columns

@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 
+from govern.deliver.gateway import Gateway, RequestContext
 from govern.errors import AccessDenied, GovernError
-from govern.server.gateway import Gateway, RequestContext
 
 router = APIRouter(prefix="/v1", tags=["stewards"])
 

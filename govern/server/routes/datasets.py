@@ -10,9 +10,9 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import StreamingResponse
 
-from govern.access import GovernedRead
+from govern.deliver.gateway import Gateway, RequestContext
+from govern.deliver.governor import GovernedRead
 from govern.errors import GovernError, InvalidRequest, LimitExceeded
-from govern.server.gateway import Gateway, RequestContext
 from govern.server.streaming import MEDIA_TYPES, audited_stream, encode
 from govern.storage import scan as storage_scan
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
+from govern.deliver.gateway import Gateway, RequestContext
 from govern.errors import AccessDenied, GovernError, InvalidRequest, NotFound
 from govern.identity.principal import Principal, local_principal
 from govern.privacy.dp import sql as dp_sql
@@ -23,7 +24,6 @@ from govern.privacy.dp.query import DpQuery, DpRequest, parse_request
 from govern.privacy.dp.service import DpRelease
 from govern.privacy.dp.sql import DpSql
 from govern.server.bodies import load_json, read_body
-from govern.server.gateway import Gateway, RequestContext
 from govern.server.routes.audit import administered
 
 router = APIRouter(prefix="/v1", tags=["differential privacy"])

@@ -18,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, StreamingResponse
 
+from govern.deliver.gateway import Gateway, RequestContext
 from govern.errors import GovernError, InvalidRequest
 from govern.identity.principal import Principal
 from govern.privacy.he import container
 from govern.privacy.he.service import HeService
 from govern.server.bodies import parse, read_body
-from govern.server.gateway import Gateway, RequestContext
 from govern.server.streaming import audited_stream, encode
 
 router = APIRouter(tags=["encrypted"])

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 
+from govern.deliver.gateway import Gateway, RequestContext
 from govern.errors import AccessDenied, GovernError
 from govern.identity.principal import local_principal
-from govern.server.gateway import Gateway, RequestContext
 
 router = APIRouter(prefix="/v1/policy", tags=["stewards"])
 

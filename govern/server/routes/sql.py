@@ -19,11 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
+from govern.deliver.gateway import Gateway, RequestContext
 from govern.errors import GovernError
 from govern.identity.principal import Principal
 from govern.privacy.dp.sql import has_hint as has_dp_hint
 from govern.server.bodies import load_json, read_body, validate
-from govern.server.gateway import Gateway, RequestContext
 from govern.server.routes.dp import dp_sql_response
 from govern.server.streaming import MEDIA_TYPES, audited_stream, encode
 from govern.sql import SqlEngine, SqlResult

@@ -21,13 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from govern.deliver.gateway import Gateway, RequestContext
 from govern.errors import GovernError, LimitExceeded, NotFound, SyntheticError
 from govern.identity.principal import Principal
 from govern.plan.model import AccessPlan
 from govern.privacy.synthetic.service import SyntheticService
 from govern.privacy.synthetic.version import ModelRef
 from govern.server.bodies import parse, read_body
-from govern.server.gateway import Gateway, RequestContext
 from govern.server.streaming import MEDIA_TYPES, audited_stream, encode
 
 router = APIRouter(prefix="/v1/datasets", tags=["synthetic"])

@@ -12,7 +12,6 @@ from govern.policy.model import ColumnEntry, DatasetEntry
 from govern.privacy.dp.compile import DpPlan, compile_query
 from govern.privacy.dp.execute import DpResult, release
 from govern.privacy.dp.query import parse_request
-from tests.server.conftest import client, server, world  # noqa: F401  (fixtures for the gateway tests)
 
 
 def dp_plan(table: pa.Table, body: dict[str, Any], *, unit: str = "pid", bounds: dict[str, tuple] | None = None,

@@ -14,7 +14,7 @@ import pytest
 
 from tests.audit.conftest import PG_URL, pg_execute, require_pg
 from tests.conftest import edit
-from tests.server.conftest import World, start_server, stop_server
+from tests.gateway import World, start_server, stop_server
 
 QUERY = {"aggregates": [{"function": "count"}, {"function": "mean", "column": "charges"}],
          "group_by": ["region"], "epsilon": 0.1}

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import edit
-from tests.server.conftest import World, make_client
+from tests.gateway import World, make_client
 
 ALICE = {"X-Purpose": "analytics"}
 COUNT_MEAN = {"aggregates": [{"function": "count"}, {"function": "mean", "column": "charges"}],

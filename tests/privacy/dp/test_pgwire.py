@@ -9,7 +9,7 @@ import subprocess
 import psycopg
 import pytest
 
-from tests.server.conftest import Server, World
+from tests.gateway import Server, World
 
 
 def connect(server: Server, who: str = "alice", purpose: str = "analytics") -> psycopg.Connection:

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("tenseal")
 
-from tests.server.conftest import Server, World, start_server, stop_server
+from tests.gateway import Server, World, start_server, stop_server
 
 
 class Plain:

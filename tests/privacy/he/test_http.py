@@ -19,8 +19,8 @@ import pytest
 
 from govern.client import Client
 from govern.errors import AccessDenied, InvalidRequest, ReleaseRefused, UnknownColumn
+from tests.gateway import Server, World
 from tests.privacy.he.conftest import assert_no_secret, secret_markers
-from tests.server.conftest import Server, World
 
 
 class Recording(httpx.BaseTransport):
@@ -152,7 +152,7 @@ def test_non_aggregate_releases_are_refused_and_audited(he_server: Server, compu
     view = c.encrypted_view("patients", columns=["charges"])
     body = {"view_token": view.token, "computation": computation, "epsilon": 0.5}
     with pytest.raises(error):
-        c._send("POST", "/v1/he/release", json=body, idempotent=False)
+        c.send("POST", "/v1/he/release", json=body, idempotent=False)
     with sqlite3.connect(he_server.world.directory / "state" / "audit.db") as con:
         rows = con.execute("SELECT action, outcome, detail FROM audit_log WHERE request_id = ?",
                            (last_request_id(rec),)).fetchall()
@@ -191,7 +191,7 @@ def test_single_rows_too_many_slots_and_forged_tokens_are_refused(he_server: Ser
 
 # -- flow 3: client-held keys ---------------------------------------------------------------------
 def test_client_held_keys_the_gateway_never_holds_the_secret(he_server: Server) -> None:
-    from govern.privacy.he.client import PrivateKey
+    from govern.client.encrypted import PrivateKey
 
     c, rec = client_for(he_server, "bob")
     key = PrivateKey()
@@ -219,7 +219,7 @@ def test_client_held_keys_the_gateway_never_holds_the_secret(he_server: Server) 
 
 
 def test_a_context_with_a_secret_key_is_refused(he_server: Server) -> None:
-    from govern.privacy.he.client import PrivateKey
+    from govern.client.encrypted import PrivateKey
 
     c, rec = client_for(he_server, "bob")
     key = PrivateKey()
@@ -228,7 +228,7 @@ def test_a_context_with_a_secret_key_is_refused(he_server: Server) -> None:
             "context": base64.b64encode(leaked).decode(), "epsilon": 0.5,
             "weights": [base64.b64encode(key.encrypt([1.0])).decode()]}
     with pytest.raises(InvalidRequest, match="secret key"):
-        c._send("POST", "/v1/datasets/patients/encrypted-query", json=body, idempotent=False)
+        c.send("POST", "/v1/datasets/patients/encrypted-query", json=body, idempotent=False)
     (row,) = audit_rows(he_server.world, last_request_id(rec))
     assert row[:3] == ("he_query", "denied", 400)
     assert_no_secret(secret_markers(key._context), he_server.log.read_bytes(), "the server log")

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from govern.cli import main
 from govern.policy.load import load_policy
-from tests.server.conftest import World, make_client
+from tests.gateway import World, make_client
 
 SUM = {"op": "sum", "column": "charges"}
 

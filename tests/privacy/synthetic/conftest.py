@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from govern.access import Governor
 from govern.config import load_settings
+from govern.deliver.governor import Governor
 from govern.privacy.synthetic.service import REPORT_METADATA_KEY, SyntheticService
-from tests.server.conftest import World, make_client
+from tests.gateway import World, make_client
 
 LEARNED = ["birth_date", "region", "diagnosis", "charges"]
 GENERATED = ["patient_id", "name", "email", "ssn", "zip"]

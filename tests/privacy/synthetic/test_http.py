@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tests.gateway import make_client
 from tests.privacy.synthetic.conftest import (
     GENERATED,
     LEARNED,
@@ -20,7 +21,6 @@ from tests.privacy.synthetic.conftest import (
     report_of,
     unmask_everything_for_bob,
 )
-from tests.server.conftest import make_client
 
 URL = "/v1/datasets/patients/synthetic"
 

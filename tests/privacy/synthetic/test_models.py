@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from govern.cli import main
+from tests.gateway import make_client
 from tests.privacy.synthetic.conftest import (
     arrow,
     audit_records,
@@ -18,7 +19,6 @@ from tests.privacy.synthetic.conftest import (
     real_patients,
     report_of,
 )
-from tests.server.conftest import make_client
 
 URL = "/v1/datasets/patients/synthetic"
 

@@ -9,8 +9,8 @@ import httpx
 import pyarrow as pa
 import pytest
 
+from tests.gateway import start_server, stop_server
 from tests.privacy.synthetic.conftest import headers
-from tests.server.conftest import start_server, stop_server
 
 URL = "/v1/datasets/patients/synthetic"
 

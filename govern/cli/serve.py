@@ -1,0 +1,64 @@
+"""``govern serve``: the gateway (HTTP and the PostgreSQL wire)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import click
+
+from govern.cli._common import config_option, fail, load, report
+from govern.errors import GovernError
+
+
+@click.command("serve")
+@config_option
+@click.option("--host", default=None, help="Bind address (default from settings: 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="HTTP port (default 8000).")
+@click.option("--pg-port", type=int, default=None,
+              help="PostgreSQL wire port (default from settings: 6432; 0 disables it).")
+@click.option("--no-watch", is_flag=True, help="Do not hot-reload policy files.")
+def serve(config: str | None, host: str | None, port: int | None, pg_port: int | None, no_watch: bool) -> None:
+    """Run the gateway (HTTP, and the PostgreSQL wire protocol for psql and BI tools)."""
+    import uvicorn
+
+    from govern.pgwire.server import PgServerThread
+    from govern.server.app import create_app
+    from govern.storage.scan import use_jemalloc
+
+    use_jemalloc()  # a long-running server: the allocator that returns freed memory (docs/performance.md)
+    try:
+        settings = load(config)
+        if no_watch:
+            settings = settings.model_copy(update={"watch_policies": False})
+        app = create_app(settings)
+    except GovernError as exc:
+        report(exc)
+    h, p = host or settings.host, port or settings.port
+    gateway = app.state.gateway
+    wire_port = settings.pg_port if pg_port is None else pg_port
+    pg: PgServerThread | None = None
+    if wire_port:
+        pg = PgServerThread(gateway, settings.pg_host, wire_port)
+        try:
+            pg.start()
+        except OSError as exc:
+            fail(f"error: cannot listen for PostgreSQL clients on {settings.pg_host}:{wire_port}: "
+                  f"{exc.strerror or exc} (set pg_port, or --pg-port 0 to disable)")
+    click.echo(f"govern gateway on http://{h}:{p} (policy {gateway.governor.state.policy.version})")
+    if pg is not None:
+        click.echo(f"govern PostgreSQL wire on {settings.pg_host}:{pg.port} "
+                   "(user = principal, password = API key, database = purpose)")
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            if pg is not None:  # stop SQL sessions before the gateway closes its audit log
+                await asyncio.to_thread(pg.stop)
+            await super().shutdown(sockets)
+
+    config_ = uvicorn.Config(app, host=h, port=p, log_level=settings.log_level, access_log=False)
+    try:
+        Server(config_).run()
+    finally:
+        if pg is not None:
+            pg.stop()

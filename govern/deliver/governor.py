@@ -1,0 +1,199 @@
+"""Governed access: the data flow in one place (decide → plan → scan → mask).
+
+:class:`Governor` holds one *valid* policy version (with its decider), the key ring and the
+settings. The CLI and the HTTP server both go through it, so a preview on a steward's laptop
+and a read through the gateway run the same code. Swapping the policy (hot reload) replaces
+the whole :class:`PolicyState` atomically; a request keeps the state it started with.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from govern.config import Settings
+from govern.errors import NotFound
+from govern.identity.principal import Principal
+from govern.mask.execute_arrow import (
+    ArrowExecutor,
+    Request,
+    pushdown_filter,
+    resolve_request,
+    scan_columns,
+)
+from govern.plan.compile import Draft, authorize, authorize_purpose, compile_plan
+from govern.plan.model import AccessPlan
+from govern.policy.decide import Decider
+from govern.policy.load import load_policy
+from govern.policy.model import PolicySet
+from govern.policy.predicates import Predicate, compile_client_filter
+from govern.storage import dictionary as storage_dictionary
+from govern.storage import scan as storage_scan
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    policy: PolicySet
+    decider: Decider
+
+
+@dataclass
+class GovernedRead:
+    plan: AccessPlan
+    request: Request
+    reader: pa.RecordBatchReader
+
+
+class Governor:
+    def __init__(self, settings: Settings, policy: PolicySet | None = None, keys: object | None = None) -> None:
+        self.settings = settings
+        policy = policy if policy is not None else load_policy(settings.policy_dir)
+        self._state = PolicyState(policy, Decider(policy))
+        self._lock = threading.Lock()
+        self._keys = keys
+        self._datasets: dict[tuple[str, str, bool], Any] = {}
+
+    # -- policy --------------------------------------------------------------------------------
+    @property
+    def state(self) -> PolicyState:
+        return self._state
+
+    def swap_policy(self, policy: PolicySet) -> None:
+        """Install a validated policy; decisions and plans of the old one are dropped."""
+        with self._lock:
+            self._state = PolicyState(policy, Decider(policy))
+            self._datasets.clear()
+
+    def budget_for(self, principal: Principal, dataset: str):  # -> govern.privacy.budget.limits.Budget | None
+        """The privacy budget the current policy gives ``principal`` on ``dataset``."""
+        from govern.privacy.budget.limits import resolve_budget
+
+        state = self._state
+        return resolve_budget(state.policy, state.decider, principal, dataset)
+
+    @property
+    def keys(self) -> object:
+        if self._keys is None:
+            from govern.mask.keys import KeyRing
+
+            self._keys = KeyRing.from_settings(self.settings)
+        return self._keys
+
+    # -- storage -------------------------------------------------------------------------------
+    def dataset(self, name: str, state: PolicyState | None = None, *,
+                dictionaries: bool = False):  # -> pyarrow.dataset.Dataset
+        """The dataset's files, opened once per policy version and data version: each call
+        lists the location (:func:`govern.storage.scan.fingerprint`) and opens it again when a
+        file was added, removed or rewritten. With ``dictionaries``, the string columns Parquet
+        stores dictionary-encoded are typed as Arrow dictionaries (:mod:`govern.storage.dictionary`)."""
+        state = state or self._state
+        entry = state.policy.datasets.get(name)
+        if entry is None:
+            raise NotFound(f"unknown dataset '{name}'")
+        key = (state.policy.version, name, dictionaries)
+        now = storage_scan.fingerprint(entry.location, self.settings)
+        cached = self._datasets.get(key)
+        if cached is not None and cached[0] == now:
+            return cached[1]
+        if dictionaries:
+            ds = storage_dictionary.with_dictionaries(self.dataset(name, state))
+        else:
+            ds = storage_scan.open_dataset(entry.location, entry.format, self.settings)
+        self._datasets[key] = (now, ds)
+        return ds
+
+    def schema(self, name: str, state: PolicyState | None = None) -> pa.Schema:
+        return storage_scan.physical_schema(self.dataset(name, state))
+
+    def check_storage(self, name: str, timeout: float) -> None:
+        """Raise StorageError unless the dataset's location answers within ``timeout``."""
+        entry = self._state.policy.datasets.get(name)
+        if entry is None:
+            raise NotFound(f"unknown dataset '{name}'")
+        storage_scan.check_reachable(entry.location, entry.format, self.settings, timeout)
+
+    def readable_datasets(self, principal: Principal, purpose: str) -> list[dict[str, Any]]:
+        """Datasets ``principal`` may read under ``purpose`` (purpose must be entitled)."""
+        state = self._state
+        authorize_purpose(state.decider, principal, purpose)
+        out = []
+        for name, entry in sorted(state.policy.datasets.items()):
+            if state.decider.decide(principal, f"dataset:{name}", "read", purpose).allowed:
+                out.append({"name": name, "description": entry.description, "format": entry.format})
+        return out
+
+    # -- plans and reads -----------------------------------------------------------------------
+    def plan(self, principal: Principal, dataset: str, purpose: str, *, action: str = "read",
+             state: PolicyState | None = None) -> AccessPlan:
+        state = state or self._state
+        if dataset not in state.policy.datasets:
+            raise NotFound(f"unknown dataset '{dataset}'")
+        # Decide on the dataset before touching storage: a denied caller learns nothing more.
+        authorize(Draft(state.policy, state.decider, principal, purpose, dataset, pa.schema([]), action, None))
+        schema = self.schema(dataset, state)
+        key_id = getattr(self._keys, "active", None) or self.settings.masking_key_id
+        return compile_plan(state.policy, state.decider, principal, purpose, dataset, schema,
+                            action=action, key_id=key_id)
+
+    def read(self, principal: Principal, dataset: str, purpose: str, *, columns: list[str] | None = None,
+             filter: str | None = None, limit: int | None = None,
+             state: PolicyState | None = None, dictionaries: bool = False,
+             filter_exact: bool = True) -> GovernedRead:
+        """The masked stream of ``dataset`` for ``principal`` under ``purpose``.
+
+        ``dictionaries``: string columns stored dictionary-encoded stay Arrow dictionaries
+        through the scan and value-only masks (same values, another encoding). The SQL engine
+        asks for it, since DuckDB consumes dictionaries without decoding them; the HTTP rows
+        keep plain types, which clients see in the schema.
+
+        ``filter_exact=False``: the caller applies ``filter`` again itself (the SQL engine keeps
+        it in its query, and DuckDB filters faster than Arrow), so the read uses it only to
+        save work — files and row groups whose statistics rule it out are not read, rows are
+        dropped before masks run when that spares masking — and may deliver rows it rejects.
+        Row filters are always applied exactly.
+        """
+        state = state or self._state
+        plan = self.plan(principal, dataset, purpose, state=state)
+        client_filter: Predicate | None = compile_client_filter(filter) if filter else None
+        request = resolve_request(plan, columns, client_filter, limit)
+        keys = self.keys
+        ds = self.dataset(dataset, state, dictionaries=dictionaries)
+        entry = state.policy.datasets[dataset]
+        pushdown = pushdown_filter(plan, request)
+        applied = True  # the scan applies the row filters
+        if dictionaries and pushdown is not None and storage_dictionary.has_dictionaries(ds):
+            try:  # skip what statistics rule out; the executor filters exactly, on dictionaries
+                ds, pushdown, applied = storage_dictionary.prune(ds, pushdown), None, False
+            except (OSError, pa.ArrowException):
+                pass  # the scan itself reports it, with the catalog's location
+        raw = storage_scan.scan(ds, scan_columns(plan, request), pushdown,
+                                self.settings.batch_size, location=entry.location)
+        executor = ArrowExecutor(plan, request, keys, threads=self.settings.mask_threads,
+                                 row_filter_applied=applied, filter_exact=filter_exact)
+        return GovernedRead(plan, request, executor.reader(raw))
+
+    def reidentify(self, principal: Principal, dataset: str, purpose: str, tokens: list[str],
+                   state: PolicyState | None = None) -> list[str | None]:
+        """Reverse ``tokenize`` tokens of ``dataset``; needs the ``reidentify`` action.
+
+        Raises AccessDenied without it, and MaskError for a token that does not verify under any
+        key of the ring (tampered, or made elsewhere) — never returns garbage.
+        """
+        from govern.errors import AccessDenied, LimitExceeded
+        from govern.mask.functions.tokenize import reidentify as reverse
+
+        state = state or self._state
+        if dataset not in state.policy.datasets:
+            raise NotFound(f"unknown dataset '{dataset}'")
+        authorize_purpose(state.decider, principal, purpose)
+        decision = state.decider.decide(principal, f"dataset:{dataset}", "reidentify", purpose)
+        if not decision.allowed:
+            raise AccessDenied(f"'reidentify' on dataset '{dataset}' for purpose '{purpose}' is denied: "
+                               f"{decision.reason}", decision=decision.to_dict())
+        if len(tokens) > 10_000:
+            raise LimitExceeded("at most 10,000 tokens per request", limit=10_000)
+        return reverse(pa.array(tokens, pa.string()), self.keys).to_pylist()
+
