@@ -68,13 +68,18 @@ class Settings(BaseSettings):
     watch_policies: bool = True
     reload_debounce_ms: int = 300
     max_concurrent_reads: int = 8
+    max_reads_per_principal: int | None = None  # fair share of the read slots; default: half of them
     queue_timeout: float = 5.0
+    request_timeout: float = 60.0  # seconds one request may work before its response starts (SQL: sql_timeout)
+    http_idle_timeout: float = 5.0  # seconds an HTTP connection may sit idle between requests
     storage_timeout: float = 5.0
     log_level: str = "info"
 
     # PostgreSQL wire server of `govern serve` (psql, psycopg, BI tools); see docs/pgwire.md
     pg_host: str = "127.0.0.1"
     pg_port: int | None = 6432  # 0 or null: no PostgreSQL wire server
+    pg_idle_timeout: float = 3_600.0  # seconds a wire session may wait between messages
+    pg_session_lifetime: float = 86_400.0  # seconds a wire session may last in all
 
     # Analyst SQL (POST /v1/sql and the PostgreSQL wire server); see docs/sql.md
     sql_timeout: float = 30.0  # seconds a query may run before it is interrupted

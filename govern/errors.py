@@ -1,8 +1,10 @@
 """One error hierarchy for the whole gateway.
 
 Every error govern raises on purpose is a :class:`GovernError`. Each subclass knows its HTTP
-status and its stable problem ``type`` (RFC 9457), so the server maps errors in one place and
-the CLI prints them in one shape. Domain code never imports HTTP.
+status, its PostgreSQL SQLSTATE and its stable problem ``type`` (RFC 9457), so every surface
+maps errors in one place (``govern.server.problems`` for HTTP, ``govern.pgwire.protocol`` for
+the wire) and the CLI prints them in one shape. Domain code never imports HTTP. A raise site may
+override the SQLSTATE with ``sqlstate=...`` in ``extra`` when it knows better (e.g. 57014).
 
 ``detail`` is written for the person who sent the request: it must never contain secrets,
 stack traces or server paths. ``extra`` carries structured, safe fields (for example the
@@ -23,6 +25,7 @@ class GovernError(Exception):
     status: int = 500
     slug: str = "internal"
     title: str = "Internal error"
+    sqlstate: str = "XX000"
 
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
@@ -32,6 +35,12 @@ class GovernError(Exception):
     @property
     def type(self) -> str:
         return PROBLEM_BASE + self.slug
+
+    @property
+    def code(self) -> str:
+        """The SQLSTATE of this error: the raise site's own when it gave one, else the class's."""
+        given = self.extra.get("sqlstate")
+        return given if isinstance(given, str) and len(given) == 5 else self.sqlstate
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,7 @@ class PolicyError(GovernError):
     status = 503
     slug = "policy-invalid"
     title = "Policy set is invalid"
+    sqlstate = "55000"
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = list(problems)
@@ -69,6 +79,7 @@ class InvalidRequest(GovernError):
     status = 400
     slug = "invalid-request"
     title = "Invalid request"
+    sqlstate = "22023"
 
 
 class PredicateError(InvalidRequest):
@@ -76,11 +87,13 @@ class PredicateError(InvalidRequest):
 
     slug = "invalid-predicate"
     title = "Invalid predicate"
+    sqlstate = "42601"
 
 
 class UnknownColumn(InvalidRequest):
     slug = "unknown-column"
     title = "Unknown or withheld column"
+    sqlstate = "42703"
 
 
 class SqlError(InvalidRequest):
@@ -89,36 +102,42 @@ class SqlError(InvalidRequest):
 
     slug = "invalid-sql"
     title = "Invalid SQL"
+    sqlstate = "42601"
 
 
 class AuthenticationFailed(GovernError):
     status = 401
     slug = "unauthenticated"
     title = "Authentication failed"
+    sqlstate = "28P01"
 
 
 class PurposeRequired(GovernError):
     status = 400
     slug = "purpose-required"
     title = "A purpose is required"
+    sqlstate = "3D000"
 
 
 class PurposeNotEntitled(GovernError):
     status = 403
     slug = "purpose-not-entitled"
     title = "Purpose not entitled"
+    sqlstate = "3D000"
 
 
 class AccessDenied(GovernError):
     status = 403
     slug = "access-denied"
     title = "Access denied"
+    sqlstate = "42501"
 
 
 class NotFound(GovernError):
     status = 404
     slug = "not-found"
     title = "Not found"
+    sqlstate = "42P01"
 
 
 class PlanError(GovernError):
@@ -127,6 +146,7 @@ class PlanError(GovernError):
     status = 500
     slug = "plan-error"
     title = "Access plan could not be compiled"
+    sqlstate = "XX000"
 
 
 class MaskError(GovernError):
@@ -135,6 +155,7 @@ class MaskError(GovernError):
     status = 500
     slug = "mask-error"
     title = "Masking failed"
+    sqlstate = "XX000"
 
 
 class KeyMaterialError(GovernError):
@@ -143,24 +164,28 @@ class KeyMaterialError(GovernError):
     status = 500
     slug = "key-error"
     title = "Key material unavailable"
+    sqlstate = "XX000"
 
 
 class StorageError(GovernError):
     status = 503
     slug = "storage-unavailable"
     title = "Storage unavailable"
+    sqlstate = "58030"
 
 
 class AuditError(GovernError):
     status = 503
     slug = "audit-unavailable"
     title = "Audit log unavailable"
+    sqlstate = "58030"
 
 
 class LimitExceeded(GovernError):
     status = 413
     slug = "limit-exceeded"
     title = "Limit exceeded"
+    sqlstate = "54000"
 
 
 class QueryTimeout(GovernError):
@@ -169,12 +194,33 @@ class QueryTimeout(GovernError):
     status = 408
     slug = "query-timeout"
     title = "Query timed out"
+    sqlstate = "57014"
+
+
+class Overloaded(GovernError):
+    """The gateway (or the caller's fair share of it) is busy: retry after ``retry_after`` s."""
+
+    status = 503
+    slug = "overloaded"
+    title = "Gateway busy"
+    sqlstate = "53300"
+
+
+class ClientGone(GovernError):
+    """The client went away before its request was complete (e.g. midway through uploading a
+    body): nothing was served; recorded as ``aborted``."""
+
+    status = 499
+    slug = "client-closed-request"
+    title = "Client closed the request"
+    sqlstate = "08006"
 
 
 class Unsupported(GovernError):
     status = 501
     slug = "not-implemented"
     title = "Not implemented"
+    sqlstate = "0A000"
 
 
 class BudgetExceeded(GovernError):
@@ -184,6 +230,7 @@ class BudgetExceeded(GovernError):
     status = 403
     slug = "budget-exceeded"
     title = "Privacy budget exceeded"
+    sqlstate = "42501"
 
 
 class LedgerError(GovernError):
@@ -192,6 +239,7 @@ class LedgerError(GovernError):
     status = 503
     slug = "ledger-unavailable"
     title = "Privacy budget ledger unavailable"
+    sqlstate = "58030"
 
 
 class ReleaseRefused(GovernError):
@@ -201,6 +249,7 @@ class ReleaseRefused(GovernError):
     status = 403
     slug = "release-refused"
     title = "Release refused"
+    sqlstate = "42501"
 
 
 class RateLimited(GovernError):
@@ -209,6 +258,7 @@ class RateLimited(GovernError):
     status = 429
     slug = "rate-limited"
     title = "Rate limit exceeded"
+    sqlstate = "53400"
 
 
 class SyntheticError(GovernError):
@@ -218,6 +268,7 @@ class SyntheticError(GovernError):
     status = 500
     slug = "synthetic-unavailable"
     title = "Synthetic data unavailable"
+    sqlstate = "XX000"
 
 
 @dataclass
@@ -253,6 +304,8 @@ ALL_ERRORS: tuple[type[GovernError], ...] = (
     AuditError,
     LimitExceeded,
     QueryTimeout,
+    Overloaded,
+    ClientGone,
     Unsupported,
     BudgetExceeded,
     LedgerError,

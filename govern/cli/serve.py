@@ -56,7 +56,8 @@ def serve(config: str | None, host: str | None, port: int | None, pg_port: int |
                 await asyncio.to_thread(pg.stop)
             await super().shutdown(sockets)
 
-    config_ = uvicorn.Config(app, host=h, port=p, log_level=settings.log_level, access_log=False)
+    config_ = uvicorn.Config(app, host=h, port=p, log_level=settings.log_level, access_log=False,
+                             timeout_keep_alive=max(1, int(settings.http_idle_timeout)))
     try:
         Server(config_).run()
     finally:

@@ -1,46 +1,37 @@
-"""Everything one running gateway holds, built once by ``create_app`` (no module state).
+"""Everything one running gateway holds, built once by :func:`build_gateway` (no module state).
 
-The gateway wires the core (:class:`~govern.deliver.governor.Governor`) to identity, audit, policy
-hot-reload, metrics and limits. Routers only parse, call the gateway, and stream.
+The gateway wires the core (:class:`~govern.deliver.governor.Governor`) to identity, audit,
+policy hot-reload, metrics, limits and the privacy services. Surfaces (HTTP routers, the
+PostgreSQL wire, …) reach all of it through :meth:`Gateway.exchange`, the one request
+lifecycle (:mod:`govern.deliver.lifecycle`); they never write audit records or take read slots
+themselves.
 """
 
 from __future__ import annotations
 
-import threading
+import logging
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
 
-from govern.audit.log import AuditLog
+from govern.audit.log import AuditLog, open_audit_log
 from govern.audit.record import AuditRecord
 from govern.config import Settings
 from govern.deliver.governor import Governor
-from govern.errors import AuditError, GovernError, LimitExceeded, PurposeRequired
+from govern.deliver.lifecycle import Call, Exchange, Lifecycle
+from govern.deliver.metrics import Metrics
+from govern.errors import AuditError
 from govern.identity.authenticate import Authenticator
-from govern.identity.principal import Principal
-from govern.plan.model import AccessPlan
-from govern.policy.reload import PolicyReloader
+from govern.policy.reload import PolicyReloader, ReloadStatus
 from govern.privacy.budget.ledger import BudgetLedger, open_ledger
 from govern.privacy.dp.service import DpService
-from govern.server.metrics import Metrics
+from govern.privacy.he.service import HeService
+from govern.privacy.synthetic.service import SyntheticService
+from govern.sql.engine import SqlEngine
 from govern.sql.sandbox import SandboxPool
 from govern.sql.view_cache import ViewCache
 
-PURPOSE_HEADER = "x-purpose"
+__all__ = ["Gateway", "build_gateway"]
 
-
-@dataclass
-class RequestContext:
-    """Per-request facts the audit record needs, filled in as the request goes."""
-
-    request_id: str
-    route: str
-    principal: Principal | None = None
-    purpose: str | None = None
-    dataset: str | None = None
-    action: str = "read"
-    plan: AccessPlan | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+log = logging.getLogger("govern.deliver")
 
 
 class Gateway:
@@ -52,10 +43,12 @@ class Gateway:
         self.authenticator = authenticator
         self.reloader = reloader
         self.metrics = metrics
-        # The privacy budget ledger (govern.privacy.budget.ledger): every noisy release is charged here.
+        self.lifecycle = Lifecycle(settings, governor, authenticator, audit, metrics)
+        # The privacy budget ledger (govern.privacy.budget): every noisy release is charged here.
         self.ledger = ledger if ledger is not None else open_ledger(settings, governor.budget_for)
         self.dp = DpService(settings, governor, self.ledger)  # differential privacy (govern.privacy.dp)
-        self._reads = threading.BoundedSemaphore(settings.max_concurrent_reads)
+        self.he = HeService(settings, governor, self.ledger)  # encrypted views (govern.privacy.he)
+        self.synthetic = SyntheticService(settings, governor)  # synthetic views; SDV loads on first use
         # Analyst SQL: each query's DuckDB sandbox is opened (and closed) by this pool's thread,
         # off the query's path (govern.sql.sandbox). Nothing starts until the first query.
         self.sandboxes = SandboxPool(memory_limit=settings.sql_memory_limit, threads=settings.sql_threads)
@@ -63,56 +56,51 @@ class Gateway:
         # policy reload makes old entries unreachable, and LRU eviction frees them.
         self.view_cache = ViewCache(settings.sql_cache_bytes)
 
-    # -- identity and purpose ------------------------------------------------------------------
-    def authenticate(self, ctx: RequestContext, authorization: str | None) -> Principal:
-        ctx.principal = self.authenticator.authenticate(authorization)
-        return ctx.principal
+    def sql_engine(self) -> SqlEngine:
+        """The analyst SQL engine over this gateway's governed reads, sandboxes and view cache."""
+        return SqlEngine(self.governor, self.settings, self.sandboxes, self.view_cache)
 
-    def require_purpose(self, ctx: RequestContext, header: str | None, query: str | None) -> str:
-        purpose = (header or query or "").strip()
-        if not purpose:
-            assert ctx.principal is not None
-            purposes = self.governor.state.decider.purposes(ctx.principal)
-            raise PurposeRequired(
-                "declare a purpose with the X-Purpose header or the 'purpose' parameter",
-                purposes=purposes)
-        ctx.purpose = purpose
-        return purpose
+    def exchange(self, call: Call) -> Exchange:
+        """Open the lifecycle of one request (use it as a context manager)."""
+        return self.lifecycle.open(call)
 
-    # -- limits ----------------------------------------------------------------------------------
-    def acquire_read_slot(self) -> None:
-        if not self._reads.acquire(timeout=self.settings.queue_timeout):
-            raise LimitExceeded("too many concurrent reads; retry shortly", retry_after=1)
-
-    def release_read_slot(self) -> None:
-        self._reads.release()
-
-    # -- audit -----------------------------------------------------------------------------------
-    def record(self, ctx: RequestContext, *, outcome: str, status: int, rows: int | None = None,
-               nbytes: int | None = None, detail: str | None = None) -> AuditRecord:
-        plan = ctx.plan
-        columns = {}
-        if plan is not None:
-            columns = {c.name: (f"mask:{c.mask.function}" if c.mask else c.action) for c in plan.columns}
-        rec = AuditRecord(
-            seq=None, time="", request_id=ctx.request_id,
-            principal=ctx.principal.name if ctx.principal else None,
-            purpose=ctx.purpose, dataset=ctx.dataset, action=ctx.action, outcome=outcome, status=status,
-            plan_hash=plan.hash if plan else None, columns=columns, rows=rows, bytes=nbytes,
-            detail=detail, extra=dict(ctx.extra), prev_hash="", hash="")
-        return self.audit.append(rec)
-
-    def record_denial(self, ctx: RequestContext, exc: GovernError) -> None:
-        """Audit a refused request. If even that fails, the refusal stands (no data goes out)."""
-        self.metrics.denials.labels(reason=exc.slug).inc()
+    # -- policy reloads are audited too ------------------------------------------------------------
+    def reloaded(self, before: str, status: ReloadStatus) -> None:
+        """Record a policy reload: installed (``ok``, the new version) or refused (``denied``, with
+        the problems; the previous version keeps serving)."""
+        if status.ok:
+            outcome, code, detail = "ok", 200, f"policy {before} -> {status.version}"
+            extra = {"from_version": before, "to_version": status.version, "policy_version": status.version}
+        else:
+            problems = [str(p) for p in status.problems]
+            outcome, code = "denied", 422
+            detail = f"policy edit refused ({len(problems)} problem(s)): {problems[0] if problems else ''}"
+            extra = {"problems": problems[:20], "policy_version": status.version}
+        record = AuditRecord(seq=None, time="", request_id=uuid.uuid4().hex, principal=None, purpose=None,
+                             dataset=None, action="policy_reload", outcome=outcome, status=code, plan_hash=None,
+                             detail=detail[:500], extra={"surface": "policy", **extra}, prev_hash="", hash="")
         try:
-            self.record(ctx, outcome="denied" if exc.status in (400, 401, 403, 404, 413, 422, 429) else "error",
-                        status=exc.status, detail=f"{exc.slug}: {exc.detail}"[:500])
+            self.audit.append(record)
         except AuditError:
-            pass
+            log.warning("a policy reload could not be audited", extra={"version": status.version})
 
-    @staticmethod
-    def new_request_id(supplied: str | None) -> str:
-        if supplied and 8 <= len(supplied) <= 64 and all(ch.isalnum() or ch in "-_." for ch in supplied):
-            return supplied
-        return uuid.uuid4().hex
+    def close(self) -> None:
+        if self.reloader is not None:
+            self.reloader.stop()
+        self.sandboxes.close()
+        self.dp.close()
+        self.audit.close()
+        self.ledger.close()
+
+
+def build_gateway(settings: Settings, *, governor: Governor | None = None, audit: AuditLog | None = None) -> Gateway:
+    governor = governor or Governor(settings)
+    if audit is None:
+        url = settings.audit_url or f"sqlite:///{(settings.state_dir / 'audit.db').resolve()}"
+        audit = open_audit_log(url, table_prefix=settings.audit_table_prefix)
+    authenticator = Authenticator(lambda: governor.state.policy, settings.oidc)
+    reloader = PolicyReloader(settings.policy_dir, governor.state.policy, governor.swap_policy,
+                              debounce_ms=settings.reload_debounce_ms)
+    gateway = Gateway(settings, governor, audit, authenticator, reloader, Metrics())
+    reloader.report = gateway.reloaded
+    return gateway

@@ -2,7 +2,15 @@
 
 See :mod:`govern.pgwire.server` for what the server does; this module is the per-client state
 machine: prepared statements and portals by name, the transaction status, skipping to ``Sync``
-after an error, and streaming a :class:`~govern.pgwire.query.Cursor` with back-pressure.
+after an error, and streaming a :class:`~govern.pgwire.cursor.Cursor` with back-pressure.
+Every statement that reaches data or the catalog goes through the request lifecycle
+(:mod:`govern.pgwire.statements`).
+
+Blocking work runs on the host's thread pools, never on the event loop: logins on their own
+small pool, so that slow statements of other sessions can never delay a login; statements on
+the work pool. A session ends after ``pg_idle_timeout`` seconds without a message and after
+``pg_session_lifetime`` seconds in all (``FATAL 57P05`` / ``57P01``), and as soon as a
+statement finds that its credentials or purpose no longer hold (``FATAL 28P01`` / ``3D000``).
 """
 
 from __future__ import annotations
@@ -12,14 +20,17 @@ import contextlib
 import logging
 import secrets
 import struct
-import uuid
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import sqlglot
 from sqlglot import exp
 
-from govern.deliver.gateway import RequestContext
+from govern.deliver.gateway import Gateway
+from govern.deliver.lifecycle import Call, Password
 from govern.errors import (
     AuthenticationFailed,
     GovernError,
@@ -30,23 +41,33 @@ from govern.errors import (
     SqlError,
     Unsupported,
 )
-from govern.pgwire.protocol import Fields, ProtocolViolation, error_response, sqlstate
-from govern.pgwire.query import CHUNK_ROWS, Cursor, Runner, classify
-from govern.pgwire.session import REPORTED, Session
-from govern.pgwire.types import decode_param
 from govern.pgwire import protocol as wire
-from govern.sql.validate import validate
+from govern.pgwire.cursor import CHUNK_ROWS, Columns, Cursor, describe_rows
+from govern.pgwire.protocol import Fields, ProtocolViolation, error_response, sqlstate
+from govern.pgwire.session import REPORTED, Session
+from govern.pgwire.statements import SessionEnded, Statements, classify
+from govern.pgwire.types import decode_param
 
-if TYPE_CHECKING:
-    from govern.pgwire.server import PgServer
-
-__all__ = ["Connection"]
+__all__ = ["Connection", "Host"]
 
 log = logging.getLogger("govern.pgwire")
+
+T = TypeVar("T")
 
 STARTUP_TIMEOUT = 30.0  # seconds a client has to finish the startup and password exchange
 MAX_STATEMENTS = 1_000  # named prepared statements (and portals) one connection may hold
 _TXN_END = ("ROLLBACK", "ABORT", "COMMIT", "END")
+
+
+@dataclass
+class Host:
+    """What a connection needs from its server: the gateway, two thread pools, and the way to
+    reach another connection for a CancelRequest."""
+
+    gateway: Gateway
+    logins: Executor
+    work: Executor
+    cancel: Callable[[int, int], Awaitable[None]]
 
 
 @dataclass
@@ -55,6 +76,7 @@ class Statement:
     text: str
     kind: str  # empty | local | catalog | query
     param_oids: list[int]
+    nparams: int = 0
 
 
 @dataclass
@@ -68,12 +90,11 @@ class Portal:
 
 
 class Connection:
-    """One client: the startup exchange, then messages until Terminate or disconnect."""
+    """One client: the startup exchange, then messages until Terminate, disconnect or a limit."""
 
-    def __init__(self, server: PgServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 pid: int) -> None:
-        self.server = server
-        self.gw = server.gateway
+    def __init__(self, host: Host, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pid: int) -> None:
+        self.host = host
+        self.gw = host.gateway
         self.reader = reader
         self.writer = writer
         self.pid = pid
@@ -83,9 +104,10 @@ class Connection:
         self.portals: dict[str, Portal] = {}
         self.skip = False  # an extended-protocol error: ignore messages until Sync
         self.session: Session | None = None
-        self.runner: Runner | None = None
+        self.runner: Statements | None = None
         self.active: Cursor | None = None
         self.limit = max(self.gw.settings.sql_max_request_bytes, 65_536)
+        self.started = time.monotonic()
 
     # -- plumbing --------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -97,12 +119,20 @@ class Connection:
             self.out.clear()
         await self.writer.drain()
 
+    async def work(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking statement work on the host's work pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.host.work, lambda: fn(*args))
+
     async def serve(self) -> None:
         try:
             if await asyncio.wait_for(self.startup(), STARTUP_TIMEOUT):
                 await self.loop()
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+        except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except TimeoutError:
+            await self._fatal("57P05", "terminating connection: the startup took too long")
+        except SessionEnded as exc:
+            await self._fatal(sqlstate(exc.error), f"terminating connection: {exc.error.detail}")
         except ProtocolViolation as exc:
             await self._fatal("08P01", str(exc))
         except LimitExceeded as exc:
@@ -123,7 +153,7 @@ class Connection:
 
     async def _cleanup(self) -> None:
         for portal in list(self.portals.values()):
-            await self._close_portal(portal, "the connection closed before its last row was sent")
+            await self._close_portal(portal)
         self.portals.clear()
         if self.runner is not None:
             self.runner.close()
@@ -133,8 +163,8 @@ class Connection:
 
     async def cancel(self) -> None:
         cursor = self.active
-        if cursor is not None and cursor.release is not None:
-            await asyncio.to_thread(cursor.release)
+        if cursor is not None:
+            await self.work(cursor.close)
 
     # -- startup ---------------------------------------------------------------------------------
     async def startup(self) -> bool:
@@ -147,7 +177,7 @@ class Connection:
             if code == wire.CANCEL_REQUEST:
                 if len(payload) >= 8:
                     pid, secret = struct.unpack("!iI", payload[:8])
-                    await self.server.cancel(pid, secret)
+                    await self.host.cancel(pid, secret)
                 return False
             break
         if code >> 16 != 3:
@@ -172,27 +202,23 @@ class Connection:
         kind, body = await wire.read_message(self.reader, 10_000)
         if kind != b"p":
             raise ProtocolViolation("expected a password message")
-        password = Fields(body).cstring()
-        ctx = RequestContext(request_id=uuid.uuid4().hex, route="pgwire", action="connect",
-                             extra={"protocol": "pgwire", "user": user[:200], "database": database[:200]})
-        try:
-            principal = await asyncio.to_thread(self.gw.authenticator.authenticate_password, user, password)
-        except AuthenticationFailed as exc:
-            await asyncio.to_thread(self.gw.record_denial, ctx, exc)
+        credentials = Password(user, Fields(body).cstring())
+        loop = asyncio.get_running_loop()
+        refusal = await loop.run_in_executor(self.host.logins, self._login, credentials, database)
+        if isinstance(refusal, AuthenticationFailed):
             await self._fatal("28P01", f'password authentication failed for user "{user}"',
                               hint="the password is one of the principal's API keys")
             return False
-        ctx.principal, ctx.purpose = principal, database
-        purposes = sorted(self.gw.governor.state.decider.purposes(principal))
-        if database not in purposes:
-            exc2 = PurposeNotEntitled(f"principal '{principal.name}' may not act under purpose '{database}'",
-                                      purposes=purposes)
-            await asyncio.to_thread(self.gw.record_denial, ctx, exc2)
-            await self._fatal("3D000", f'database "{database}" is not a purpose {principal.name} may use',
+        if isinstance(refusal, PurposeNotEntitled):
+            purposes = refusal.extra.get("purposes") or []
+            await self._fatal("3D000", f'database "{database}" is not a purpose {user} may use',
                               detail="the database name is the purpose of the session",
                               hint="connect to one of: " + (", ".join(purposes) or "(none)"))
             return False
-        session = Session(user=principal.name, database=database)
+        if refusal is not None:
+            await self._fatal(sqlstate(refusal), refusal.detail)
+            return False
+        session = Session(user=user, database=database)
         try:
             for key, value in _startup_settings(params).items():
                 session.set(key, value)
@@ -200,23 +226,55 @@ class Connection:
             await self._fatal(sqlstate(exc), exc.detail)
             return False
         self.session = session
-        self.runner = Runner(self.gw, principal, session, self.pid)
+        self.runner = Statements(self.gw, credentials, session, self.pid)
         self.send(wire.authentication(0))
         for name in REPORTED:
             self.send(wire.parameter_status(name, session.values[name]))
         self.send(wire.backend_key_data(self.pid, self.secret))
         self.send(wire.ready_for_query(session.status))
         await self.flush()
-        log.info("wire session", extra={"connection": self.pid, "principal": principal.name,
-                                        "purpose": database})
+        log.info("wire session", extra={"connection": self.pid, "principal": user, "purpose": database})
         return True
 
+    def _login(self, credentials: Password, database: str) -> GovernError | None:
+        """The session's first exchange: credentials and purpose; audited as ``connect``."""
+        call = Call("pgwire", "connect", "connect",
+                    extra={"connection": self.pid, "user": credentials.user[:200], "database": database[:200]})
+        try:
+            with self.gw.exchange(call) as ex:
+                ex.authenticate(credentials)
+                ex.declare(database)
+                ex.finish()
+        except GovernError as exc:
+            return exc
+        return None
+
     # -- the message loop ------------------------------------------------------------------------
+    def _timeout(self) -> float:
+        settings = self.gw.settings
+        left = settings.pg_session_lifetime - (time.monotonic() - self.started)
+        return max(0.0, min(settings.pg_idle_timeout, left))
+
+    async def _next_message(self) -> tuple[bytes, bytes]:
+        try:
+            return await asyncio.wait_for(wire.read_message(self.reader, self.limit), self._timeout())
+        except TimeoutError:
+            settings = self.gw.settings
+            if time.monotonic() - self.started >= settings.pg_session_lifetime:
+                raise _Limit("57P01", f"terminating connection: sessions last at most "
+                                      f"{settings.pg_session_lifetime:g} s (pg_session_lifetime)") from None
+            raise _Limit("57P05", f"terminating connection due to idle-session timeout "
+                                  f"({settings.pg_idle_timeout:g} s, pg_idle_timeout)") from None
+
     async def loop(self) -> None:
         handlers = {b"P": self.parse, b"B": self.bind, b"D": self.describe, b"E": self.execute,
                     b"C": self.close}
         while True:
-            kind, payload = await wire.read_message(self.reader, self.limit)
+            try:
+                kind, payload = await self._next_message()
+            except _Limit as limit:
+                await self._fatal(limit.code, limit.text)
+                return
             if kind == b"X":
                 return
             if kind == b"S":
@@ -239,7 +297,7 @@ class Connection:
             except GovernError as exc:
                 self.error(exc)
                 self.skip = True
-            except ProtocolViolation:
+            except (ProtocolViolation, SessionEnded):
                 raise
             except Exception:
                 log.exception("wire message failed", extra={"connection": self.pid})
@@ -258,9 +316,9 @@ class Connection:
 
     # -- simple query ----------------------------------------------------------------------------
     async def simple(self, text: str) -> None:
-        assert self.session is not None and self.runner is not None
+        assert self.session is not None
         self.statements.pop("", None)
-        await self._close_portal(self.portals.pop("", None), "replaced by a new query")
+        await self._close_portal(self.portals.pop("", None))
         parts = wire.split_statements(text)
         if not parts:
             self.send(wire.EMPTY_QUERY)
@@ -270,6 +328,8 @@ class Connection:
             except GovernError as exc:
                 self.error(exc, offset)
                 break
+            except SessionEnded:
+                raise
             except Exception:
                 log.exception("wire query failed", extra={"connection": self.pid})
                 self.error(SqlError("internal error; it has been logged", sqlstate="XX000"))
@@ -280,7 +340,7 @@ class Connection:
     async def _run_simple(self, text: str) -> None:
         assert self.runner is not None and self.session is not None
         kind = classify(text, self.runner.datasets())
-        self._check_transaction(text)
+        await self._check_transaction(kind, text)
         if kind == "empty":
             self.send(wire.EMPTY_QUERY)
             return
@@ -301,9 +361,16 @@ class Connection:
         if len(self.statements) >= MAX_STATEMENTS:
             raise LimitExceeded(f"a connection may hold at most {MAX_STATEMENTS} prepared statements",
                                 sqlstate="54000")
+        kind = classify(text, self.runner.datasets())
         if len(wire.split_statements(text)) > 1:
-            raise SqlError("cannot insert multiple commands into a prepared statement", sqlstate="42601")
-        self.statements[name] = Statement(name, text, classify(text, self.runner.datasets()), oids)
+            await self._refuse(kind, "parse", text,
+                               SqlError("cannot insert multiple commands into a prepared statement", sqlstate="42601"))
+        nparams = 0
+        if kind == "query":  # validated now (audited, under a read slot), as PostgreSQL parses at Parse
+            nparams = await self.work(self.runner.parse, text)
+        elif kind == "catalog":
+            nparams = _catalog_parameters(text)
+        self.statements[name] = Statement(name, text, kind, oids, nparams)
         self.send(wire.PARSE_COMPLETE)
 
     async def bind(self, f: Fields) -> None:
@@ -319,13 +386,12 @@ class Connection:
             raise LimitExceeded(f"a connection may hold at most {MAX_STATEMENTS} portals", sqlstate="54000")
         if any(fmt not in (0, 1) for fmt in param_formats + result_formats):
             raise ProtocolViolation("invalid format code")
-        await self._close_portal(self.portals.pop(portal_name, None), "replaced by a new portal")
+        await self._close_portal(self.portals.pop(portal_name, None))
         try:
             params = [decode_param(statement.param_oids[i] if i < len(statement.param_oids) else 0,
                                    _format(param_formats, i) == 1, value, i + 1) for i, value in enumerate(values)]
         except GovernError as exc:
-            if statement.kind == "query":
-                await asyncio.to_thread(self.runner.refuse, self.runner.context(statement.text), exc)
+            await self._refuse(statement.kind, "bind", statement.text, exc)
             raise
         self.portals[portal_name] = Portal(portal_name, statement, params, result_formats)
         self.send(wire.BIND_COMPLETE)
@@ -335,24 +401,21 @@ class Connection:
         what, name = f.byte(), f.cstring()
         if what == b"S":
             statement = self._statement(name)
-            columns, nparams = await self._describe_statement(statement)
+            columns = await self._describe(statement, None)
+            nparams = max(statement.nparams, len(statement.param_oids))
             oids = [statement.param_oids[i] if i < len(statement.param_oids) and statement.param_oids[i] else 25
-                    for i in range(max(nparams, len(statement.param_oids)))]
+                    for i in range(nparams)]
             self.send(wire.parameter_description(oids))
-            if columns is None:
-                self.send(wire.NO_DATA)
-            else:
-                self.send(Cursor(columns).row_description([]))
+            self.send(wire.NO_DATA if columns is None else describe_rows(columns, []))
             return
         if what != b"P":
             raise ProtocolViolation("Describe needs 'S' or 'P'")
         portal = self._portal(name)
-        kind, text = portal.statement.kind, portal.statement.text
-        if kind == "empty" or (kind == "local" and not _is_show(text)):
-            self.send(wire.NO_DATA)
-            return
-        cursor = await self._portal_cursor(portal)
-        self.send(cursor.row_description(portal.formats) if cursor.columns is not None else wire.NO_DATA)
+        if portal.cursor is not None:  # already running (a suspended portal): its own columns
+            columns = portal.cursor.columns
+        else:  # the shape over empty views, with the bound values: nothing is executed
+            columns = await self._describe(portal.statement, portal.params)
+        self.send(wire.NO_DATA if columns is None else describe_rows(columns, portal.formats))
 
     async def execute(self, f: Fields) -> None:
         assert self.session is not None
@@ -365,7 +428,7 @@ class Connection:
         if portal.done:
             self.send(wire.command_complete("SELECT 0" if statement.kind in ("query", "catalog") else "SET"))
             return
-        self._check_transaction(statement.text)
+        await self._check_transaction(statement.kind, statement.text)
         cursor = await self._portal_cursor(portal)
         if cursor.columns is not None:
             if not await self._stream(cursor, max(0, max_rows)):
@@ -379,9 +442,9 @@ class Connection:
         if what == b"S":
             statement = self.statements.pop(name, None)
             for portal in [p for p in self.portals.values() if p.statement is statement and statement]:
-                await self._close_portal(self.portals.pop(portal.name), "its statement was closed")
+                await self._close_portal(self.portals.pop(portal.name))
         elif what == b"P":
-            await self._close_portal(self.portals.pop(name, None), "closed before its last row was sent")
+            await self._close_portal(self.portals.pop(name, None))
         else:
             raise ProtocolViolation("Close needs 'S' or 'P'")
         self.send(wire.CLOSE_COMPLETE)
@@ -407,21 +470,32 @@ class Connection:
             raise NotFound(f'portal "{name}" does not exist', sqlstate="34000")
         return portal
 
-    def _check_transaction(self, text: str) -> None:
+    async def _refuse(self, kind: str, route: str, text: str, exc: GovernError) -> None:
+        """Audit (then raise) the refusal of a statement that would have reached data."""
+        assert self.runner is not None
+        if kind in ("query", "catalog"):
+            try:
+                await self.work(self.runner.refuse, route, "sql", text, exc)
+            except GovernError:
+                pass
+        raise exc
+
+    async def _check_transaction(self, kind: str, text: str) -> None:
         assert self.session is not None
         if self.session.failed:
             first = wire.strip_comments(text).split(None, 1)
             if not first or first[0].upper().rstrip(";") not in _TXN_END:
-                raise SqlError("current transaction is aborted, commands ignored until end of transaction block",
-                               sqlstate="25P02")
+                await self._refuse(kind, "query", text, SqlError(
+                    "current transaction is aborted, commands ignored until end of transaction block",
+                    sqlstate="25P02"))
 
     async def _start(self, kind: str, text: str, params: list[Any]) -> Cursor:
         assert self.runner is not None
         if kind == "local":
             return self.runner.local(text)
         if kind == "catalog":
-            return await asyncio.to_thread(self.runner.catalog, text, params)
-        return await asyncio.to_thread(self.runner.query, text, params)
+            return await self.work(self.runner.catalog, text, params)
+        return await self.work(self.runner.query, text, params)
 
     async def _portal_cursor(self, portal: Portal) -> Cursor:
         assert self.session is not None
@@ -430,29 +504,23 @@ class Connection:
             portal.cursor = cursor
             try:
                 cursor.prepare(portal.formats, self.session)
-            except GovernError as exc:
-                await asyncio.to_thread(cursor.close, f"refused: {exc.detail}")
+            except GovernError:
+                await self.work(cursor.close)
                 raise
         return portal.cursor
 
-    async def _describe_statement(self, statement: Statement) -> tuple[list[Any] | None, int]:
+    async def _describe(self, statement: Statement, params: list[Any] | None) -> Columns | None:
         assert self.runner is not None
         runner, text = self.runner, statement.text
         if statement.kind == "empty":
-            return None, 0
+            return None
         if statement.kind == "local":
             if not _is_show(text):
-                return None, 0
-            return [(name, None) for name, _type in runner.local(text).columns or []], 0
+                return None
+            return [(name, None) for name, _type in runner.local(text).columns or []]
         if statement.kind == "catalog":
-            nparams = _catalog_parameters(text)
-            return await asyncio.to_thread(runner.describe_catalog, text, nparams), nparams
-        try:
-            nparams = validate(text, max_length=self.gw.settings.sql_max_length).parameters
-            return await asyncio.to_thread(runner.describe_query, text, None), nparams
-        except GovernError as exc:
-            await asyncio.to_thread(runner.refuse, runner.context(text), exc)
-            raise
+            return await self.work(runner.describe_catalog, text, statement.nparams)
+        return await self.work(runner.describe_query, text, params)
 
     async def _stream(self, cursor: Cursor, max_rows: int) -> bool:
         """Send rows until the cursor ends (True) or ``max_rows`` were sent (False)."""
@@ -461,9 +529,8 @@ class Connection:
         try:
             while True:
                 want = CHUNK_ROWS if max_rows == 0 else min(CHUNK_ROWS, max_rows - sent)
-                before = cursor.rows
-                data, done = await asyncio.to_thread(cursor.fetch, want)
-                sent += cursor.rows - before
+                data, count, done = await self.work(cursor.fetch, want)
+                sent += count
                 if data:
                     self.send(data)
                     await self.flush()
@@ -471,14 +538,11 @@ class Connection:
                     return True
                 if max_rows and sent >= max_rows:
                     return False
-        except BaseException as exc:  # a failed stream, a client gone, a server stopping: audit, release
-            reason = (f"stream aborted: {exc.slug}: {exc.detail}" if isinstance(exc, GovernError)
-                      else "client disconnected" if isinstance(exc, ConnectionError)
-                      else f"stream aborted: {type(exc).__name__}")
+        except BaseException:  # a failed stream, a client gone, a server stopping: the stream records it
             try:
-                await asyncio.to_thread(cursor.close, reason)
+                await self.work(cursor.close)
             except asyncio.CancelledError:
-                cursor.close(reason)
+                cursor.close()
             raise
         finally:
             self.active = None
@@ -498,15 +562,22 @@ class Connection:
                 await self._close_portals(keep_unnamed=True)
         self.send(wire.command_complete(cursor.command_tag()))
 
-    async def _close_portal(self, portal: Portal | None, reason: str) -> None:
+    async def _close_portal(self, portal: Portal | None) -> None:
         if portal is not None and portal.cursor is not None and not portal.cursor.closed:
-            await asyncio.to_thread(portal.cursor.close, reason)
+            await self.work(portal.cursor.close)
 
     async def _close_portals(self, keep_unnamed: bool = False) -> None:
         for name in list(self.portals):
             if keep_unnamed and name == "":
                 continue
-            await self._close_portal(self.portals.pop(name), "closed at the end of its transaction")
+            await self._close_portal(self.portals.pop(name))
+
+
+class _Limit(Exception):
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
 
 
 def _format(formats: list[int], i: int) -> int:
@@ -550,4 +621,3 @@ def _startup_settings(params: dict[str, str]) -> dict[str, str]:
             key, value = setting.split("=", 1)
             out[key.replace("-", "_")] = value
     return out
-

@@ -4,31 +4,37 @@ A statement runs as DP SQL when the session says so (``SET govern.privacy = dp``
 statement starts with a ``/*+ dp epsilon=… */`` hint. Epsilon, delta and contributions come
 from the hint, else from ``SET govern.epsilon`` / ``govern.delta`` / ``govern.contributions``.
 The result is an ordinary row set — group columns, then one noisy value per aggregate — and
-the statement is audited (once, ``query_dp``) and charged before its first row is sent. The
-95% intervals, the mechanisms and the budget left are in the audit record and, over HTTP, in
-the response; ``SELECT`` over the wire carries values only.
+the release is the same as over HTTP (:func:`govern.deliver.releases.release_dp`): audited
+once (``query_dp``) and charged before its first row is sent. The 95% intervals, the mechanisms
+and the budget left are in the audit record and, over HTTP, in the response; ``SELECT`` over
+the wire carries values only.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
-from govern.errors import GovernError, InvalidRequest, SqlError
+from govern.deliver.gateway import Gateway
+from govern.deliver.lifecycle import Exchange
+from govern.deliver.releases import release_dp, sql_types, translate_sql
+from govern.errors import InvalidRequest, SqlError
+from govern.pgwire.cursor import Columns, Cursor
+from govern.pgwire.session import Session
 from govern.privacy.dp import sql as dp_sql
+from govern.privacy.dp.service import DpRelease
 
-if TYPE_CHECKING:
-    from govern.pgwire.query import Cursor, Runner
+__all__ = ["dp_cursor", "dp_describe", "is_dp"]
 
 
-def is_dp(runner: Runner, text: str) -> bool:
-    value = runner.session.values.get("govern.privacy", "")
+def is_dp(session: Session, text: str) -> bool:
+    value = session.values.get("govern.privacy", "")
     return value.strip().lower() == "dp" or dp_sql.has_hint(text)
 
 
-def _number(runner: Runner, name: str, kind: type) -> Any:
-    raw = runner.session.values.get(name)
+def _number(session: Session, name: str, kind: type[float] | type[int]) -> Any:
+    raw = session.values.get(name)
     if raw is None or raw == "":
         return None
     try:
@@ -37,43 +43,38 @@ def _number(runner: Runner, name: str, kind: type) -> Any:
         raise InvalidRequest(f'invalid value for parameter "{name}": "{raw}"', sqlstate="22023") from None
 
 
-def translate(runner: Runner, text: str) -> dp_sql.DpSql:
-    from govern.server.routes.dp import translate_sql
-
-    return translate_sql(runner.gw, text, epsilon=_number(runner, "govern.epsilon", float),
-                         delta=_number(runner, "govern.delta", float) or 0.0,
-                         contributions=_number(runner, "govern.contributions", int) or 1)
+def _translate(ex: Exchange, session: Session, text: str) -> dp_sql.DpSql:
+    return translate_sql(ex, text, epsilon=_number(session, "govern.epsilon", float),
+                         delta=_number(session, "govern.delta", float) or 0.0,
+                         contributions=_number(session, "govern.contributions", int) or 1)
 
 
-def dp_cursor(runner: Runner, text: str, params: list[Any]) -> Cursor:
-    """Run DP SQL: translate, release (audited and charged), and hand back the rows."""
-    from govern.pgwire.query import Cursor
-    from govern.server.routes.dp import serve_release, sql_types
+def dp_cursor(gw: Gateway, ex: Exchange, session: Session, text: str, params: list[Any]) -> Cursor:
+    """Run DP SQL inside ``ex``: translate, release (audited and charged), hand back the rows."""
+    if params:
+        raise SqlError("differentially private SQL takes no parameters", sqlstate="0A000")
+    ex.permitted("query_dp")
+    translated = _translate(ex, session, text)
 
-    ctx = runner.context(text)
-    ctx.action = "query_dp"
-    try:
-        if params:
-            raise SqlError("differentially private SQL takes no parameters", sqlstate="0A000")
-        translated = translate(runner, text)
-    except GovernError as exc:
-        runner.refuse(ctx, exc)
-        raise
-    release = serve_release(runner.gw, ctx, runner.principal, runner.purpose, translated.query)
-    names, values, _intervals = dp_sql.result_table(translated, release.result.rows)
-    types = [pa.type_for_alias(t) if t in ("int64", "double") else _arrow(t) for t in sql_types(translated, release)]
-    columns = [pa.array([row[i] for row in values], types[i]) for i in range(len(names))]
-    table = pa.Table.from_arrays(columns, schema=pa.schema([pa.field(f"c{i}", t) for i, t in enumerate(types)]))
-    return Cursor(list(zip(names, types, strict=True)), iter(table.to_batches()))
+    def render(release: DpRelease) -> pa.Table:
+        names, values, _intervals = dp_sql.result_table(translated, release.result.rows)
+        types = [_arrow(t) for t in sql_types(translated, release)]
+        columns = [pa.array([row[i] for row in values], types[i]) for i in range(len(names))]
+        return pa.Table.from_arrays(columns, schema=pa.schema([pa.field(n, t) for n, t in zip(names, types,
+                                                                                               strict=True)]))
+
+    _release, table = release_dp(ex, gw.dp, translated.query, render)
+    return Cursor([(f.name, f.type) for f in table.schema], iter(table.to_batches()))
 
 
-def dp_describe(runner: Runner, text: str) -> list[tuple[str, pa.DataType | None]]:
+def dp_describe(gw: Gateway, ex: Exchange, session: Session, text: str) -> Columns:
     """Column names and types of a DP SQL statement, without running it (nothing is charged)."""
-    translated = translate(runner, text)
-    state = runner.gw.governor.state
-    schema = runner.gw.governor.schema(translated.query.dataset, state)
+    ex.permitted("query_dp")
+    translated = _translate(ex, session, text)
+    ex.authorize(translated.query.dataset, "query_dp")
+    schema = gw.governor.schema(translated.query.dataset, ex.state)
     functions = {a.output_name: a.function for a in translated.query.aggregates}
-    out: list[tuple[str, pa.DataType | None]] = []
+    out: Columns = []
     for display, src in translated.outputs:
         if src in schema.names and src not in functions:
             out.append((display, schema.field(src).type))

@@ -2,8 +2,8 @@
 
 Pure functions over bytes (no sockets, no gateway): reading a frame from an
 :class:`asyncio.StreamReader`, decoding the fields of a client message (:class:`Fields`),
-building backend messages, splitting a simple-query string into statements, and the one table
-that maps govern's errors to SQLSTATE codes (:func:`sqlstate`).
+building backend messages, splitting a simple-query string into statements, and govern's
+errors as SQLSTATE codes (:func:`sqlstate`; each error class knows its own, ``govern.errors``).
 See https://www.postgresql.org/docs/current/protocol-message-formats.html.
 """
 
@@ -14,24 +14,7 @@ import re
 import struct
 from collections.abc import Iterable, Sequence
 
-from govern.errors import (
-    AccessDenied,
-    AuditError,
-    AuthenticationFailed,
-    GovernError,
-    InvalidRequest,
-    LimitExceeded,
-    NotFound,
-    PolicyError,
-    PredicateError,
-    PurposeNotEntitled,
-    PurposeRequired,
-    QueryTimeout,
-    SqlError,
-    StorageError,
-    UnknownColumn,
-    Unsupported,
-)
+from govern.errors import GovernError, LimitExceeded
 from govern.pgwire.types import PgType
 
 __all__ = [
@@ -51,40 +34,13 @@ SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
 CANCEL_REQUEST = 80877102
 
-# The SQLSTATE of each govern error class; the most specific class on an error's MRO wins.
-# An error may carry its own code in ``extra["sqlstate"]`` (the SQL engine sets it), which wins.
-SQLSTATES: dict[type[GovernError], str] = {
-    GovernError: "XX000",
-    AuthenticationFailed: "28P01",
-    PurposeRequired: "3D000",
-    PurposeNotEntitled: "3D000",
-    AccessDenied: "42501",
-    NotFound: "42P01",
-    InvalidRequest: "22023",
-    UnknownColumn: "42703",
-    PredicateError: "42601",
-    SqlError: "42601",
-    LimitExceeded: "54000",
-    QueryTimeout: "57014",
-    StorageError: "58030",
-    AuditError: "58030",
-    PolicyError: "55000",
-    Unsupported: "0A000",
-}
-
-
 class ProtocolViolation(Exception):
     """The client broke the protocol: answer FATAL 08P01 and close the connection."""
 
 
 def sqlstate(exc: GovernError) -> str:
-    code = exc.extra.get("sqlstate")
-    if isinstance(code, str) and len(code) == 5:
-        return code
-    for cls in type(exc).__mro__:
-        if cls in SQLSTATES:
-            return SQLSTATES[cls]  # type: ignore[index]
-    return "XX000"
+    """The SQLSTATE a client sees for ``exc``."""
+    return exc.code
 
 
 # -- reading -------------------------------------------------------------------------------------

@@ -15,11 +15,12 @@ extended query
     parameters in text or binary format, results in text or binary format, ``Execute`` with
     a row limit (``PortalSuspended``). After an error, messages are skipped until ``Sync``.
 
-Statements are routed and run by :class:`~govern.pgwire.query.Runner`: session
-statements are answered locally, catalog queries by a schema-only catalog, everything else by
-the SQL engine — with one audit record per query, the same limits as ``POST /v1/sql``, and
-the audit store proven writable before any row is sent. Errors are ``ErrorResponse`` messages
-with the SQLSTATE of :data:`govern.pgwire.protocol.SQLSTATES`.
+Statements are routed and run by :class:`~govern.pgwire.statements.Statements`, each through
+the request lifecycle (:mod:`govern.deliver.lifecycle`): session statements are answered
+locally, catalog queries by a schema-only catalog, everything else by the SQL engine — with
+the session's credentials and purpose checked again, one audit record per statement, the same
+limits as ``POST /v1/sql``, and the audit store proven writable before any row is sent. Errors
+are ``ErrorResponse`` messages with each error's SQLSTATE (:mod:`govern.errors`).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ import itertools
 import secrets
 import struct
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from govern.deliver.gateway import Gateway
-from govern.pgwire.connection import Connection
+from govern.pgwire.connection import Connection, Host
 
 __all__ = ["PgServer", "PgServerThread"]
 
@@ -48,6 +50,12 @@ class PgServer:
         self._pids = itertools.count(1000)
         self._connections: dict[int, Connection] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Logins never wait behind statements: their own small pool. Statements beyond the read
+        # slots are refused by the lifecycle (Overloaded), so the work pool needs a few more.
+        self._logins = ThreadPoolExecutor(max_workers=2, thread_name_prefix="govern-pg-login")
+        self._work = ThreadPoolExecutor(max_workers=gateway.settings.max_concurrent_reads + 4,
+                                        thread_name_prefix="govern-pg-work")
+        self._host = Host(gateway, self._logins, self._work, self.cancel)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.host, self.port)
@@ -60,12 +68,14 @@ class PgServer:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._logins.shutdown(wait=False, cancel_futures=True)
+        self._work.shutdown(wait=False, cancel_futures=True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        conn = Connection(self, reader, writer, next(self._pids))
+        conn = Connection(self._host, reader, writer, next(self._pids))
         self._connections[conn.pid] = conn
         try:
             await conn.serve()

@@ -2,7 +2,9 @@
 
 A watcher thread (watchfiles) re-reads the policy folder after each change. A valid policy is
 installed atomically; an invalid one is refused and the previous policy keeps serving, while
-``status()`` reports the problems (``file:line: message``) for ``/readyz``.
+``status()`` reports the problems (``file:line: message``) for ``/readyz``. ``report`` (if set)
+hears of every install and every refusal, with the version served before it — the gateway
+writes an audit record for each.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class PolicyReloader:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.report: Callable[[str, ReloadStatus], None] | None = None
 
     def status(self) -> ReloadStatus:
         return self._status
@@ -47,14 +50,21 @@ class PolicyReloader:
     def check_now(self) -> ReloadStatus:
         """Re-read the folder; install if valid and changed, else keep serving the old one."""
         with self._lock:
+            before = self._status.version
             policy, problems = read_policy(self.directory)
+            changed = False
             if problems or policy is None:
-                self._status = ReloadStatus(self._status.version, self._status.loaded_at, list(problems), time.time())
-            elif policy.version != self._status.version or self._status.problems:
-                if policy.version != self._status.version:
+                changed = [str(p) for p in problems] != [str(p) for p in self._status.problems]
+                self._status = ReloadStatus(before, self._status.loaded_at, list(problems), time.time())
+            elif policy.version != before or self._status.problems:
+                if policy.version != before:
                     self._install(policy)
+                    changed = True
                 self._status = ReloadStatus(policy.version, time.time())
-            return self._status
+            status = self._status
+        if changed and self.report is not None:
+            self.report(before, status)
+        return status
 
     def start(self) -> None:
         if self._thread is None:

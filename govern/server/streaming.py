@@ -16,10 +16,9 @@ sink whose writes are joined once per batch.
 
 from __future__ import annotations
 
-import inspect
 import json
-from collections.abc import Callable, Generator, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import anyio
 import pyarrow as pa
@@ -28,12 +27,9 @@ import pyarrow.parquet as pq
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from govern.errors import GovernError
+from govern.deliver.lifecycle import AuditedStream
 
-if TYPE_CHECKING:
-    from govern.deliver.gateway import Gateway, RequestContext
-
-__all__ = ["CHUNK", "MEDIA_TYPES", "ReadStream", "audited_stream", "encode"]
+__all__ = ["CHUNK", "MEDIA_TYPES", "ReadStream", "encode"]
 
 MEDIA_TYPES = {
     "arrow": "application/vnd.apache.arrow.stream",
@@ -162,74 +158,22 @@ def _arrow(reader: pa.RecordBatchReader, finish: Callable[[int, int], None]) -> 
 
 
 class ReadStream(StreamingResponse):
-    """A streamed read that always ends, whatever the client does.
+    """The response of a data-bearing request: an audited stream (:meth:`Exchange.stream`) that
+    always ends, whatever the client does.
 
-    The body generator cleans up after itself (releases the read slot, writes the audit record)
-    in its ``finally`` — but only once it has started. A client that leaves before the first
-    byte means Starlette never starts it, so here the generator is closed when the response
-    ends, and if it never ran, ``abandoned()`` does its cleanup instead. Both run in a worker
-    thread (they may write the audit store), shielded from the request's cancellation.
+    The stream writes its record and frees its slot when it runs to its end or fails midway.
+    A client that leaves midway, or before the first byte (Starlette then never starts the
+    body), is handled here: the stream is closed when the response ends, in a worker thread
+    (closing may write the audit store), shielded from the request's cancellation.
     """
 
-    def __init__(self, body: Generator[Chunk, None, None], abandoned: Callable[[], None], *,
-                 media_type: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(body, media_type=media_type, headers=headers)
-        self._body = body
-        self._abandoned = abandoned
+    def __init__(self, stream: AuditedStream[Chunk], *, media_type: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(stream, media_type=media_type, headers=headers)
+        self._stream = stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._end)
-
-    def _end(self) -> None:
-        never_ran = inspect.getgeneratorstate(self._body) == inspect.GEN_CREATED
-        self._body.close()  # suspended midway: runs its GeneratorExit handling; finished: no-op
-        if never_ran:
-            self._abandoned()
-
-
-def audited_stream(gw: Gateway, ctx: RequestContext, chunks: Iterator[Chunk], *, media_type: str,
-                   headers: dict[str, str] | None = None, close: Callable[[], None] = lambda: None) -> ReadStream:
-    """The response of a data-bearing read that holds a read slot (``gw.acquire_read_slot``).
-
-    ``chunks`` is an encoder (:func:`encode`) whose ``finish`` writes the ``ok`` audit record.
-    Whatever else happens, exactly one record is written and the slot is freed exactly once: a
-    client that leaves — midway or before the first byte — gets ``aborted``/499; a failure
-    midway gets ``aborted`` with the error's status, and the connection is cut before the end
-    marker. ``close`` frees the source (a governed reader, a query) when the stream did not
-    run to its end."""
-
-    def record_abort(status: int, detail: str) -> None:
-        try:
-            gw.record(ctx, outcome="aborted", status=status, detail=detail[:500])
-        except GovernError:  # the audit store failed too: its pending marker records the request
-            pass
-
-    def body() -> Generator[Chunk, None, None]:
-        finished = False
-        try:
-            yield from chunks
-            finished = True
-        except GeneratorExit:  # the client went away: the response did not complete
-            record_abort(499, "client disconnected")
-            raise
-        except Exception as exc:
-            detail = f"{exc.slug}: {exc.detail}" if isinstance(exc, GovernError) else type(exc).__name__
-            record_abort(getattr(exc, "status", 500), f"stream aborted: {detail}")
-            raise
-        finally:
-            gw.release_read_slot()
-            if not finished:
-                close()
-
-    def abandoned() -> None:  # the client left before the first byte: body() never ran
-        try:
-            record_abort(499, "client disconnected before the stream started")
-        finally:
-            gw.release_read_slot()
-            close()
-
-    return ReadStream(body(), abandoned, media_type=media_type, headers=headers)
+                await anyio.to_thread.run_sync(self._stream.close)

@@ -363,7 +363,10 @@ def test_a_portal_closed_before_its_end_is_audited_once_as_aborted(wire, world) 
     assert [k for k, _ in raw.until_ready()] == [b"1", b"2", b"D", b"D", b"s", b"3", b"Z"]
     raw.send(b"Q", cstr("select 1 as done"))
     raw.until_ready()
-    records = [r for r in gw.audit.records(limit=1000) if r.extra.get("protocol") == "pgwire"]
-    assert [(r.extra["sql"], r.outcome, r.rows) for r in records] == [
-        ("select encounter_id from encounters", "aborted", 2), ("select 1 as done", "ok", 1)]
+    records = [r for r in gw.audit.records(limit=1000) if r.extra.get("surface") == "pgwire"]
+    assert [(r.action, r.extra.get("sql"), r.outcome, r.rows) for r in records] == [
+        ("connect", None, "ok", None),
+        ("prepare", "select encounter_id from encounters", "ok", None),  # validated at Parse
+        ("sql", "select encounter_id from encounters", "aborted", 2),
+        ("sql", "select 1 as done", "ok", 1)]
     raw.close()

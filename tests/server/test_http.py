@@ -181,9 +181,15 @@ def test_explain_endpoint(client, world) -> None:
 
 
 def test_request_id_and_metrics(client, world) -> None:
+    """Every response carries the gateway's own request id; a client's X-Request-Id is recorded
+    with the request but never used as its id (nor as any key)."""
     r = client.get("/healthz", headers={"X-Request-ID": "req-12345678"})
-    assert r.headers["x-request-id"] == "req-12345678"
-    client.get("/v1/datasets/patients/rows", headers={**world.auth("alice"), "X-Purpose": "analytics"})
+    assert len(r.headers["x-request-id"]) == 32 and r.headers["x-request-id"] != "req-12345678"
+    r = client.get("/v1/datasets/patients/rows", headers={**world.auth("alice"), "X-Purpose": "analytics",
+                                                          "X-Request-ID": "req-12345678"})
+    record = audit_records(world)[-1]
+    assert record.request_id == r.headers["x-request-id"] != "req-12345678"
+    assert record.extra["client_request_id"] == "req-12345678"
     client.get("/v1/datasets", headers={"Authorization": "Bearer nope"})
     text = client.get("/metrics").text
     assert 'govern_rows_total{dataset="patients"}' in text

@@ -213,7 +213,8 @@ def test_a_client_gone_before_the_first_byte_gives_back_its_read_slot(world) -> 
 
         def audited() -> dict[str, dict]:
             records = httpx.get(f"{s.url}/v1/audit", headers=carol, params={"limit": 1000}).json()["records"]
-            return {r["request_id"]: r for r in records if r["request_id"] in ids}
+            return {r["extra"].get("client_request_id"): r for r in records
+                    if r["extra"].get("client_request_id") in ids}
 
         _wait(lambda: len(audited()) == len(ids), "an audit record for every abandoned read")
         assert {(r["outcome"], r["status"]) for r in audited().values()} == {("aborted", 499)}
@@ -270,6 +271,6 @@ def test_a_stream_whose_client_left_before_the_first_byte_gives_back_its_read_sl
     data = b"".join(bytes(m.get("body", b"")) for m in sent if m["type"] == "http.response.body")
     assert pa.ipc.open_stream(data).read_all().num_rows > 0
     records = app.state.gateway.audit.records(limit=1000)
-    outcome = {r.request_id: (r.outcome, r.status) for r in records}
+    outcome = {r.extra.get("client_request_id"): (r.outcome, r.status) for r in records}
     assert [outcome.get(f"abandoned-read-{i}") for i in range(3)] == [("aborted", 499)] * 3
     assert outcome["kept-read"] == ("ok", 200)

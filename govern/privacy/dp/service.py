@@ -26,6 +26,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from govern.config import Settings
+from govern.deliver.governor import Governor, PolicyState
 from govern.errors import LimitExceeded
 from govern.identity.principal import Principal
 from govern.mask.predicate_arrow import to_expression
@@ -44,7 +46,7 @@ class Prepared:
     query: DpQuery
     access_plan: AccessPlan
     plan: DpPlan
-    state: Any  # the PolicyState the decision was made under
+    state: PolicyState  # the policy version the decision was made under
     budget: BudgetStatus
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -76,11 +78,11 @@ class DpRelease:
 
 
 class DpService:
-    def __init__(self, settings: Any, governor: Any, ledger: BudgetLedger) -> None:
+    def __init__(self, settings: Settings, governor: Governor, ledger: BudgetLedger) -> None:
         self.settings = settings
         self.governor = governor
         self.ledger = ledger
-        workers = max(1, int(getattr(settings, "dp_workers", 2)))
+        workers = max(1, settings.dp_workers)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="govern-dp")
         self._slots = threading.BoundedSemaphore(workers)
         self._keys: dict[tuple[str, str, str], list[Any]] = {}
@@ -90,9 +92,10 @@ class DpService:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     # -- 1. decide, plan, pre-check ----------------------------------------------------------------
-    def prepare(self, principal: Principal, purpose: str, query: DpQuery) -> Prepared:
+    def prepare(self, principal: Principal, purpose: str, query: DpQuery, *,
+                state: PolicyState | None = None) -> Prepared:
         t0 = time.perf_counter()
-        state = self.governor.state
+        state = state or self.governor.state
         access = self.governor.plan(principal, query.dataset, purpose, action="query_dp", state=state)
         entry = state.policy.datasets[query.dataset]
         schema = self.governor.schema(query.dataset, state)
@@ -137,7 +140,7 @@ class DpService:
                                    self.settings.batch_size, location=entry.location)
         return reader.read_all()
 
-    def public_keys(self, plan: DpPlan, state: Any) -> dict[str, list[Any]]:
+    def public_keys(self, plan: DpPlan, state: PolicyState) -> dict[str, list[Any]]:
         """Values of ``public_values`` columns, read from the whole dataset (the catalog says the
         set is public, so no row filter narrows it and no noise protects it)."""
         wanted = {g: g for g in plan.catalog_key_columns}

@@ -1,30 +1,38 @@
 """Encrypted views (CKKS): the view stream, aggregate releases, and client-held-key queries.
 
-Three routes, one pattern: authenticate → read the size-limited body → purpose → the HE
-service (decide, plan with action ``read_encrypted``, read, encrypt or evaluate) → audit,
-exactly one record per request, success or refusal. Bodies are parsed here rather than by
-FastAPI so that a malformed request is refused *and audited* like any other refusal. Heavy
-work runs in the thread pool, never on the event loop.
+Three routes, one pattern — the request lifecycle: authenticate → read the size-limited body
+→ purpose → decide (``read_encrypted`` on the dataset) → only then validate the body, decode
+base64 and deserialize TenSEAL objects → the HE service (plan, read, encrypt or evaluate) → the
+exchange's one audit record, success or refusal. Heavy work runs in the thread pool, never on
+the event loop.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse
 
-from govern.deliver.gateway import Gateway, RequestContext
-from govern.errors import GovernError, InvalidRequest
-from govern.identity.principal import Principal
+from govern.deliver.gateway import Gateway
+from govern.deliver.lifecycle import Exchange
+from govern.errors import InvalidRequest
 from govern.privacy.he import container
-from govern.privacy.he.service import HeService
-from govern.server.bodies import parse, read_body
-from govern.server.streaming import audited_stream, encode
+from govern.server.bodies import validate
+from govern.server.exchange import (
+    bearer,
+    body_purpose,
+    governed,
+    load_json,
+    purpose_candidates,
+    read_body,
+)
+from govern.server.streaming import ReadStream, encode
 
 router = APIRouter(tags=["encrypted"])
 
@@ -74,10 +82,6 @@ class QueryRequest(BaseModel):
     groups: list[str] | None = Field(default=None, max_length=64)
 
 
-def _service(request: Request) -> HeService:
-    return request.app.state.he
-
-
 def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {JSON: {"schema": model.model_json_schema()}}}}
 
@@ -89,15 +93,8 @@ def _b64(text: str, what: str) -> bytes:
         raise InvalidRequest(f"{what} must be base64") from None
 
 
-async def _begin(request: Request, ctx: RequestContext, limit: int) -> tuple[Principal, bytes]:
-    """Authenticate and read the body; a failure is audited and re-raised."""
-    gw: Gateway = request.app.state.gateway
-    try:
-        principal = await run_in_threadpool(gw.authenticate, ctx, request.headers.get("authorization"))
-        return principal, await read_body(request, limit)
-    except GovernError as exc:
-        await run_in_threadpool(gw.record_denial, ctx, exc)
-        raise
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
 
 
 # -- flow 1: the encrypted view -------------------------------------------------------------------
@@ -107,44 +104,35 @@ async def _begin(request: Request, ctx: RequestContext, limit: int) -> tuple[Pri
     openapi_extra=_json_schema(ViewRequest),
     responses={200: {"content": {container.MEDIA_TYPE: {}}}},
 )
-async def encrypted_view(name: str, request: Request) -> StreamingResponse:
-    ctx = RequestContext(request_id=request.state.request_id, route="encrypted", dataset=name,
-                         action="read_encrypted")
-    principal, raw = await _begin(request, ctx, SMALL_BODY)
-    return await run_in_threadpool(_start_view, request, ctx, principal, raw)
+async def encrypted_view(name: str, request: Request) -> ReadStream:
+    async with governed(request, "encrypted", "read_encrypted", name) as ex:
+        await run_in_threadpool(ex.authenticate, bearer(request))
+        raw = await read_body(ex, request, SMALL_BODY)
+        return await run_in_threadpool(_start_view, _gateway(request), ex, request, raw)
 
 
-def _start_view(request: Request, ctx: RequestContext, principal: Principal, raw: bytes) -> StreamingResponse:
-    gw: Gateway = request.app.state.gateway
-    svc = _service(request)
-    slot = False
-    try:
-        body = parse(ViewRequest, raw)
-        ctx.extra = {k: v for k, v in {"columns": body.columns, "filter": body.filter, "limit": body.limit,
-                                       "group_by": body.group_by, "galois": body.galois}.items() if v is not None}
-        purpose = gw.require_purpose(ctx, request.headers.get("x-purpose"),
-                                     body.purpose or request.query_params.get("purpose"))
-        gw.acquire_read_slot()
-        slot = True
-        view = svc.open_view(principal, purpose, ctx.dataset or "", body.columns, body.bounds, body.filter,
-                             body.limit, body.group_by, body.groups, body.galois)
-        ctx.plan = view.plan
-        ctx.extra.update(view.audit)
-        gw.audit.reserve(ctx.request_id)  # proves the audit store is writable before any data
-    except GovernError as exc:
-        if slot:
-            gw.release_read_slot()
-        gw.record_denial(ctx, exc)
-        raise
+def _start_view(gw: Gateway, ex: Exchange, request: Request, raw: bytes) -> ReadStream:
+    data = load_json(raw)
+    purpose = ex.declare(*purpose_candidates(request, body_purpose(data)))
+    ex.authorize(ex.dataset or "", "read_encrypted")
+    body = validate(ViewRequest, data)
+    ex.extra.update({k: v for k, v in {"columns": body.columns, "filter": body.filter, "limit": body.limit,
+                                       "group_by": body.group_by, "galois": body.galois}.items() if v is not None})
+    ex.admit()
+    assert ex.principal is not None
+    view = gw.he.open_view(ex.principal, purpose, ex.dataset or "", body.columns, body.bounds, body.filter,
+                           body.limit, body.group_by, body.groups, body.galois)
+    ex.plan = view.plan
+    ex.extra.update(view.audit)
+    rows = view.token.rows
 
-    def finish(_objects: int, nbytes: int) -> None:
-        gw.record(ctx, outcome="ok", status=200, rows=view.token.rows, nbytes=nbytes)
-        gw.metrics.bytes.labels(dataset=ctx.dataset).inc(nbytes)
+    def source(finish: Callable[[int, int], None]) -> Iterator[bytes | memoryview]:
+        return encode("arrow", container.reader(view.header, view.items), lambda _objects, nbytes: finish(rows, nbytes))
 
+    stream = ex.stream(source)
     headers = {"x-govern-plan-hash": view.plan.hash, "x-govern-view-id": view.token.view_id,
                "x-govern-key-id": view.header["key_id"]}
-    return audited_stream(gw, ctx, encode("arrow", container.reader(view.header, view.items), finish),
-                          media_type=container.MEDIA_TYPE, headers=headers)
+    return ReadStream(stream, media_type=container.MEDIA_TYPE, headers=headers)
 
 
 # -- flow 2: aggregate release --------------------------------------------------------------------
@@ -154,30 +142,26 @@ def _start_view(request: Request, ctx: RequestContext, principal: Principal, raw
     openapi_extra=_json_schema(ReleaseRequest),
 )
 async def release(request: Request) -> JSONResponse:
-    ctx = RequestContext(request_id=request.state.request_id, route="he-release", action="he_release")
-    principal, raw = await _begin(request, ctx, SMALL_BODY)
-    return await run_in_threadpool(_release, request, ctx, principal, raw)
+    async with governed(request, "he-release", "he_release") as ex:
+        await run_in_threadpool(ex.authenticate, bearer(request))
+        raw = await read_body(ex, request, SMALL_BODY)
+        return await run_in_threadpool(_release, _gateway(request), ex, request, raw)
 
 
-def _release(request: Request, ctx: RequestContext, principal: Principal, raw: bytes) -> JSONResponse:
-    gw: Gateway = request.app.state.gateway
-    svc = _service(request)
-    try:
-        body = parse(ReleaseRequest, raw)
-        ctx.extra = {"computation": body.computation, "epsilon": body.epsilon}
-        purpose = gw.require_purpose(ctx, request.headers.get("x-purpose"),
-                                     body.purpose or request.query_params.get("purpose"))
-        token = svc.token(principal, body.view_token)
-        ctx.dataset = token.spec.dataset
-        ctx.extra["view_id"] = token.view_id
-        gw.audit.reserve(ctx.request_id)
-        outcome = svc.release(principal, purpose, token, body.computation, body.epsilon, ctx.request_id)
-        ctx.plan = outcome.plan
-        ctx.extra.update(outcome.audit)
-        gw.record(ctx, outcome="ok", status=200, rows=outcome.rows)
-    except GovernError as exc:
-        gw.record_denial(ctx, exc)
-        raise
+def _release(gw: Gateway, ex: Exchange, request: Request, raw: bytes) -> JSONResponse:
+    data = load_json(raw)
+    purpose = ex.declare(*purpose_candidates(request, body_purpose(data)))
+    body = validate(ReleaseRequest, data)
+    ex.extra.update({"computation": body.computation, "epsilon": body.epsilon})
+    assert ex.principal is not None
+    token = gw.he.token(ex.principal, body.view_token)
+    ex.extra["view_id"] = token.view_id
+    ex.authorize(token.spec.dataset, "read_encrypted")
+    ex.admit()
+    outcome = gw.he.release(ex.principal, purpose, token, body.computation, body.epsilon, ex.request_id)
+    ex.plan = outcome.plan
+    ex.extra.update(outcome.audit)
+    ex.finish(rows=outcome.rows)
     return JSONResponse(outcome.body)
 
 
@@ -188,35 +172,32 @@ def _release(request: Request, ctx: RequestContext, principal: Principal, raw: b
     openapi_extra=_json_schema(QueryRequest),
 )
 async def encrypted_query(name: str, request: Request) -> JSONResponse:
-    ctx = RequestContext(request_id=request.state.request_id, route="encrypted-query", dataset=name,
-                         action="he_query")
-    gw: Gateway = request.app.state.gateway
-    principal, raw = await _begin(request, ctx, gw.settings.he_max_request_bytes)
-    return await run_in_threadpool(_query, request, ctx, principal, raw)
+    gw = _gateway(request)
+    async with governed(request, "encrypted-query", "he_query", name) as ex:
+        await run_in_threadpool(ex.authenticate, bearer(request))
+        raw = await read_body(ex, request, gw.settings.he_max_request_bytes)
+        return await run_in_threadpool(_query, gw, ex, request, raw)
 
 
-def _query(request: Request, ctx: RequestContext, principal: Principal, raw: bytes) -> JSONResponse:
-    gw: Gateway = request.app.state.gateway
-    svc = _service(request)
-    try:
-        body = parse(QueryRequest, raw)
-        ctx.extra = {"computation": body.computation, "epsilon": body.epsilon, "weights": len(body.weights),
-                     "context_bytes": len(body.context)}
-        purpose = gw.require_purpose(ctx, request.headers.get("x-purpose"),
-                                     body.purpose or request.query_params.get("purpose"))
-        context = _b64(body.context, "context")
-        weights = [_b64(w, f"weights[{i}]") for i, w in enumerate(body.weights)]
-        gw.audit.reserve(ctx.request_id)
-        outcome = svc.encrypted_query(principal, purpose, ctx.dataset or "", body.computation, context, weights,
-                                      body.epsilon, ctx.request_id, bounds=body.bounds, filter=body.filter,
-                                      limit=body.limit, group_by=body.group_by, groups=body.groups)
-        del context
-        ctx.plan = outcome.plan
-        ctx.extra.update(outcome.audit)
-        gw.record(ctx, outcome="ok", status=200, rows=outcome.rows)
-    except GovernError as exc:
-        gw.record_denial(ctx, exc)
-        raise
+def _query(gw: Gateway, ex: Exchange, request: Request, raw: bytes) -> JSONResponse:
+    data = load_json(raw)
+    purpose = ex.declare(*purpose_candidates(request, body_purpose(data)))
+    # Decide before anything costly: base64 and TenSEAL deserialization come after the decision.
+    ex.authorize(ex.dataset or "", "read_encrypted")
+    body = validate(QueryRequest, data)
+    ex.extra.update({"computation": body.computation, "epsilon": body.epsilon, "weights": len(body.weights),
+                     "context_bytes": len(body.context)})
+    ex.admit()
+    context = _b64(body.context, "context")
+    weights = [_b64(w, f"weights[{i}]") for i, w in enumerate(body.weights)]
+    assert ex.principal is not None
+    outcome = gw.he.encrypted_query(ex.principal, purpose, ex.dataset or "", body.computation, context, weights,
+                                    body.epsilon, ex.request_id, bounds=body.bounds, filter=body.filter,
+                                    limit=body.limit, group_by=body.group_by, groups=body.groups)
+    del context
+    ex.plan = outcome.plan
+    ex.extra.update(outcome.audit)
     result = dict(outcome.body)
     result["ciphertext"] = base64.b64encode(result.pop("_ciphertext")).decode()
+    ex.finish(rows=outcome.rows)
     return JSONResponse(result)

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 
-from govern.deliver.gateway import Gateway, RequestContext
-from govern.errors import AccessDenied, GovernError
+from govern.deliver.gateway import Gateway
+from govern.errors import GovernError
 from govern.identity.principal import local_principal
+from govern.server.exchange import bearer, governed, purpose_candidates
 
 router = APIRouter(prefix="/v1/policy", tags=["stewards"])
 
@@ -26,24 +27,18 @@ def explain(
     purpose: Annotated[str | None, Query(description="Your own purpose (e.g. governance).")] = None,
 ) -> dict:
     gw: Gateway = request.app.state.gateway
-    ctx = RequestContext(request_id=request.state.request_id, route="explain", dataset=dataset, action="explain")
-    try:
-        caller = gw.authenticate(ctx, authorization)
-        own = gw.require_purpose(ctx, x_purpose, purpose)
-        state = gw.governor.state
-        if not state.decider.decide(caller, f"dataset:{dataset}", "administer", own).allowed:
-            raise AccessDenied(f"'{caller.name}' may not administer dataset '{dataset}' for purpose '{own}'")
-        subject = local_principal(state.policy, principal)
+    with governed(request, "explain", "explain", dataset) as ex:
+        ex.extra.update({"principal": principal, "for_purpose": for_purpose})
+        ex.authenticate(bearer(request))
+        ex.declare(*purpose_candidates(request))
+        ex.authorize(dataset, "administer")
+        subject = local_principal(ex.state.policy, principal)
         try:
-            plan = gw.governor.plan(subject, dataset, for_purpose)
+            plan = gw.governor.plan(subject, dataset, for_purpose, state=ex.state)
             body = {"allowed": True, "plan": plan.to_dict(), "plan_hash": plan.hash}
         except GovernError as exc:
             if exc.status >= 500:
                 raise
             body = {"allowed": False, "denied": {"type": exc.type, "detail": exc.detail}}
-        ctx.extra = {"principal": principal, "for_purpose": for_purpose}
-        gw.record(ctx, outcome="ok", status=200)
-    except GovernError as exc:
-        gw.record_denial(ctx, exc)
-        raise
+        ex.finish()
     return body

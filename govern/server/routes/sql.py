@@ -1,9 +1,10 @@
 """Analyst SQL over masked views: ``POST /v1/sql``, streamed like a dataset read.
 
-Authenticate, read the (size-limited) body, declare a purpose, prove the audit store is
-writable, run the query in its sandbox (:class:`govern.sql.SqlEngine`), then stream the
-result. One audit record per request, ``action="sql"``, with the SQL text, the datasets read,
-their plan hashes and the masked columns used — on success and on refusal alike.
+Authenticate, read the (size-limited) body, declare a purpose, then the shared query step
+(:func:`govern.deliver.queries.run_query`: refused before parsing without a readable dataset,
+slot and deadline, the engine), then stream the result. One audit record per request,
+``action="sql"``, with the SQL text, the datasets read, their plan hashes and the masked
+columns used — on success and on refusal alike.
 """
 
 from __future__ import annotations
@@ -17,16 +18,24 @@ import pyarrow as pa
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import StreamingResponse
+from starlette.responses import Response
 
-from govern.deliver.gateway import Gateway, RequestContext
-from govern.errors import GovernError
-from govern.identity.principal import Principal
+from govern.deliver.gateway import Gateway
+from govern.deliver.lifecycle import Exchange
+from govern.deliver.queries import note_text, run_query
+from govern.errors import InvalidRequest
 from govern.privacy.dp.sql import has_hint as has_dp_hint
-from govern.server.bodies import load_json, read_body, validate
+from govern.server.bodies import validate
+from govern.server.exchange import (
+    bearer,
+    body_purpose,
+    governed,
+    load_json,
+    purpose_candidates,
+    read_body,
+)
 from govern.server.routes.dp import dp_sql_response
-from govern.server.streaming import MEDIA_TYPES, audited_stream, encode
-from govern.sql import SqlEngine, SqlResult
+from govern.server.streaming import MEDIA_TYPES, ReadStream, encode
 
 router = APIRouter(prefix="/v1", tags=["sql"])
 
@@ -64,87 +73,44 @@ def _problem_schema() -> dict[str, Any]:
                400: {"content": _problem_schema()}, 408: {"content": _problem_schema()},
                413: {"content": _problem_schema()}},
 )
-async def run_sql(request: Request) -> StreamingResponse:
+async def run_sql(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
-    ctx = RequestContext(request_id=request.state.request_id, route="sql", action="sql")
-    try:
-        principal = await run_in_threadpool(gw.authenticate, ctx, request.headers.get("authorization"))
-        raw = await read_body(request, gw.settings.sql_max_request_bytes)
-    except GovernError as exc:
-        await run_in_threadpool(gw.record_denial, ctx, exc)
-        raise
-    # The rest blocks (audit store, DuckDB until the first batch): off the event loop.
-    return await run_in_threadpool(_start, gw, ctx, principal, raw, request.headers.get("x-purpose"),
-                                   request.query_params.get("purpose"))
+    async with governed(request, "sql", "sql") as ex:
+        await run_in_threadpool(ex.authenticate, bearer(request))
+        raw = await read_body(ex, request, gw.settings.sql_max_request_bytes)
+        # The rest blocks (audit store, DuckDB until the first batch): off the event loop.
+        return await run_in_threadpool(_start, gw, ex, request, raw)
 
 
-def _start(gw: Gateway, ctx: RequestContext, principal: Principal, raw: bytes, x_purpose: str | None,
-           query_purpose: str | None) -> StreamingResponse:
-    slot = False
-    try:
-        body = _parse(raw, gw.settings.sql_max_length, ctx)
-        purpose = gw.require_purpose(ctx, x_purpose, body.purpose or query_purpose)
-    except GovernError as exc:
-        gw.record_denial(ctx, exc)
-        raise
-    if body.privacy == "dp" or has_dp_hint(body.sql):  # differentially private SQL: docs/privacy.md
-        return dp_sql_response(gw, ctx, principal, purpose, body)
-    try:
-        gw.acquire_read_slot()
-        slot = True
-        gw.audit.reserve(ctx.request_id)  # proves the audit store is writable before any data
-        result = SqlEngine(gw.governor, gw.settings, gw.sandboxes, gw.view_cache).run(principal, purpose, body.sql,
-                                                                                      body.params)
-    except GovernError as exc:
-        if slot:
-            gw.release_read_slot()
-        gw.record_denial(ctx, exc)
-        raise
-    _describe_result(ctx, result)
-
-    def finish(rows: int, nbytes: int) -> None:
-        gw.record(ctx, outcome="ok", status=200, rows=rows, nbytes=nbytes)
-        for name in result.datasets:
-            gw.metrics.rows.labels(dataset=name).inc(rows)
-            gw.metrics.bytes.labels(dataset=name).inc(nbytes)
-
-    headers = {"x-govern-datasets": ",".join(result.datasets)}
-    if len(result.plans) == 1:
-        headers["x-govern-plan-hash"] = next(iter(result.plans.values()))
-    if body.format in ("csv", "jsonl", "parquet"):
-        headers["content-disposition"] = f'attachment; filename="query.{body.format}"'
-    media = JSON_MEDIA_TYPE if body.format == "json" else MEDIA_TYPES[body.format]
-    chunks = encode_json(result.reader, finish) if body.format == "json" else encode(body.format, result.reader, finish)
-    return audited_stream(gw, ctx, chunks, media_type=media, headers=headers, close=result.close)
-
-
-def _parse(raw: bytes, max_length: int, ctx: RequestContext) -> SqlRequest:
+def _start(gw: Gateway, ex: Exchange, request: Request, raw: bytes) -> Response:
     data = load_json(raw, '{"sql": "..."}')
     if isinstance(data, dict) and isinstance(data.get("sql"), str):
-        text = data["sql"]
-        ctx.extra["sql"] = text if len(text) <= max_length else text[:max_length] + "…"
+        note_text(ex, data["sql"])
+    ex.declare(*purpose_candidates(request, body_purpose(data)))
     body = validate(SqlRequest, data)
-    ctx.extra["format"] = body.format
-    if body.params:
-        ctx.extra["params"] = len(body.params)  # how many, not the values
-    return body
-
-
-def _describe_result(ctx: RequestContext, result: SqlResult) -> None:
-    """What the audit record says about the data: datasets, plan hashes, masked columns read."""
-    ctx.extra["datasets"] = list(result.datasets)
-    if result.cached:
-        ctx.extra["cached"] = list(result.cached)  # views served from the view cache
-    ctx.extra["plans"] = dict(result.plans)
-    read: dict[str, dict[str, str]] = {}
-    for name, cols in result.columns.items():
-        plan = result.access_plans.get(name)
-        actions = {c.name: (f"mask:{c.mask.function}" if c.mask else c.action) for c in plan.columns} if plan else {}
-        read[name] = {c: actions.get(c, "keep") for c in cols}
-    ctx.extra["read"] = read
-    if len(result.datasets) == 1:
-        ctx.dataset = result.datasets[0]
-        ctx.plan = result.access_plans.get(ctx.dataset)
+    ex.extra["format"] = body.format
+    if body.privacy == "dp" or has_dp_hint(body.sql):  # differentially private SQL: docs/privacy.md
+        if body.format != "json":
+            raise InvalidRequest("differentially private SQL answers in JSON only (format: json)")
+        if body.params:
+            raise InvalidRequest("differentially private SQL takes no parameters")
+        return dp_sql_response(gw, ex, body.sql, epsilon=body.epsilon, delta=body.delta,
+                               contributions=body.contributions, bounds=body.bounds)
+    result = run_query(ex, gw.sql_engine(), body.sql, body.params)
+    try:
+        headers = {"x-govern-datasets": ",".join(result.datasets)}
+        if len(result.plans) == 1:
+            headers["x-govern-plan-hash"] = next(iter(result.plans.values()))
+        if body.format in ("csv", "jsonl", "parquet"):
+            headers["content-disposition"] = f'attachment; filename="query.{body.format}"'
+        media = JSON_MEDIA_TYPE if body.format == "json" else MEDIA_TYPES[body.format]
+        fmt = body.format
+        stream = ex.stream(lambda finish: encode_json(result.reader, finish) if fmt == "json"
+                           else encode(fmt, result.reader, finish), close=result.close)
+    except BaseException:
+        result.close()
+        raise
+    return ReadStream(stream, media_type=media, headers=headers)
 
 
 def _json_value(value: Any) -> Any:

@@ -113,10 +113,14 @@ def test_query_dp_without_read_gets_aggregates_only(world: World) -> None:
         r = c.post("/v1/datasets/patients/dp", headers=eve,
                    json={"aggregates": [{"function": "histogram", "column": "diagnosis"}], "epsilon": 0.1})
         assert r.status_code == 400 and r.json()["columns"] == ["diagnosis"]
-        # and without query_dp there is no release at all
+        # and without query_dp there is no release at all: a dataset she has no grant on is
+        # answered exactly like one that does not exist
         denied = c.post("/v1/datasets/encounters/dp", headers=eve,
                         json={"aggregates": [{"function": "count"}], "epsilon": 0.1})
-        assert denied.json()["type"] == "urn:govern:problem:access-denied"
+        unknown = c.post("/v1/datasets/nosuch/dp", headers=eve,
+                         json={"aggregates": [{"function": "count"}], "epsilon": 0.1})
+        assert denied.json()["type"] == unknown.json()["type"] == "urn:govern:problem:not-found"
+        assert denied.json()["detail"].replace("encounters", "X") == unknown.json()["detail"].replace("nosuch", "X")
 
 
 @pytest.mark.parametrize("body, status, slug, needle", [

@@ -1,4 +1,7 @@
-"""Prometheus metrics, one registry per app (no global state)."""
+"""Prometheus metrics of one gateway (every surface), one registry per gateway (no global state).
+
+Label sets are bounded: routes are the app's route templates, methods a fixed list, reasons the
+error types, datasets the catalog's."""
 
 from __future__ import annotations
 
@@ -16,6 +19,11 @@ class Metrics:
         self.bytes = Counter("govern_bytes_total", "Bytes delivered", ["dataset"], registry=self.registry)
         self.denials = Counter("govern_denials_total", "Refused requests by reason", ["reason"],
                                registry=self.registry)
+
+    def delivered(self, datasets: list[str], rows: int, nbytes: int) -> None:
+        for name in datasets:
+            self.rows.labels(dataset=name).inc(rows)
+            self.bytes.labels(dataset=name).inc(nbytes)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

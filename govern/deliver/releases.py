@@ -1,0 +1,79 @@
+"""A differentially private release inside the lifecycle, shared by every surface that offers
+one (``POST /v1/datasets/{name}/dp``, DP SQL over HTTP and over the PostgreSQL wire).
+
+Order, so that nothing is charged for an answer the caller does not get and nothing is
+recorded as served when it was not::
+
+    authorize (query_dp) → plan + DP plan + budget pre-check → slot, deadline, audit reserve
+      → compute (bounded pool) → check the result can be represented (finite numbers)
+      → charge the ledger → the caller's representation → the one ``ok`` record
+
+A result the surface cannot represent (a sum that overflowed to infinity with bounds of 1e308)
+is refused *before* the charge; a charge that fails (over budget, ledger down) leaves the
+computed result unseen.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from govern.deliver.lifecycle import Exchange
+from govern.errors import InvalidRequest
+from govern.privacy.dp import sql as dp_sql
+from govern.privacy.dp.query import DpQuery
+from govern.privacy.dp.service import DpRelease, DpService
+from govern.privacy.dp.sql import DpSql
+
+__all__ = ["release_dp", "sql_types", "translate_sql"]
+
+R = TypeVar("R")
+
+
+def release_dp(ex: Exchange, dp: DpService, query: DpQuery, render: Callable[[DpRelease], R]) -> tuple[DpRelease, R]:
+    """Release ``query`` for the exchange's principal and purpose; ``render`` builds what the
+    surface sends (JSON bytes, wire rows) from the charged release. Blocking."""
+    ex.action = "query_dp"
+    ex.extra["dp"] = query.describe()
+    ex.extra.update(epsilon_spent=0.0, delta_spent=0.0)  # until the charge succeeds
+    ex.authorize(query.dataset, "query_dp")
+    assert ex.principal is not None and ex.purpose is not None  # authorize() checked both
+    prepared = dp.prepare(ex.principal, ex.purpose, query, state=ex.state)
+    ex.plan = prepared.access_plan
+    ex.admit()
+    result = dp.compute(prepared)
+    _representable(result.rows)
+    charged = dp.charge(prepared, ex.request_id)
+    ex.extra.update(epsilon_spent=query.epsilon, delta_spent=query.delta,
+                    budget_left=charged.status.to_dict()["left"], keys=prepared.plan.key_source,
+                    threshold=result.threshold)
+    release = DpRelease(prepared, result, charged, {**prepared.timings, **result.timings})
+    out = render(release)
+    ex.finish(rows=len(result.rows))
+    return release, out
+
+
+def _representable(rows: list[dict[str, Any]]) -> None:
+    """Refuse (before any charge) a result with a value no surface can send: JSON has no
+    infinity or NaN, and neither should a released statistic."""
+    try:
+        json.dumps(rows, allow_nan=False, default=str)
+    except ValueError:
+        raise InvalidRequest("the release has a value that is not a finite number (an overflow): use narrower "
+                             "bounds; nothing was charged") from None
+
+
+def translate_sql(ex: Exchange, text: str, *, epsilon: float | None, delta: float = 0.0, contributions: int = 1,
+                  bounds: dict[str, list[float]] | None = None) -> DpSql:
+    """DP SQL → the query (``SqlError`` outside the subset), under the exchange's policy."""
+    return dp_sql.translate(text, set(ex.state.policy.datasets), epsilon=epsilon, delta=delta,
+                            contributions=contributions, bounds=bounds)
+
+
+def sql_types(translated: DpSql, release: DpRelease) -> list[str]:
+    """Arrow type names of the DP SQL result columns (counts are integers, the rest doubles)."""
+    functions = {a.output_name: a.function for a in translated.query.aggregates}
+    types = release.prepared.plan.types
+    return [types.get(src) or ("int64" if functions.get(src) == "count" else "double")
+            for _display, src in translated.outputs]
