@@ -31,6 +31,7 @@ class GovernError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
+        self.recorded = False  # set by the request lifecycle once this error is a request's audit record
 
     @property
     def type(self) -> str:

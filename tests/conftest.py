@@ -11,7 +11,7 @@ import pytest
 from tests.gateway import World, make_client, start_server, stop_server
 from tests.leaks import Leaks
 
-pytest_plugins = ["tests.conftest_s3"]
+pytest_plugins = ["tests.conftest_s3", "tests.pgwire.raw"]
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_POLICIES = REPO / "policies"

@@ -24,6 +24,7 @@ def serve(config: str | None, host: str | None, port: int | None, pg_port: int |
 
     from govern.pgwire.server import PgServerThread
     from govern.server.app import create_app
+    from govern.server.connections import IdleClosingH11
     from govern.storage.scan import use_jemalloc
 
     use_jemalloc()  # a long-running server: the allocator that returns freed memory (docs/performance.md)
@@ -57,7 +58,7 @@ def serve(config: str | None, host: str | None, port: int | None, pg_port: int |
             await super().shutdown(sockets)
 
     config_ = uvicorn.Config(app, host=h, port=p, log_level=settings.log_level, access_log=False,
-                             timeout_keep_alive=max(1, int(settings.http_idle_timeout)))
+                             http=IdleClosingH11, timeout_keep_alive=max(1, int(settings.http_idle_timeout)))
     try:
         Server(config_).run()
     finally:

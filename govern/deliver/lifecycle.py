@@ -304,6 +304,7 @@ class Exchange:
             return
         try:
             if isinstance(exc, GovernError):
+                exc.recorded = True
                 self._life.metrics.denials.labels(reason=exc.slug).inc()
                 detail = f"{exc.slug}: {exc.detail}"
                 status = exc.status

@@ -43,7 +43,7 @@ def release_dp(ex: Exchange, dp: DpService, query: DpQuery, render: Callable[[Dp
     ex.plan = prepared.access_plan
     ex.admit()
     result = dp.compute(prepared)
-    _representable(result.rows)
+    _representable({"rows": result.rows, "privacy": result.privacy()})
     charged = dp.charge(prepared, ex.request_id)
     ex.extra.update(epsilon_spent=query.epsilon, delta_spent=query.delta,
                     budget_left=charged.status.to_dict()["left"], keys=prepared.plan.key_source,
@@ -54,11 +54,11 @@ def release_dp(ex: Exchange, dp: DpService, query: DpQuery, render: Callable[[Dp
     return release, out
 
 
-def _representable(rows: list[dict[str, Any]]) -> None:
-    """Refuse (before any charge) a result with a value no surface can send: JSON has no
-    infinity or NaN, and neither should a released statistic."""
+def _representable(release: dict[str, Any]) -> None:
+    """Refuse (before any charge) a result with a value no surface can send — a statistic, an
+    interval or a noise scale — since JSON has no infinity or NaN, and neither should a release."""
     try:
-        json.dumps(rows, allow_nan=False, default=str)
+        json.dumps(release, allow_nan=False, default=str)
     except ValueError:
         raise InvalidRequest("the release has a value that is not a finite number (an overflow): use narrower "
                              "bounds; nothing was charged") from None

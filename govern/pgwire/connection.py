@@ -269,6 +269,7 @@ class Connection:
     async def loop(self) -> None:
         handlers = {b"P": self.parse, b"B": self.bind, b"D": self.describe, b"E": self.execute,
                     b"C": self.close}
+        names = {b"P": "parse", b"B": "bind", b"D": "describe", b"E": "execute", b"C": "close"}
         while True:
             try:
                 kind, payload = await self._next_message()
@@ -295,6 +296,7 @@ class Connection:
                                       sqlstate="08P01")
                 await handler(Fields(payload))
             except GovernError as exc:
+                await self._audit_refusal(names.get(kind, "message"), exc)
                 self.error(exc)
                 self.skip = True
             except (ProtocolViolation, SessionEnded):
@@ -326,6 +328,7 @@ class Connection:
             try:
                 await self._run_simple(part)
             except GovernError as exc:
+                await self._audit_refusal("query", exc, part)
                 self.error(exc, offset)
                 break
             except SessionEnded:
@@ -363,8 +366,8 @@ class Connection:
                                 sqlstate="54000")
         kind = classify(text, self.runner.datasets())
         if len(wire.split_statements(text)) > 1:
-            await self._refuse(kind, "parse", text,
-                               SqlError("cannot insert multiple commands into a prepared statement", sqlstate="42601"))
+            raise SqlError("cannot insert multiple commands into a prepared statement", sqlstate="42601",
+                           text=text)
         nparams = 0
         if kind == "query":  # validated now (audited, under a read slot), as PostgreSQL parses at Parse
             nparams = await self.work(self.runner.parse, text)
@@ -391,7 +394,7 @@ class Connection:
             params = [decode_param(statement.param_oids[i] if i < len(statement.param_oids) else 0,
                                    _format(param_formats, i) == 1, value, i + 1) for i, value in enumerate(values)]
         except GovernError as exc:
-            await self._refuse(statement.kind, "bind", statement.text, exc)
+            exc.extra.setdefault("text", statement.text)
             raise
         self.portals[portal_name] = Portal(portal_name, statement, params, result_formats)
         self.send(wire.BIND_COMPLETE)
@@ -470,24 +473,24 @@ class Connection:
             raise NotFound(f'portal "{name}" does not exist', sqlstate="34000")
         return portal
 
-    async def _refuse(self, kind: str, route: str, text: str, exc: GovernError) -> None:
-        """Audit (then raise) the refusal of a statement that would have reached data."""
-        assert self.runner is not None
-        if kind in ("query", "catalog"):
-            try:
-                await self.work(self.runner.refuse, route, "sql", text, exc)
-            except GovernError:
-                pass
-        raise exc
+    async def _audit_refusal(self, route: str, exc: GovernError, text: str | None = None) -> None:
+        """Give a refusal that no statement's exchange recorded (a protocol error, an unknown
+        portal, a bad parameter, a session statement refused) its one audit record."""
+        if exc.recorded or self.runner is None:
+            return
+        text = text if text is not None else exc.extra.get("text")
+        try:
+            await self.work(self.runner.refuse, route, route, text if isinstance(text, str) else None, exc)
+        except GovernError:
+            pass
 
     async def _check_transaction(self, kind: str, text: str) -> None:
         assert self.session is not None
         if self.session.failed:
             first = wire.strip_comments(text).split(None, 1)
             if not first or first[0].upper().rstrip(";") not in _TXN_END:
-                await self._refuse(kind, "query", text, SqlError(
-                    "current transaction is aborted, commands ignored until end of transaction block",
-                    sqlstate="25P02"))
+                raise SqlError("current transaction is aborted, commands ignored until end of transaction block",
+                               sqlstate="25P02", text=text)
 
     async def _start(self, kind: str, text: str, params: list[Any]) -> Cursor:
         assert self.runner is not None
