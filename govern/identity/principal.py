@@ -2,7 +2,8 @@
 
 A principal is plain data. Local principals come from ``principals.yaml``; principals from an
 identity provider (JWT) carry their roles and attributes from token claims. Missing clearance
-means ``public`` (fail closed: no read up).
+means ``public``; a clearance that is not a declared level ranks below ``public`` (fail closed:
+no read up).
 """
 
 from __future__ import annotations
@@ -23,8 +24,13 @@ class Principal:
 
     @property
     def clearance(self) -> str:
+        """The ``clearance`` attribute as given; ``public`` when absent. It is *not* checked
+        here: the plan compiler ranks anything that is not a declared level below ``public``
+        (:func:`govern.plan.model.clearance_rank`), and explains it by this text."""
         value = self.attributes.get("clearance")
-        return value if isinstance(value, str) else "public"
+        if value is None:
+            return "public"
+        return value if isinstance(value, str) else repr(value)
 
     @property
     def cache_key(self) -> tuple[str, tuple[str, ...]]:

@@ -39,6 +39,7 @@ from govern.plan.model import (
     MaskSpec,
     Reason,
     RowFilter,
+    clearance_rank,
     level_rank,
 )
 from govern.policy.decide import Decider
@@ -97,6 +98,8 @@ def classify(d: Draft) -> None:
     assert d.dataset is not None
     ds = d.dataset
     clearance = d.principal.clearance
+    cleared = clearance_rank(clearance)
+    undeclared = "" if cleared >= 0 else "; it is not a declared level, so it ranks below public"
     for f in d.schema:
         entry = ds.columns.get(f.name)
         if entry is None:
@@ -106,9 +109,9 @@ def classify(d: Draft) -> None:
                 d.catalog_source(ds.line)))
             continue
         level = ds.column_level(f.name)
-        if level_rank(level) > level_rank(clearance):
+        if level_rank(level) > cleared:
             d.columns[f.name] = _withhold(f, Reason(
-                "clearance", f"column level '{level}' is above clearance '{clearance}' (no read up)",
+                "clearance", f"column level '{level}' is above clearance {clearance!r}{undeclared} (no read up)",
                 d.catalog_source(entry.line)), level=level, tags=entry.tags)
             continue
         denied = None

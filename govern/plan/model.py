@@ -23,11 +23,21 @@ LEVELS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
 
 
 def level_rank(level: str) -> int:
-    """Rank of a security level; unknown levels rank above everything (fail closed)."""
+    """Rank of a *column's* level; an unknown level ranks above every declared one, so no
+    clearance reaches it (fail closed: the column is withheld from everyone)."""
     try:
         return LEVELS.index(level)
     except ValueError:
         return len(LEVELS)
+
+
+def clearance_rank(clearance: object) -> int:
+    """Rank of a *principal's* clearance; anything that is not exactly a declared level (``""``,
+    ``"Restricted"``, ``"restricted\u200b"``, a list, a number) ranks below ``public``, so it reads
+    nothing (fail closed: no read up from a claim the steward did not foresee)."""
+    if isinstance(clearance, str) and clearance in LEVELS:
+        return LEVELS.index(clearance)
+    return -1
 
 
 @dataclass(frozen=True)

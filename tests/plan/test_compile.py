@@ -200,6 +200,16 @@ def test_missing_clearance_means_public(tmp_path):
         plan_for(policy, d, who="nobody")
 
 
+@pytest.mark.parametrize("clearance", ["zzz", "Restricted", "restricted\u200b", ""], ids=repr)
+def test_an_undeclared_clearance_ranks_below_public(tmp_path, clearance):
+    catalog = CATALOG.replace("      region: {}", "      region: {level: public}")
+    policy, d = build(tmp_path, BASE, catalog=catalog)
+    public = compile_plan(policy, d, Principal("u", {"clearance": "public"}), "p1", "t", SCHEMA, key_id="k1")
+    assert public.visible_names == ["region"]  # the control: `public` reads the public column
+    with pytest.raises(AccessDenied, match="no column"):  # below public: not even that one
+        compile_plan(policy, d, Principal("u", {"clearance": clearance}), "p1", "t", SCHEMA, key_id="k1")
+
+
 # -- schema drift ----------------------------------------------------------------------------------
 
 def test_unclassified_column_is_withheld(tmp_path):
