@@ -14,6 +14,18 @@ from typing import Any
 
 from govern.errors import NotFound
 
+NAMESPACE_SEPARATOR = ":"
+
+
+def is_namespaced(name: str) -> bool:
+    """Whether ``name`` belongs to an identity provider's namespace (``oidc:<sub>``).
+
+    Local principals and roles never contain ``:``; an identity provider's subjects always do
+    (``principal_prefix`` ends with it), so a token can never name a local principal or a role
+    and inherit its grants. ``policy.csv`` may name such subjects without declaring them.
+    """
+    return NAMESPACE_SEPARATOR in name
+
 
 @dataclass(frozen=True)
 class Principal:

@@ -126,3 +126,26 @@ def test_load_policy_raises_with_all_problems(policy_dir: Path) -> None:
     with pytest.raises(PolicyError) as info:
         load_policy(policy_dir)
     assert len(info.value.problems) >= 4
+
+
+def test_identity_provider_subjects_in_the_policy(policy_dir: Path) -> None:
+    """`oidc:<sub>` names an identity provider's subject: rules and budgets may name it without
+    declaring it; it cannot be a role, and a principals.yaml entry of that name holds no API keys."""
+    csv, principals = policy_dir / "policy.csv", policy_dir / "principals.yaml"
+    with csv.open("a") as fh:
+        fh.write("g, oidc:frank, steward\np, oidc:grace, dataset:patients, read, analytics, allow\n")
+    edit(policy_dir / "catalog.yaml", "        data-scientist: {epsilon: 10, delta: 1.0e-5}",
+         "        data-scientist: {epsilon: 10, delta: 1.0e-5}\n        oidc:grace: {epsilon: 1}")
+    with principals.open("a") as fh:
+        fh.write("  oidc:frank:\n    attributes: {clearance: internal}\n")
+    assert read_policy(policy_dir)[1] == []
+    with csv.open("a") as fh:
+        fh.write("g, alice, oidc:ivan\n")
+    with principals.open("a") as fh:
+        fh.write("  oidc:heidi:\n    api_keys: [{id: 0badc0de, hash: 'sha256:00'}]\n")
+    _, problems = read_policy(policy_dir)
+    assert messages(problems) == [
+        f"policy.csv:{line_of(csv, 'g, alice, oidc:ivan')}: 'oidc:ivan' is a principal and cannot be used as a role",
+        f"principals.yaml:{line_of(principals, 'oidc:heidi:')}: principal 'oidc:heidi' is an identity provider's "
+        "subject (its name has a ':'): it authenticates with the provider's tokens, not API keys",
+    ]
