@@ -171,8 +171,16 @@ def choose_masks(d: Draft) -> None:
         d.columns[name] = _with_mask(d, col, spec, reason)
 
 
+def _for_column(d: Draft, spec: MaskSpec, column: str) -> MaskSpec:
+    """``spec`` with its per-column defaults filled in (tokenize's domain ``DATASET.COLUMN``),
+    so the plan names everything an engine computes."""
+    completed = registry.get(spec.function).column_defaults(spec.kwargs, f"{d.dataset_name}.{column}")
+    return spec if completed == spec.kwargs else MaskSpec.of(spec.function, dict(completed))
+
+
 def _with_mask(d: Draft, col: ColumnPlan, spec: MaskSpec, reason: Reason) -> ColumnPlan:
     fn = registry.get(spec.function)
+    spec = _for_column(d, spec, col.name)
     arrow_type = d.schema.field(col.name).type
     try:
         fn.check_type(arrow_type, spec.kwargs)
@@ -225,7 +233,7 @@ def add_cell_rules(d: Draft) -> None:
                 "cell-rule-type", f"cell rule '{rule.name}' would change the column type from {col.result_type} "
                 f"to {result}; column withheld (fix masking.yaml)", source))
             continue
-        d.cell_rules.append(CellRule(rule.column, pred.sql, rule.mask, Reason(
+        d.cell_rules.append(CellRule(rule.column, pred.sql, _for_column(d, rule.mask, rule.column), Reason(
             "cell-rule", f"cell rule '{rule.name}': {rule.mask} where {rule.when}", source)))
 
 

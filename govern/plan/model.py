@@ -186,6 +186,19 @@ class AccessPlan:
                 needed.update(dict.fromkeys(referenced_columns(cr.when)))
         return list(needed)
 
+    def token_domains(self) -> dict[str, tuple[str, ...]]:
+        """Token domain → the visible columns whose ``tokenize`` mask (or cell rule) makes tokens
+        in it. ``reidentify`` on this dataset accepts tokens of these domains only."""
+        found: dict[str, list[str]] = {}
+        visible = set(self.visible_names)
+        masks = [(c.name, c.mask) for c in self.visible_columns if c.mask is not None]
+        masks += [(r.column, r.mask) for r in self.cell_rules if r.column in visible]
+        for column, mask in masks:
+            domain = mask.kwargs.get("domain") if mask.function == "tokenize" else None
+            if isinstance(domain, str) and column not in found.setdefault(domain, []):
+                found[domain].append(column)
+        return {domain: tuple(columns) for domain, columns in found.items()}
+
     @property
     def row_filter_sql(self) -> str | None:
         if not self.row_filters:

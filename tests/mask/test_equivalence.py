@@ -24,7 +24,8 @@ CASES: dict[str, tuple[list[pa.DataType], st.SearchStrategy]] = {
     "null": (ALL, st.just({})),
     "redact": (ALL, st.fixed_dictionaries({}, optional={"value": S.text})),
     "hash": (S.STRING_TYPES + S.INT_TYPES + [pa.date32()], st.just({})),
-    "tokenize": (S.STRING_TYPES + S.INT_TYPES, st.just({})),
+    "tokenize": (S.STRING_TYPES + S.INT_TYPES, st.fixed_dictionaries(
+        {"domain": st.sampled_from(["t.x", "patient", "a.b-c_d:e", "naïve ds.col 'q'"])})),
     "show_first": (S.STRING_TYPES + S.INT_TYPES, st.fixed_dictionaries(
         {}, optional={"n": st.integers(0, 30), "mask_char": st.sampled_from(["*", "#", "é", "😀", "'"])})),
     "email_domain": (S.STRING_TYPES, st.just({})),
