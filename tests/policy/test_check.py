@@ -50,10 +50,9 @@ def test_every_problem_is_reported_with_file_and_line(policy_dir: Path) -> None:
         fh.write("g, analyst, auditor\ng, auditor, analyst\n")  # role cycle
         fh.write("p, analyst, group:clinical, read, analytics, allow\n")  # duplicate
     masking = policy_dir / "masking.yaml"
-    edit(masking, "  identifier: {mask: tokenize}", "  identifier: {mask: scramble}")
+    edit(masking, "  identifier: {mask: tokenize", "  identifier: {mask: scramble")
     edit(masking, "params: {n: 4, mask_char: \"*\"}", "params: {n: -2, mask_char: \"*\"}")
-    edit(masking, "when: \"diagnosis IN ('HIV', 'Substance use disorder')\"",
-         "when: \"diagnosis IN (SELECT secret FROM raw)\"")
+    edit(masking, "when: \"region = 'APAC'\"", "when: \"region IN (SELECT secret FROM raw)\"")
     edit(masking, 'filter: "region IN subject.regions"\n  - name: encounter',
          'filter: "region IN subject.countries AND shoe = 1"\n  - name: encounter')
     edit(masking, 'filter: "region IN subject.regions"', 'filter: "region = = 3"')
@@ -79,7 +78,7 @@ def test_every_problem_is_reported_with_file_and_line(policy_dir: Path) -> None:
     assert "purpose cycle" in joined
     assert "role cycle" in joined
     assert "duplicate rule (first at line" in joined
-    assert "cell rule 'sensitive-charges'" in joined and "not allowed" in joined
+    assert "cell rule 'apac-charges'" in joined and "not allowed" in joined
     assert "unknown subject attribute 'countries'" in joined
     assert "unknown column 'shoe' in dataset 'patients'" in joined
     assert "cannot parse predicate" in joined
