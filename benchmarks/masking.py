@@ -8,7 +8,7 @@ What runs (every result is consumed batch by batch to the end, nothing is left l
 
 (a) govern ``Governor.read`` (Parquet scan + masks, streamed) for two demo plans on
     ``patients``: alice/analytics (EU row filter; hash, redact, email_domain, generalize,
-    randomized_response, noise, the sensitive-charges cell rule) and bob/model-training
+    randomized_response, noise, the apac-charges cell rule) and bob/model-training
     (all rows; show_last on ssn too);
 (b) DuckDB over the same file (``read_parquet``), ``--threads`` threads: the SQL that
     ``plan_sql`` renders for the same plan, and a hand-written query an expert would write for
@@ -69,7 +69,6 @@ sys.path.insert(0, str(REPO))
 
 from govern.deliver.governor import Governor  # noqa: E402
 from govern.config import load_settings  # noqa: E402
-from govern.demo_data import DIAGNOSES  # noqa: E402
 from govern.identity.principal import local_principal  # noqa: E402
 from govern.mask.execute_arrow import (  # noqa: E402
     ArrowExecutor,
@@ -80,7 +79,7 @@ from govern.mask.execute_arrow import (  # noqa: E402
 from govern.mask.execute_sql import plan_sql  # noqa: E402
 
 TWO52 = 4503599627370496  # 2**52, as in govern.mask.functions._common
-SENSITIVE = ("HIV", "Substance use disorder")  # the sensitive-charges cell rule
+HIDDEN_REGION = "APAC"  # the apac-charges cell rule: charges masked where region = 'APAC'
 ALICE_RAW = ["patient_id", "name", "email", "birth_date", "zip", "region", "diagnosis", "charges"]
 BOB_RAW = ["patient_id", "name", "email", "ssn", "birth_date", "zip", "region", "diagnosis", "charges"]
 
@@ -149,7 +148,6 @@ def expert_sql(source: str, key_id: str, categories: list[str], p: float, scale:
     """What an expert writes by hand for the same masks: the schema is known (no typeof
     dispatch), each HMAC is computed once per row, the cell rule skips the noise HMAC."""
     cats = "[" + ", ".join("'" + c.replace("'", "''") + "'" for c in categories) + "]"
-    sensitive = ", ".join(f"'{s}'" for s in SENSITIVE)
     hmac_of = "sha256($o_{k} || unhex(sha256($i_{k} || encode({m}))))".format
     rr = hmac_of(k="rr", m="pid || chr(31) || diagnosis")
     noise = hmac_of(k="noise", m="pid || chr(31) || CAST(charges AS VARCHAR)")
@@ -167,10 +165,11 @@ def expert_sql(source: str, key_id: str, categories: list[str], p: float, scale:
         "region",
     ]
     if alice:
+        listed = ", ".join("'" + c.replace("'", "''") + "'" for c in categories)
         cols.append(f"CASE WHEN diagnosis IS NULL THEN NULL WHEN {uniform('h_rr', 0)} < {p!r} "
-                    f"THEN diagnosis ELSE {cats}[CAST(least(floor({uniform('h_rr', 1)} * "
+                    f"AND diagnosis IN ({listed}) THEN diagnosis ELSE {cats}[CAST(least(floor({uniform('h_rr', 1)} * "
                     f"{len(categories)}), {len(categories) - 1}) AS BIGINT) + 1] END AS diagnosis")
-    cols.append(f"CASE WHEN diagnosis IS NULL OR diagnosis IN ({sensitive}) THEN NULL "
+    cols.append(f"CASE WHEN region IS NULL OR region = '{HIDDEN_REGION}' THEN NULL "
                 f"ELSE charges + (2 * {uniform(noise)} - 1) * CAST({float(scale)!r} AS DOUBLE) END AS charges")
     inner = "*, coalesce(CAST(patient_id AS VARCHAR), '') AS pid"
     where = " WHERE region = 'EU'" if alice else ""
@@ -207,11 +206,11 @@ def pandas_alice(path: str, key: bytes, key_id: str, categories: list[str], p: f
     out["zip"] = df["zip"].str[:3]
     out["region"] = df["region"]
     diagnosis = df["diagnosis"]
-    keep = rng.random(n) < p
+    keep = (rng.random(n) < p) & diagnosis.isin(categories).to_numpy()
     picked = np.asarray(categories, dtype=object)[rng.integers(0, len(categories), n)]
     out["diagnosis"] = diagnosis.where(keep | diagnosis.isna(), picked)
     noisy = df["charges"] + rng.uniform(-scale, scale, n)
-    out["charges"] = noisy.mask(diagnosis.isna() | diagnosis.isin(SENSITIVE))
+    out["charges"] = noisy.mask(df["region"].isna() | (df["region"] == HIDDEN_REGION))
     return out
 
 
@@ -226,10 +225,10 @@ def apply_fn(key: bytes, key_id: str, categories: list[str], p: float, scale: fl
             email = "*@" + email.rsplit("@", 1)[1] if "@" in email else "*"
         bd = r["birth_date"]
         diagnosis = r["diagnosis"]
-        if diagnosis is not None and rnd.random() >= p:
+        if diagnosis is not None and (rnd.random() >= p or diagnosis not in categories):
             diagnosis = rnd.choice(categories)
         charges = r["charges"]
-        if r["diagnosis"] is None or r["diagnosis"] in SENSITIVE:
+        if r["region"] is None or r["region"] == HIDDEN_REGION:
             charges = None
         else:
             charges = charges + rnd.uniform(-scale, scale)
@@ -323,7 +322,7 @@ def check_pandas(expected: pa.Table, df: pd.DataFrame, categories: list[str], sc
     assert got["birth_date"].cast(pa.date32()).equals(expected["birth_date"]), "pandas: birth_date differs"
     g_null, e_null = pc.is_null(got["charges"], nan_is_null=True), pc.is_null(expected["charges"])
     assert g_null.equals(e_null), "pandas: the cell rule nulls other charges"
-    allowed = pa.array(sorted(set(categories) | set(DIAGNOSES)))
+    allowed = pa.array(sorted(categories))  # out-of-category diagnoses are always replaced
     assert pc.all(pc.is_in(got["diagnosis"].cast(pa.string()), allowed)).as_py(), "pandas: unknown diagnosis"
     noise = pc.abs(pc.subtract(got["charges"], expected["charges"])).fill_null(0)
     assert pc.max(noise).as_py() <= 2 * scale, "pandas: noise out of bounds"

@@ -8,7 +8,11 @@ from pathlib import Path
 import click
 
 from govern.cli._common import config_option, fail, load, report
-from govern.errors import GovernError
+from govern.errors import GovernError, Problem
+from govern.policy.lint import lint_policy
+from govern.policy.load import read_policy
+from govern.policy.model import FILES
+from govern.policy.summary import summary
 
 
 @click.group()
@@ -20,19 +24,22 @@ def policy() -> None:
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
 @config_option
 def policy_check(directory: str | None, config: str | None) -> None:
-    """Validate a policy folder; print every problem as file:line: message."""
-    from govern.policy.load import read_policy
-
+    """Validate a policy folder; print every problem as file:line: message, and every warning
+    (valid but leaky, e.g. a cell rule that reveals a hidden column) as file:line: warning: …"""
     d = Path(directory) if directory else load(config).policy_dir
+
+    def where(p: Problem) -> str:
+        path = d / p.file if p.file in FILES else p.file
+        return f"{path}:{p.line}" if p.line else str(path)
+
     loaded, problems = read_policy(d)
     if problems:
         for p in problems:
-            click.echo(f"{d / p.file if p.file in ('model.conf', 'policy.csv', 'catalog.yaml', 'masking.yaml', 'principals.yaml') else p.file}"
-                       + (f":{p.line}" if p.line else "") + f": {p.message}", err=True)
+            click.echo(f"{where(p)}: {p.message}", err=True)
         fail(f"{len(problems)} problem(s) in {d}")
     assert loaded is not None
-    from govern.policy.summary import summary
-
+    for w in lint_policy(loaded):  # valid, but leaky: said, not refused
+        click.echo(f"{where(w)}: warning: {w.message}", err=True)
     click.echo(summary(loaded))
 
 

@@ -9,13 +9,14 @@ the whole :class:`PolicyState` atomically; a request keeps the state it started 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from govern.config import Settings
-from govern.errors import NotFound
+from govern.errors import AccessDenied, LimitExceeded, NotFound
 from govern.identity.principal import Principal
 from govern.mask.execute_arrow import (
     ArrowExecutor,
@@ -24,6 +25,7 @@ from govern.mask.execute_arrow import (
     resolve_request,
     scan_columns,
 )
+from govern.mask.functions.tokenize import reidentify as reverse_tokens
 from govern.plan.compile import Draft, authorize, authorize_purpose, compile_plan
 from govern.plan.model import AccessPlan
 from govern.policy.decide import Decider
@@ -176,24 +178,45 @@ class Governor:
         return GovernedRead(plan, request, executor.reader(raw))
 
     def reidentify(self, principal: Principal, dataset: str, purpose: str, tokens: list[str],
-                   state: PolicyState | None = None) -> list[str | None]:
+                   state: PolicyState | None = None) -> Reidentification:
         """Reverse ``tokenize`` tokens of ``dataset``; needs the ``reidentify`` action.
 
-        Raises AccessDenied without it, and MaskError for a token that does not verify under any
-        key of the ring (tampered, or made elsewhere) — never returns garbage.
+        A token reverses only if its domain is used by a column of ``dataset`` that the caller's
+        plan (compiled for ``reidentify``) tokenizes: tokens copied from another dataset's or
+        column's domain are refused. Raises AccessDenied without the grant or when no column of
+        ``dataset`` is tokenized for the caller, and MaskError for a token that does not verify
+        in those domains (foreign, tampered, or made with an unknown key) — never garbage.
         """
-        from govern.errors import AccessDenied, LimitExceeded
-        from govern.mask.functions.tokenize import reidentify as reverse
-
-        state = state or self._state
-        if dataset not in state.policy.datasets:
-            raise NotFound(f"unknown dataset '{dataset}'")
-        authorize_purpose(state.decider, principal, purpose)
-        decision = state.decider.decide(principal, f"dataset:{dataset}", "reidentify", purpose)
-        if not decision.allowed:
-            raise AccessDenied(f"'reidentify' on dataset '{dataset}' for purpose '{purpose}' is denied: "
-                               f"{decision.reason}", decision=decision.to_dict())
+        plan = self.plan(principal, dataset, purpose, action="reidentify", state=state)
         if len(tokens) > 10_000:
             raise LimitExceeded("at most 10,000 tokens per request", limit=10_000)
-        return reverse(pa.array(tokens, pa.string()), self.keys).to_pylist()
+        domains = plan.token_domains()
+        if not domains:
+            raise AccessDenied(f"no column of dataset '{dataset}' is tokenized for '{principal.name}' under "
+                               f"purpose '{purpose}': there are no tokens of it to reidentify")
+        values, found = reverse_tokens(pa.array(tokens, pa.string()), self.keys, list(domains),
+                                       scope=f"dataset '{dataset}'")
+        return Reidentification(values.to_pylist(), found.to_pylist(), domains, plan)
 
+
+class Reidentification(list[str | None]):
+    """The values behind the tokens, in token order — a list, so a caller that wants only the
+    values uses it as one — and where each token came from, for the audit record:
+
+    * ``domains[i]``: the token domain token ``i`` verified in (None for a null token);
+    * ``columns``: each domain ``dataset`` accepts → its columns that use it (the reidentify scope);
+    * ``plan``: the plan compiled for ``reidentify`` (its hash and policy version);
+    * ``origins()``: per domain seen, the ``DATASET.COLUMN``s it stands for and how many tokens.
+    """
+
+    def __init__(self, values: list[str | None], domains: list[str | None],
+                 columns: dict[str, tuple[str, ...]], plan: AccessPlan) -> None:
+        super().__init__(values)
+        self.domains = domains
+        self.columns = columns
+        self.plan = plan
+
+    def origins(self) -> list[dict[str, Any]]:
+        counts = Counter(d for d in self.domains if d is not None)
+        return [{"domain": d, "columns": [f"{self.plan.dataset}.{c}" for c in self.columns[d]], "tokens": n}
+                for d, n in counts.items()]

@@ -4,7 +4,8 @@ Two kinds of bearer token are accepted. An API key (``gk_<id>_<secret>``) is fou
 the *current* policy's principals and checked against the stored hash in constant time; the id
 index is rebuilt whenever ``policy.version`` changes, so a key removed from principals.yaml stops
 working at the next reload. Anything else is treated as a JWT from the configured OIDC issuer
-(:mod:`govern.identity.jwt`).
+(:mod:`govern.identity.jwt`); its principal lives in the issuer's namespace (``oidc:<sub>``), so
+it never takes the grants or attributes of a local principal or a role of the same name.
 
 Every failure is :class:`AuthenticationFailed` with a short reason that never quotes the
 credential; a wrong key and a key of another user get the same answer, so the reply is no oracle.
@@ -23,7 +24,7 @@ from govern.errors import AuthenticationFailed
 from govern.identity import apikeys
 from govern.identity.jwt import JwtVerifier
 from govern.identity.oidc_settings import OidcSettings
-from govern.identity.principal import Principal
+from govern.identity.principal import Principal, is_namespaced
 
 if TYPE_CHECKING:
     from govern.policy.model import PolicySet
@@ -65,10 +66,15 @@ def _claim(claims: Mapping[str, Any], name: str) -> Any:
     return value
 
 
-def _roles(value: Any) -> tuple[str, ...]:
-    """Roles from a claim; anything that is not a string is dropped (roles only ever add rights)."""
+def _roles(value: Any, policy: PolicySet) -> tuple[str, ...]:
+    """Roles from a claim; anything that is not a string is dropped (roles only ever add rights),
+    and so is a name that is a principal — a local one (``carol``) or a namespaced subject
+    (``oidc:carol``) — since holding it as a role would inherit that principal's grants."""
     items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
-    return tuple(dict.fromkeys(r for r in items if isinstance(r, str) and r))
+    return tuple(dict.fromkeys(
+        r for r in items
+        if isinstance(r, str) and r and r not in policy.principals and not is_namespaced(r)
+    ))
 
 
 def _bearer_token(header: str | None) -> str:
@@ -151,8 +157,9 @@ class Authenticator:
     # -- OIDC -----------------------------------------------------------------------------------
 
     def _oidc_principal(self, policy: PolicySet, claims: Mapping[str, Any]) -> Principal:
-        """Name, roles and mapped attributes from the claims; a local principal of the same name
-        supplies the base attributes, and claims override only the attributes they are mapped to.
+        """Name (``principal_prefix`` + the principal claim: ``oidc:frank``), roles and mapped
+        attributes from the claims. A ``principals.yaml`` entry of that namespaced name supplies
+        base attributes, and claims override only the attributes they are mapped to.
         """
         s = self._oidc
         assert s is not None
@@ -170,5 +177,5 @@ class Authenticator:
             value = _claim(claims, claim_name)
             if value is not None:
                 attributes[attribute] = copy.deepcopy(value)
-        roles = _roles(_claim(claims, s.roles_claim)) if s.roles_claim else ()
+        roles = _roles(_claim(claims, s.roles_claim), policy) if s.roles_claim else ()
         return Principal(name=name, attributes=attributes, roles=roles, source="oidc")

@@ -8,6 +8,7 @@ would each let a forged token through, so they are refused up front.
 
 from __future__ import annotations
 
+import re
 from ipaddress import ip_address
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ ASYMMETRIC_ALGORITHMS: frozenset[str] = frozenset(
 )
 
 _LOOPBACK_NAMES = {"localhost"}
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,32}:")
 
 
 def _is_loopback(host: str) -> bool:
@@ -40,6 +42,9 @@ class OidcSettings(BaseModel):
     ``attribute_claims`` maps a govern attribute name to the claim that carries it, e.g.
     ``{"regions": "regions", "clearance": "clearance"}``; claims that are not mapped never become
     attributes, so an identity provider cannot inject attributes the steward did not expect.
+
+    ``principal_prefix`` (default ``oidc:``) puts every subject in the provider's namespace: the
+    principal of ``sub: frank`` is ``oidc:frank``, never the local ``frank`` or the role ``frank``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -53,7 +58,7 @@ class OidcSettings(BaseModel):
     principal_claim: str = Field(default="sub", min_length=1)
     roles_claim: str | None = "roles"
     attribute_claims: dict[str, str] = Field(default_factory=dict)
-    principal_prefix: str = ""
+    principal_prefix: str = "oidc:"
     jwks_cache_seconds: int = Field(default=300, gt=0)
     http_timeout: float = Field(default=3.0, gt=0, le=60)
 
@@ -90,6 +95,19 @@ class OidcSettings(BaseModel):
             raise ValueError("jwks_url must be an https:// URL")
         if parts.scheme == "http" and not _is_loopback(parts.hostname):
             raise ValueError("jwks_url must use https (plain http is allowed only for loopback)")
+        return value
+
+    @field_validator("principal_prefix")
+    @classmethod
+    def _a_namespace(cls, value: str) -> str:
+        """Subjects live in their own namespace: a ``sub`` of ``steward`` or ``carol`` must not
+        become the role or the local principal of that name. There is no way to turn this off."""
+        if not _NAMESPACE.fullmatch(value):
+            raise ValueError(
+                "principal_prefix must be a namespace ending in ':' (letters, digits, '_', '.', '-' "
+                "before it, e.g. 'oidc:'); OIDC subjects are never mapped onto local principal or "
+                "role names — grant them roles with `g, oidc:<sub>, ROLE` in policy.csv"
+            )
         return value
 
     @field_validator("attribute_claims")

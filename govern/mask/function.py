@@ -117,6 +117,9 @@ class MaskFunction:
     inputs: Callable[[Mapping[str, Any], str | None], list[str]] = lambda params, unit: []
     # extra per-type applicability check beyond the family (e.g. generalize needs a param)
     applies: Callable[[pa.DataType, Mapping[str, Any]], str | None] = lambda t, params: None
+    # parameters that default per column, given "DATASET.COLUMN" (tokenize's domain); the plan
+    # compiler fills them in, so the plan says exactly what every engine computes
+    column_defaults: Callable[[Mapping[str, Any], str], Mapping[str, Any]] = lambda params, column: params
     doc: str = ""
 
     def check_type(self, t: pa.DataType, params: Mapping[str, Any]) -> None:

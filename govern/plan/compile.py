@@ -39,6 +39,7 @@ from govern.plan.model import (
     MaskSpec,
     Reason,
     RowFilter,
+    clearance_rank,
     level_rank,
 )
 from govern.policy.decide import Decider
@@ -97,6 +98,8 @@ def classify(d: Draft) -> None:
     assert d.dataset is not None
     ds = d.dataset
     clearance = d.principal.clearance
+    cleared = clearance_rank(clearance)
+    undeclared = "" if cleared >= 0 else "; it is not a declared level, so it ranks below public"
     for f in d.schema:
         entry = ds.columns.get(f.name)
         if entry is None:
@@ -106,9 +109,9 @@ def classify(d: Draft) -> None:
                 d.catalog_source(ds.line)))
             continue
         level = ds.column_level(f.name)
-        if level_rank(level) > level_rank(clearance):
+        if level_rank(level) > cleared:
             d.columns[f.name] = _withhold(f, Reason(
-                "clearance", f"column level '{level}' is above clearance '{clearance}' (no read up)",
+                "clearance", f"column level '{level}' is above clearance {clearance!r}{undeclared} (no read up)",
                 d.catalog_source(entry.line)), level=level, tags=entry.tags)
             continue
         denied = None
@@ -168,8 +171,16 @@ def choose_masks(d: Draft) -> None:
         d.columns[name] = _with_mask(d, col, spec, reason)
 
 
+def _for_column(d: Draft, spec: MaskSpec, column: str) -> MaskSpec:
+    """``spec`` with its per-column defaults filled in (tokenize's domain ``DATASET.COLUMN``),
+    so the plan names everything an engine computes."""
+    completed = registry.get(spec.function).column_defaults(spec.kwargs, f"{d.dataset_name}.{column}")
+    return spec if completed == spec.kwargs else MaskSpec.of(spec.function, dict(completed))
+
+
 def _with_mask(d: Draft, col: ColumnPlan, spec: MaskSpec, reason: Reason) -> ColumnPlan:
     fn = registry.get(spec.function)
+    spec = _for_column(d, spec, col.name)
     arrow_type = d.schema.field(col.name).type
     try:
         fn.check_type(arrow_type, spec.kwargs)
@@ -222,7 +233,7 @@ def add_cell_rules(d: Draft) -> None:
                 "cell-rule-type", f"cell rule '{rule.name}' would change the column type from {col.result_type} "
                 f"to {result}; column withheld (fix masking.yaml)", source))
             continue
-        d.cell_rules.append(CellRule(rule.column, pred.sql, rule.mask, Reason(
+        d.cell_rules.append(CellRule(rule.column, pred.sql, _for_column(d, rule.mask, rule.column), Reason(
             "cell-rule", f"cell rule '{rule.name}': {rule.mask} where {rule.when}", source)))
 
 

@@ -23,11 +23,21 @@ LEVELS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
 
 
 def level_rank(level: str) -> int:
-    """Rank of a security level; unknown levels rank above everything (fail closed)."""
+    """Rank of a *column's* level; an unknown level ranks above every declared one, so no
+    clearance reaches it (fail closed: the column is withheld from everyone)."""
     try:
         return LEVELS.index(level)
     except ValueError:
         return len(LEVELS)
+
+
+def clearance_rank(clearance: object) -> int:
+    """Rank of a *principal's* clearance; anything that is not exactly a declared level (``""``,
+    ``"Restricted"``, ``"restricted\u200b"``, a list, a number) ranks below ``public``, so it reads
+    nothing (fail closed: no read up from a claim the steward did not foresee)."""
+    if isinstance(clearance, str) and clearance in LEVELS:
+        return LEVELS.index(clearance)
+    return -1
 
 
 @dataclass(frozen=True)
@@ -175,6 +185,19 @@ class AccessPlan:
             if cr.column in wanted:
                 needed.update(dict.fromkeys(referenced_columns(cr.when)))
         return list(needed)
+
+    def token_domains(self) -> dict[str, tuple[str, ...]]:
+        """Token domain → the visible columns whose ``tokenize`` mask (or cell rule) makes tokens
+        in it. ``reidentify`` on this dataset accepts tokens of these domains only."""
+        found: dict[str, list[str]] = {}
+        visible = set(self.visible_names)
+        masks = [(c.name, c.mask) for c in self.visible_columns if c.mask is not None]
+        masks += [(r.column, r.mask) for r in self.cell_rules if r.column in visible]
+        for column, mask in masks:
+            domain = mask.kwargs.get("domain") if mask.function == "tokenize" else None
+            if isinstance(domain, str) and column not in found.setdefault(domain, []):
+                found[domain].append(column)
+        return {domain: tuple(columns) for domain, columns in found.items()}
 
     @property
     def row_filter_sql(self) -> str | None:

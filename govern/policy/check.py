@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from govern.errors import ProblemCollector
+from govern.identity.principal import is_namespaced
 from govern.policy import predicates
 from govern.policy.documents import CsvRule
 from govern.policy.model import ACTIONS, OBJECT_KINDS, PolicySet
@@ -70,6 +71,12 @@ def _object_known(policy: PolicySet, obj: str) -> str | None:
     return None
 
 
+def _subject_known(policy: PolicySet, roles: set[str], name: str) -> bool:
+    """A local principal, a role, or an identity provider's subject (``oidc:<sub>``), which
+    exists at the provider and is named here only to be granted something."""
+    return name in policy.principals or name in roles or is_namespaced(name)
+
+
 def check_rules(policy: PolicySet, problems: ProblemCollector) -> None:
     F = "policy.csv"
     roles = policy.roles
@@ -89,7 +96,7 @@ def check_rules(policy: PolicySet, problems: ProblemCollector) -> None:
             continue
         if rule.ptype == "p":
             sub, obj, act, _purpose, eft = rule.fields
-            if sub not in policy.principals and sub not in roles:
+            if not _subject_known(policy, roles, sub):
                 problems.add(F, rule.line, f"unknown principal or role '{sub}'")
             issue = _object_known(policy, obj)
             if issue:
@@ -100,9 +107,9 @@ def check_rules(policy: PolicySet, problems: ProblemCollector) -> None:
                 problems.add(F, rule.line, f"effect must be 'allow' or 'deny', found '{eft}'")
         elif rule.ptype == "g":
             member, role = rule.fields
-            if member not in policy.principals and member not in roles:
+            if not _subject_known(policy, roles, member):
                 problems.add(F, rule.line, f"unknown principal '{member}'")
-            if role in policy.principals:
+            if role in policy.principals or is_namespaced(role):
                 problems.add(F, rule.line, f"'{role}' is a principal and cannot be used as a role")
         elif rule.ptype == "g2":
             child, parent = rule.fields
@@ -191,6 +198,9 @@ def check_principals(policy: PolicySet, problems: ProblemCollector) -> None:
     for name, p in policy.principals.items():
         if name in policy.roles:
             problems.add("principals.yaml", p.line, f"principal '{name}' has the same name as a role")
+        if is_namespaced(name) and p.api_keys:
+            problems.add("principals.yaml", p.line, f"principal '{name}' is an identity provider's subject "
+                         "(its name has a ':'): it authenticates with the provider's tokens, not API keys")
     seen: dict[str, str] = {}
     for name, p in policy.principals.items():
         for key in p.api_keys:
@@ -204,7 +214,7 @@ def check_budgets(policy: PolicySet, problems: ProblemCollector) -> None:
     roles = policy.roles
     for budget in policy.budgets:
         for o in budget.overrides:
-            if o.subject not in policy.principals and o.subject not in roles:
+            if not _subject_known(policy, roles, o.subject):
                 problems.add("catalog.yaml", o.line,
                              f"budget of '{budget.dataset}': unknown principal or role '{o.subject}'")
 

@@ -183,7 +183,7 @@ def test_jwt_claims_become_a_principal(keys: Keys, jwks_file: Path) -> None:
                  regions=["EU", "UK"], clearance="confidential", admin=True)
     got = auth.authenticate(f"Bearer {token}")
     assert got == Principal(
-        name="u-7",
+        name="oidc:u-7",                                                     # the issuer's namespace
         attributes={"regions": ["EU", "UK"], "clearance": "confidential"},  # "admin" is not mapped
         roles=("analyst", "steward"),                                        # deduplicated, strings only
         source="oidc",
@@ -217,24 +217,31 @@ def test_claim_names_with_dots_are_taken_literally_first(keys: Keys, jwks_file: 
 
 def test_principal_prefix_and_claim(keys: Keys, jwks_file: Path) -> None:
     token = mint(keys.rsa, sub="0a1b", email="dana@example.com")
-    assert oidc_auth(jwks_file, principal_prefix="oidc:").authenticate(f"Bearer {token}").name == "oidc:0a1b"
+    assert oidc_auth(jwks_file).authenticate(f"Bearer {token}").name == "oidc:0a1b"  # the default
+    assert oidc_auth(jwks_file, principal_prefix="kc:").authenticate(f"Bearer {token}").name == "kc:0a1b"
     got = oidc_auth(jwks_file, principal_claim="email").authenticate(f"Bearer {token}")
-    assert got.name == "dana@example.com"
+    assert got.name == "oidc:dana@example.com"
 
 
-def test_local_principal_is_the_base_and_mapped_claims_override(keys: Keys, jwks_file: Path) -> None:
-    auth = oidc_auth(jwks_file, attribute_claims={"region": "region", "team": "team"})
-    # alice exists locally with region EU, clearance internal
+def test_the_namespaced_entry_is_the_base_and_mapped_claims_override(keys: Keys, jwks_file: Path) -> None:
+    # principals.yaml may give an OIDC subject base attributes under its namespaced name
+    p = policy(**{"oidc:alice": principal_entry("oidc:alice", {"region": "EU", "clearance": "internal"})})
+    auth = oidc_auth(jwks_file, p, attribute_claims={"region": "region", "team": "team"})
     token = mint(keys.rsa, sub="alice", region="US", clearance="secret")
     got = auth.authenticate(f"Bearer {token}")
-    assert got.source == "oidc"
+    assert (got.name, got.source) == ("oidc:alice", "oidc")
     assert got.attributes == {"region": "US", "clearance": "internal"}  # clearance is not mapped
-    # a mapped claim that is absent leaves the local value alone
+    # a mapped claim that is absent leaves the base value alone
     assert auth.authenticate(f"Bearer {mint(keys.rsa, sub='alice')}").attributes == {
         "region": "EU", "clearance": "internal"}
-    # the prefix is part of the name, so "oidc:alice" is not the local alice
-    prefixed = oidc_auth(jwks_file, principal_prefix="oidc:", attribute_claims={"region": "region"})
-    assert prefixed.authenticate(f"Bearer {mint(keys.rsa, sub='alice')}").attributes == {}
+    # the local alice (an API-key principal) lends nothing to the subject "alice"
+    plain = oidc_auth(jwks_file, attribute_claims={"region": "region"})
+    assert plain.authenticate(f"Bearer {mint(keys.rsa, sub='alice')}").attributes == {}
+
+
+def test_roles_naming_principals_are_dropped(keys: Keys, jwks_file: Path) -> None:
+    token = mint(keys.rsa, roles=["alice", "oidc:bob", "kc:x", "analyst"])
+    assert oidc_auth(jwks_file).authenticate(f"Bearer {token}").roles == ("analyst",)
 
 
 def test_jwt_principal_refusals(keys: Keys, jwks_file: Path) -> None:

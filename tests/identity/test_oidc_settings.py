@@ -20,7 +20,7 @@ def test_defaults() -> None:
     s = make()
     assert s.algorithms == ["RS256", "ES256"]
     assert (s.leeway_seconds, s.principal_claim, s.roles_claim) == (30, "sub", "roles")
-    assert (s.attribute_claims, s.principal_prefix) == ({}, "")
+    assert (s.attribute_claims, s.principal_prefix) == ({}, "oidc:")
     assert (s.jwks_cache_seconds, s.http_timeout) == (300, 3.0)
     assert s.jwks_file == Path("jwks.json") and s.jwks_url is None
     assert s.audiences == ["govern"]
@@ -58,6 +58,10 @@ def test_refused_algorithms(algs: list[str]) -> None:
     ({"http_timeout": 0}, "http_timeout"),
     ({"principal_claim": ""}, "principal_claim"),
     ({"attribute_claims": {"region": ""}}, "attribute_claims"),
+    ({"principal_prefix": ""}, "principal_prefix"),        # subjects would meet local names
+    ({"principal_prefix": "oidc"}, "principal_prefix"),    # 'oidcarol' could be any name
+    ({"principal_prefix": "oidc/"}, "principal_prefix"),
+    ({"principal_prefix": "a b:"}, "principal_prefix"),
     ({"unknown_setting": 1}, "unknown_setting"),
 ])
 def test_refused_settings(overrides: dict[str, object], message: str) -> None:

@@ -34,7 +34,7 @@ PARAMS: dict[str, dict] = {
     "null": {},
     "redact": {"value": "[hidden]"},
     "hash": {},
-    "tokenize": {},
+    "tokenize": {"domain": "t.x"},
     "generalize": {"date": "year", "bucket": 10, "prefix": 2},
     "randomized_response": {"p": 0.5, "categories": ["A", "B"]},
     "noise": {"scale": 5},

@@ -24,7 +24,8 @@ CASES: dict[str, tuple[list[pa.DataType], st.SearchStrategy]] = {
     "null": (ALL, st.just({})),
     "redact": (ALL, st.fixed_dictionaries({}, optional={"value": S.text})),
     "hash": (S.STRING_TYPES + S.INT_TYPES + [pa.date32()], st.just({})),
-    "tokenize": (S.STRING_TYPES + S.INT_TYPES, st.just({})),
+    "tokenize": (S.STRING_TYPES + S.INT_TYPES, st.fixed_dictionaries(
+        {"domain": st.sampled_from(["t.x", "patient", "a.b-c_d:e", "naïve ds.col 'q'"])})),
     "show_first": (S.STRING_TYPES + S.INT_TYPES, st.fixed_dictionaries(
         {}, optional={"n": st.integers(0, 30), "mask_char": st.sampled_from(["*", "#", "é", "😀", "'"])})),
     "email_domain": (S.STRING_TYPES, st.just({})),
@@ -81,6 +82,28 @@ def test_arrow_and_duckdb_agree(con, name: str, data: st.DataObject) -> None:
     table = data.draw(S.tables(t), label="table")
     unit = data.draw(st.sampled_from(["u", None]), label="privacy unit")
     assert_same(run_arrow(name, params, table, KEYS, unit), run_sql(con, name, params, table, KEYS, unit))
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_randomized_response_keeps_only_categories_and_both_forms_agree(con, data: st.DataObject) -> None:
+    """Values drawn from a mix of categories and other text: both forms give identical output,
+    every output is a category, and a category is never replaced by something else when p = 1."""
+    categories = data.draw(st.lists(S.text, min_size=1, max_size=4, unique=True), label="categories")
+    value = st.none() | st.sampled_from(categories) | S.text
+    values = data.draw(st.lists(value, min_size=1, max_size=30), label="values")
+    p = data.draw(st.sampled_from([0.01, 0.5, 0.9, 1.0]), label="p")
+    t = data.draw(st.sampled_from(S.STRING_TYPES), label="type")
+    table = pa.table({"x": pa.array(values, pa.string()).cast(t),
+                      "u": pa.array([f"p{i % 5}" for i in range(len(values))])})
+    params = {"p": p, "categories": categories}
+    arrow, sql = run_arrow("randomized_response", params, table, KEYS), run_sql(con, "randomized_response", params, table, KEYS)
+    assert_same(arrow, sql)
+    for x, y in zip(values, arrow.array.to_pylist(), strict=True):
+        assert (y is None) == (x is None)
+        assert y is None or y in categories
+        if p == 1.0 and x in categories:
+            assert y == x
 
 
 @pytest.mark.parametrize("session_tz", ["America/New_York", "Asia/Kolkata"])

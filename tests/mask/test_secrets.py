@@ -17,7 +17,7 @@ from tests.mask.samples import PARAMS, SAMPLES
 
 MASTER = b"M" * 16 + bytes(range(200, 216))
 KEYS = KeyRing({"k1": MASTER}, "k1")
-PURPOSES = ["hash", "noise", "date_shift", "rr", "tokenize-mac", "tokenize-enc"]
+PURPOSES = ["hash", "noise", "date_shift", "rr", "tokenize-mac/t.x", "tokenize-enc"]
 
 
 def forbidden() -> list[str]:

@@ -101,7 +101,9 @@ def test_randomized_response() -> None:
     assert out[-1] is None and set(kept_or_drawn) == {"yes", "no", "maybe"}
     # P(yes) = p + (1 - p) / 3 = 0.5
     assert abs((kept_or_drawn == "yes").mean() - 0.5) < 0.04
-    assert mask("randomized_response", values, units, p=1.0, categories=["no"])[:3] == ["yes"] * 3
+    assert mask("randomized_response", values, units, p=1.0, categories=["yes", "no"])[:3] == ["yes"] * 3
+    # a value that is not a category is always replaced, even at p = 1
+    assert mask("randomized_response", values, units, p=1.0, categories=["no"])[:3] == ["no"] * 3
 
 
 @pytest.mark.parametrize(("name", "params", "problem"), [

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from govern.errors import AccessDenied, PurposeNotEntitled
+from govern.errors import AccessDenied, PolicyError, PurposeNotEntitled
 from govern.identity.principal import Principal
 from govern.plan.compile import compile_plan
 from govern.policy.decide import Decider
@@ -200,6 +200,16 @@ def test_missing_clearance_means_public(tmp_path):
         plan_for(policy, d, who="nobody")
 
 
+@pytest.mark.parametrize("clearance", ["zzz", "Restricted", "restricted\u200b", ""], ids=repr)
+def test_an_undeclared_clearance_ranks_below_public(tmp_path, clearance):
+    catalog = CATALOG.replace("      region: {}", "      region: {level: public}")
+    policy, d = build(tmp_path, BASE, catalog=catalog)
+    public = compile_plan(policy, d, Principal("u", {"clearance": "public"}), "p1", "t", SCHEMA, key_id="k1")
+    assert public.visible_names == ["region"]  # the control: `public` reads the public column
+    with pytest.raises(AccessDenied, match="no column"):  # below public: not even that one
+        compile_plan(policy, d, Principal("u", {"clearance": clearance}), "p1", "t", SCHEMA, key_id="k1")
+
+
 # -- schema drift ----------------------------------------------------------------------------------
 
 def test_unclassified_column_is_withheld(tmp_path):
@@ -290,3 +300,38 @@ def test_mask_type_mismatch_withholds_with_reason(tmp_path):
     policy, d = build(tmp_path, BASE, catalog=catalog)
     col = plan_for(policy, d).column("amount")
     assert col.action == "withhold" and col.reason.code == "mask-not-applicable"
+
+
+# -- token domains ---------------------------------------------------------------------------------
+
+TOKENS = MASKING.replace("  pii: {mask: redact}", "  pii: {mask: redact}\n  ident: {mask: tokenize}\n"
+                         "  shared: {mask: tokenize, params: {domain: person}}")
+
+
+def test_tokenize_gets_its_domain_in_the_plan(tmp_path):
+    """Without a `domain` a column's tokens are its own (DATASET.COLUMN); a steward's domain is
+    shared by every column whose tag names it. The plan carries the domain, so engines agree."""
+    catalog = CATALOG.replace("      id: {}", "      id: {tags: [ident]}").replace(
+        "      region: {}", "      region: {tags: [shared]}")
+    policy, d = build(tmp_path, BASE, masking=TOKENS.replace("cell_rules: []", """cell_rules:
+  - {name: t, dataset: t, column: email, when: "amount > 1000", mask: tokenize}"""), catalog=catalog)
+    plan = plan_for(policy, d)
+    assert plan.column("id").mask.kwargs == {"domain": "t.id"}
+    assert plan.column("region").mask.kwargs == {"domain": "person"}
+    assert plan.cell_rules[0].mask.kwargs == {"domain": "t.email"}
+    assert plan.token_domains() == {"t.id": ("id",), "person": ("region",), "t.email": ("email",)}
+
+
+def test_withheld_or_unmasked_columns_give_no_token_domain(tmp_path):
+    catalog = CATALOG.replace("      id: {}", "      id: {tags: [ident]}").replace(
+        "      region: {}", "      region: {tags: [shared], level: restricted}")
+    policy, d = build(tmp_path, BASE + "p, low, tag:ident, unmask, p1, allow", masking=TOKENS, catalog=catalog)
+    assert plan_for(policy, d, who="low").token_domains() == {}  # id in the clear, region above clearance
+    assert plan_for(policy, d).token_domains() == {"t.id": ("id",), "person": ("region",)}
+
+
+@pytest.mark.parametrize("domain", ["''", "'a b'", "7", "[x]", "'" + "x" * 129 + "'"])
+def test_a_domain_must_be_a_plain_name(tmp_path, domain):
+    masking = TOKENS.replace("{domain: person}", "{domain: " + domain + "}")
+    with pytest.raises(PolicyError, match="domain must be"):
+        build(tmp_path, BASE, masking=masking)

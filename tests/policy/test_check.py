@@ -50,10 +50,9 @@ def test_every_problem_is_reported_with_file_and_line(policy_dir: Path) -> None:
         fh.write("g, analyst, auditor\ng, auditor, analyst\n")  # role cycle
         fh.write("p, analyst, group:clinical, read, analytics, allow\n")  # duplicate
     masking = policy_dir / "masking.yaml"
-    edit(masking, "  identifier: {mask: tokenize}", "  identifier: {mask: scramble}")
+    edit(masking, "  identifier: {mask: tokenize", "  identifier: {mask: scramble")
     edit(masking, "params: {n: 4, mask_char: \"*\"}", "params: {n: -2, mask_char: \"*\"}")
-    edit(masking, "when: \"diagnosis IN ('HIV', 'Substance use disorder')\"",
-         "when: \"diagnosis IN (SELECT secret FROM raw)\"")
+    edit(masking, "when: \"region = 'APAC'\"", "when: \"region IN (SELECT secret FROM raw)\"")
     edit(masking, 'filter: "region IN subject.regions"\n  - name: encounter',
          'filter: "region IN subject.countries AND shoe = 1"\n  - name: encounter')
     edit(masking, 'filter: "region IN subject.regions"', 'filter: "region = = 3"')
@@ -79,7 +78,7 @@ def test_every_problem_is_reported_with_file_and_line(policy_dir: Path) -> None:
     assert "purpose cycle" in joined
     assert "role cycle" in joined
     assert "duplicate rule (first at line" in joined
-    assert "cell rule 'sensitive-charges'" in joined and "not allowed" in joined
+    assert "cell rule 'apac-charges'" in joined and "not allowed" in joined
     assert "unknown subject attribute 'countries'" in joined
     assert "unknown column 'shoe' in dataset 'patients'" in joined
     assert "cannot parse predicate" in joined
@@ -126,3 +125,26 @@ def test_load_policy_raises_with_all_problems(policy_dir: Path) -> None:
     with pytest.raises(PolicyError) as info:
         load_policy(policy_dir)
     assert len(info.value.problems) >= 4
+
+
+def test_identity_provider_subjects_in_the_policy(policy_dir: Path) -> None:
+    """`oidc:<sub>` names an identity provider's subject: rules and budgets may name it without
+    declaring it; it cannot be a role, and a principals.yaml entry of that name holds no API keys."""
+    csv, principals = policy_dir / "policy.csv", policy_dir / "principals.yaml"
+    with csv.open("a") as fh:
+        fh.write("g, oidc:frank, steward\np, oidc:grace, dataset:patients, read, analytics, allow\n")
+    edit(policy_dir / "catalog.yaml", "        data-scientist: {epsilon: 10, delta: 1.0e-5}",
+         "        data-scientist: {epsilon: 10, delta: 1.0e-5}\n        oidc:grace: {epsilon: 1}")
+    with principals.open("a") as fh:
+        fh.write("  oidc:frank:\n    attributes: {clearance: internal}\n")
+    assert read_policy(policy_dir)[1] == []
+    with csv.open("a") as fh:
+        fh.write("g, alice, oidc:ivan\n")
+    with principals.open("a") as fh:
+        fh.write("  oidc:heidi:\n    api_keys: [{id: 0badc0de, hash: 'sha256:00'}]\n")
+    _, problems = read_policy(policy_dir)
+    assert messages(problems) == [
+        f"policy.csv:{line_of(csv, 'g, alice, oidc:ivan')}: 'oidc:ivan' is a principal and cannot be used as a role",
+        f"principals.yaml:{line_of(principals, 'oidc:heidi:')}: principal 'oidc:heidi' is an identity provider's "
+        "subject (its name has a ':'): it authenticates with the provider's tokens, not API keys",
+    ]

@@ -13,8 +13,10 @@ and both engines agree bit for bit. ``unit_text`` is the privacy-unit column's c
 * ``date_shift {max_days, by?}``: every date of one subject moves by the same
   ``d = floor(u·(2·max_days + 1)) − max_days`` days, u keyed on the subject alone, so intervals
   between a subject's events survive. ``by`` names the subject column instead of the unit.
-* ``randomized_response {p, categories}``: keep the value when ``u1 < p``, else
-  ``categories[floor(u2·k)]``; u1, u2 are disjoint 52-bit slices of one HMAC.
+* ``randomized_response {p, categories}``: keep the value when ``u1 < p`` *and it is one of
+  the categories*, else ``categories[floor(u2·k)]``; u1, u2 are disjoint 52-bit slices of one
+  HMAC. A value outside the categories is always replaced: shown, it would be certainly true
+  and identify its rare holders (a diagnosis missing from the list is the disclosure itself).
 """
 
 from __future__ import annotations
@@ -203,8 +205,10 @@ def _rr_arrow(values: pa.Array, params: Mapping[str, Any], ctx: MaskContext) -> 
     cats = list(params["categories"])
     u1, u2 = _uniforms(text, "rr", ctx, slices=2)
     pick = np.minimum(np.floor(u2 * len(cats)), len(cats) - 1).astype(np.int64)
-    replaced = pa.array(cats, pa.string()).take(pa.array(pick))
-    out = pc.if_else(pa.array(u1 < float(params["p"])), text, replaced)
+    categories = pa.array(cats, pa.string())
+    replaced = categories.take(pa.array(pick))
+    listed = pc.is_in(text, value_set=categories).to_numpy(zero_copy_only=False)  # null: False
+    out = pc.if_else(pa.array((u1 < float(params["p"])) & listed), text, replaced)
     return pc.if_else(pc.is_valid(text), out, pa.scalar(None, pa.string()))
 
 
@@ -213,8 +217,9 @@ def _rr_sql(expr: str, params: Mapping[str, Any], ctx: SqlContext) -> str:
     k = len(params["categories"])
     cats = "[" + ", ".join(str_lit(c) for c in params["categories"]) + "]"
     pick = f"CAST(least(floor({uniform_sql(digest, 1)} * {k}), {k - 1}) AS BIGINT) + 1"
+    listed = ", ".join(str_lit(c) for c in params["categories"])
     return (f"(CASE WHEN {expr} IS NULL THEN NULL WHEN {uniform_sql(digest, 0)} < {num_lit(float(params['p']))} "
-            f"THEN CAST({expr} AS VARCHAR) ELSE {cats}[{pick}] END)")
+            f"AND CAST({expr} AS VARCHAR) IN ({listed}) THEN CAST({expr} AS VARCHAR) ELSE {cats}[{pick}] END)")
 
 
 def _rr_validate(params: Mapping[str, Any]) -> list[str]:
@@ -235,5 +240,5 @@ RANDOMIZED_RESPONSE = MaskFunction(
     result_type=lambda t, params: pa.string(),
     strictness=lambda params: (float(params.get("p", 1)),),
     inputs=_unit_inputs,
-    doc="Keep the value with probability p, else a keyed uniform pick among categories.",
+    doc="Keep a listed category with probability p, else (and always for any other value) a keyed uniform pick among categories.",
 )
