@@ -51,8 +51,8 @@ def reidentify(principal: str, dataset: str, tokens: tuple[str, ...], purpose: s
 
     try:
         gov = Governor(load(config, policies))
-        values = gov.reidentify(local_principal(gov.state.policy, principal), dataset, purpose, list(tokens))
+        result = gov.reidentify(local_principal(gov.state.policy, principal), dataset, purpose, list(tokens))
     except GovernError as exc:
         report(exc)
-    for token, value in zip(tokens, values, strict=True):
+    for token, value in zip(tokens, result.values, strict=True):
         click.echo(f"{token}\t{value}")

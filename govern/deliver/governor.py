@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from govern.config import Settings
-from govern.errors import AccessDenied, LimitExceeded, NotFound
+from govern.errors import AccessDenied, InvalidRequest, LimitExceeded, MaskError, NotFound
 from govern.identity.principal import Principal
 from govern.mask.execute_arrow import (
     ArrowExecutor,
@@ -194,14 +194,18 @@ class Governor:
         if not domains:
             raise AccessDenied(f"no column of dataset '{dataset}' is tokenized for '{principal.name}' under "
                                f"purpose '{purpose}': there are no tokens of it to reidentify")
-        values, found = reverse_tokens(pa.array(tokens, pa.string()), self.keys, list(domains),
-                                       scope=f"dataset '{dataset}'")
+        try:
+            values, found = reverse_tokens(pa.array(tokens, pa.string()), self.keys, list(domains),
+                                           scope=f"dataset '{dataset}'")
+        except MaskError as exc:  # the caller's input: a foreign, tampered or unknown-key token
+            raise InvalidRequest(exc.detail) from None
         return Reidentification(values.to_pylist(), found.to_pylist(), domains, plan)
 
 
-class Reidentification(list[str | None]):
-    """The values behind the tokens, in token order — a list, so a caller that wants only the
-    values uses it as one — and where each token came from, for the audit record:
+@dataclass(frozen=True)
+class Reidentification:
+    """The values behind the tokens, in token order, and where each token came from, for the
+    audit record:
 
     * ``domains[i]``: the token domain token ``i`` verified in (None for a null token);
     * ``columns``: each domain ``dataset`` accepts → its columns that use it (the reidentify scope);
@@ -209,12 +213,10 @@ class Reidentification(list[str | None]):
     * ``origins()``: per domain seen, the ``DATASET.COLUMN``s it stands for and how many tokens.
     """
 
-    def __init__(self, values: list[str | None], domains: list[str | None],
-                 columns: dict[str, tuple[str, ...]], plan: AccessPlan) -> None:
-        super().__init__(values)
-        self.domains = domains
-        self.columns = columns
-        self.plan = plan
+    values: list[str | None]
+    domains: list[str | None]
+    columns: dict[str, tuple[str, ...]]
+    plan: AccessPlan
 
     def origins(self) -> list[dict[str, Any]]:
         counts = Counter(d for d in self.domains if d is not None)

@@ -21,7 +21,7 @@ import pytest
 
 from govern.config import load_settings
 from govern.deliver.governor import Governor
-from govern.errors import AccessDenied, MaskError
+from govern.errors import AccessDenied, InvalidRequest
 from govern.identity.principal import local_principal
 from tests.conftest import edit
 from tests.gateway import make_client
@@ -61,9 +61,14 @@ def test_tokens_of_another_dataset_do_not_reverse(scoped) -> None:
                        params={"columns": "patient_id", "limit": 3, "format": "arrow"})
         own = pa.ipc.open_stream(r.content).read_all()["patient_id"].to_pylist()
         mixed = client.post("/v1/datasets/encounters/reidentify", headers=carol, json={"tokens": [*own, names[0]]})
-        assert mixed.status_code != 200 and raw_names[0] not in mixed.text
+        assert mixed.status_code == 400 and raw_names[0] not in mixed.text
+        [record] = client.app.state.gateway.audit.records(request_id=mixed.headers["x-request-id"])
+        assert (record.outcome, record.status, record.dataset) == ("denied", 400, "encounters")
         ok = client.post("/v1/datasets/encounters/reidentify", headers=carol, json={"tokens": own})
         assert ok.status_code == 200, ok.text
+        assert ok.json()["domains"] == ["patient"] * 3
+        [record] = client.app.state.gateway.audit.records(request_id=ok.headers["x-request-id"])
+        assert record.extra["origins"] == [{"domain": "patient", "columns": ["encounters.patient_id"], "tokens": 3}]
 
 
 def test_the_governor_refuses_foreign_tokens_and_names_the_origin(scoped) -> None:
@@ -72,13 +77,13 @@ def test_the_governor_refuses_foreign_tokens_and_names_the_origin(scoped) -> Non
     carol = local_principal(governor.state.policy, "carol")
     with make_client(world) as client:
         names, patient_ids = names_as_tokens(client, world)
-    with pytest.raises(MaskError, match="encounters"):
+    with pytest.raises(InvalidRequest, match="encounters"):
         governor.reidentify(carol, "encounters", "governance", names)
     # patient_id shares the steward's domain `patient` across both datasets (masking.yaml), so a
     # patient_id token read from patients reverses on encounters, and says where it belongs
     back = governor.reidentify(carol, "encounters", "governance", patient_ids)
     raw_ids = pq.read_table(world.directory / "data" / "patients.parquet", columns=["patient_id"])
-    assert list(back) == [str(v) for v in raw_ids["patient_id"].to_pylist()[:5]]
+    assert back.values == [str(v) for v in raw_ids["patient_id"].to_pylist()[:5]]
     assert back.domains == ["patient"] * 5
     assert back.columns == {"patient": ("patient_id",)}
     assert back.origins() == [{"domain": "patient", "columns": ["encounters.patient_id"], "tokens": 5}]

@@ -25,7 +25,7 @@ def test_tokens_reverse_only_for_reidentify(world) -> None:
         assert back.json()["values"] == [str(v) for v in raw_ids.column(0).to_pylist()[:5]]
         tampered = tokens[0][:-2] + ("00" if not tokens[0].endswith("00") else "11")
         bad = client.post("/v1/datasets/patients/reidentify", headers=carol, json={"tokens": [tampered]})
-        assert bad.status_code == 500 and bad.json()["type"] == "urn:govern:problem:mask-error"
+        assert bad.status_code == 400 and bad.json()["type"] == "urn:govern:problem:invalid-request"
         assert tampered not in bad.text or "k1:" not in bad.json()["detail"]
     cli = CliRunner().invoke(main, ["reidentify", "carol", "patients", tokens[0], "--purpose", "governance",
                                     "--config", str(world.config)])

@@ -255,7 +255,7 @@ def test_tokenize_udf_would_compute_the_tokens_analysts_see(sql_client, world, g
     con = duckdb.connect()
     try:
         register_duckdb_udfs(con, governor.keys)
-        guessed = {con.execute("SELECT govern_tokenize(?, 'patient')", [v]).fetchone()[0] for v in raw}
+        guessed = {con.execute("SELECT govern_tokenize(?, 'patient')", [v]).fetchone()[0] for v in raw.values}
     finally:
         con.close()
     assert guessed == tokens

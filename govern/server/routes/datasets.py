@@ -190,6 +190,8 @@ def _reidentify(gw: Gateway, ex: Exchange, request: Request, raw: bytes) -> dict
     ex.extra["tokens"] = len(body.tokens)
     ex.admit(slot=False)
     assert ex.principal is not None
-    values = gw.governor.reidentify(ex.principal, ex.dataset or "", purpose, body.tokens, ex.state)
-    ex.finish(rows=len(values))
-    return {"values": values}
+    result = gw.governor.reidentify(ex.principal, ex.dataset or "", purpose, body.tokens, ex.state)
+    ex.plan = result.plan
+    ex.extra["origins"] = result.origins()  # the true origin: each token's domain and its columns
+    ex.finish(rows=len(result.values))
+    return {"values": result.values, "domains": result.domains}
