@@ -40,11 +40,12 @@ test-fast: install
 bench: install ## masking benchmark (2M rows by default; ROWS=... to change)
 	$(PY) benchmarks/masking.py --rows $(or $(BENCH_ROWS),2000000) --json benchmarks/results/masking.json
 
-lint: install
+lint: install ## ruff and mypy over the whole package (CI runs it before the tests)
 	$(VENV)/bin/ruff check govern tests benchmarks
+	$(VENV)/bin/mypy govern
 
 typecheck: install
-	$(VENV)/bin/mypy govern/plan govern/policy govern/mask
+	$(VENV)/bin/mypy govern
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(DEMO) .pytest_cache

@@ -87,15 +87,15 @@ def main() -> None:
     args = ap.parse_args()
 
     import pyarrow.parquet as pq
+    from tests.server.conftest import World, start_server, stop_server
 
-    from govern.deliver.governor import Governor
     from govern.config import load_settings
+    from govern.deliver.governor import Governor
     from govern.demo import create_demo
-    from govern.identity.principal import local_principal
+    from govern.policy.model import local_principal
+    from govern.privacy.budget.ledger import open_ledger
     from govern.privacy.dp.query import parse_request
     from govern.privacy.dp.service import DpService
-    from govern.privacy.budget.ledger import open_ledger
-    from tests.server.conftest import World, start_server, stop_server
 
     work = Path(tempfile.mkdtemp(prefix="govern-dp-bench-"))
     t = time.perf_counter()

@@ -389,9 +389,9 @@ def in_process_read(config: Path, total_rows: int, scan_use_threads: bool | None
 
     ``scan_use_threads`` (what-if, not govern's code path): override the ``use_threads`` that
     ``govern.storage.scan.scan`` passes to ``Dataset.scanner``."""
-    from govern.deliver.governor import Governor
     from govern.config import load_settings
-    from govern.identity.principal import local_principal
+    from govern.deliver.governor import Governor
+    from govern.policy.model import local_principal
 
     gov = Governor(load_settings(config))
     if scan_use_threads is not None:
@@ -423,10 +423,10 @@ def in_process_read(config: Path, total_rows: int, scan_use_threads: bool | None
 
 
 def bob_scan_columns(config: Path) -> list[str]:
-    from govern.deliver.governor import Governor
     from govern.config import load_settings
-    from govern.identity.principal import local_principal
+    from govern.deliver.governor import Governor
     from govern.mask.execute_arrow import resolve_request, scan_columns
+    from govern.policy.model import local_principal
 
     gov = Governor(load_settings(config))
     plan = gov.plan(local_principal(gov.state.policy, PRINCIPAL), DATASET, PURPOSE)

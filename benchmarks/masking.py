@@ -67,9 +67,8 @@ import pyarrow.dataset as pads
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from govern.deliver.governor import Governor  # noqa: E402
 from govern.config import load_settings  # noqa: E402
-from govern.identity.principal import local_principal  # noqa: E402
+from govern.deliver.governor import Governor  # noqa: E402
 from govern.mask.execute_arrow import (  # noqa: E402
     ArrowExecutor,
     pushdown_filter,
@@ -77,6 +76,7 @@ from govern.mask.execute_arrow import (  # noqa: E402
     scan_columns,
 )
 from govern.mask.execute_sql import plan_sql  # noqa: E402
+from govern.policy.model import local_principal  # noqa: E402
 
 TWO52 = 4503599627370496  # 2**52, as in govern.mask.functions._common
 HIDDEN_REGION = "APAC"  # the apac-charges cell rule: charges masked where region = 'APAC'
@@ -366,7 +366,7 @@ sys.path.insert(0, sys.argv[1])
 import pyarrow as pa
 from govern.deliver.governor import Governor
 from govern.config import load_settings
-from govern.identity.principal import local_principal
+from govern.policy.model import local_principal
 gov = Governor(load_settings(Path(sys.argv[2]) / "govern.yaml", mask_threads=int(sys.argv[5])))
 who = local_principal(gov.state.policy, sys.argv[3])
 rows = 0

@@ -46,11 +46,11 @@ sys.path.insert(0, str(REPO))
 import duckdb  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from govern.deliver.governor import Governor  # noqa: E402
 from govern.config import load_settings  # noqa: E402
+from govern.deliver.governor import Governor  # noqa: E402
 from govern.demo import create_demo, example_policies_dir  # noqa: E402
-from govern.identity.principal import local_principal  # noqa: E402
 from govern.mask.execute_sql import plan_sql  # noqa: E402
+from govern.policy.model import local_principal  # noqa: E402
 from govern.sql import SqlEngine  # noqa: E402
 from govern.sql.sandbox import Sandbox, SandboxPool  # noqa: E402
 from govern.sql.view_cache import ViewCache  # noqa: E402

@@ -48,10 +48,10 @@ def main() -> None:
 
     import_seconds = time.perf_counter() - t0
 
-    from govern.deliver.governor import Governor
     from govern.config import load_settings
+    from govern.deliver.governor import Governor
     from govern.demo import create_demo
-    from govern.identity.principal import local_principal
+    from govern.policy.model import local_principal
     from govern.privacy.synthetic.sample import sample_rows
     from govern.privacy.synthetic.service import SyntheticService
 

@@ -59,8 +59,8 @@ class DemoInfo:
     def preview(self) -> str:
         from govern.config import load_settings
         from govern.deliver.governor import Governor
-        from govern.identity.principal import local_principal
         from govern.plan.explain import render_rows
+        from govern.policy.model import local_principal
 
         gov = Governor(load_settings(self.config))
         out = []

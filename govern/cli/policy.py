@@ -54,8 +54,8 @@ def policy_explain(principal: str, dataset: str, purpose: str, fmt: str, policie
                    config: str | None) -> None:
     """Show the access plan for PRINCIPAL on DATASET, with the reason for every column."""
     from govern.deliver.governor import Governor
-    from govern.identity.principal import local_principal
     from govern.plan.explain import explain_text
+    from govern.policy.model import local_principal
 
     try:
         gov = Governor(load(config, policies))
@@ -72,7 +72,7 @@ def policy_explain(principal: str, dataset: str, purpose: str, fmt: str, policie
 def policy_test(directory: str | None, config: str | None) -> None:
     """Run the expectations in DIRECTORY/tests/*.yaml against the policy."""
     from govern.deliver.governor import Governor
-    from govern.policy.testing import run_policy_tests
+    from govern.deliver.policy_tests import run_policy_tests
 
     settings = load(config, directory)
     try:
@@ -96,7 +96,7 @@ def policy_test(directory: str | None, config: str | None) -> None:
 @config_option
 def policy_diff(old: str, new: str, config: str | None) -> None:
     """Show how every principal's plans change between two policy folders."""
-    from govern.policy.diff import diff_policies
+    from govern.deliver.policy_diff import diff_policies
 
     try:
         lines = diff_policies(load(config), Path(old), Path(new))

@@ -22,8 +22,8 @@ def preview(principal: str, dataset: str, purpose: str, limit: int, columns: str
             filter_: str | None, fmt: str, policies: str | None, config: str | None) -> None:
     """Print what PRINCIPAL would receive from DATASET, read locally."""
     from govern.deliver.governor import Governor
-    from govern.identity.principal import local_principal
     from govern.plan.explain import render_rows
+    from govern.policy.model import local_principal
 
     try:
         gov = Governor(load(config, policies))
@@ -47,7 +47,7 @@ def reidentify(principal: str, dataset: str, tokens: tuple[str, ...], purpose: s
                config: str | None) -> None:
     """Reverse tokenize tokens (needs the reidentify action), one value per line."""
     from govern.deliver.governor import Governor
-    from govern.identity.principal import local_principal
+    from govern.policy.model import local_principal
 
     try:
         gov = Governor(load(config, policies))

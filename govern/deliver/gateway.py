@@ -68,6 +68,7 @@ class Gateway:
     def reloaded(self, before: str, status: ReloadStatus) -> None:
         """Record a policy reload: installed (``ok``, the new version) or refused (``denied``, with
         the problems; the previous version keeps serving)."""
+        extra: dict[str, object]
         if status.ok:
             outcome, code, detail = "ok", 200, f"policy {before} -> {status.version}"
             extra = {"from_version": before, "to_version": status.version, "policy_version": status.version}

@@ -26,12 +26,13 @@ from govern.mask.execute_arrow import (
     scan_columns,
 )
 from govern.mask.functions.tokenize import reidentify as reverse_tokens
+from govern.mask.keys import KeyRing
 from govern.plan.compile import Draft, authorize, authorize_purpose, compile_plan
 from govern.plan.model import AccessPlan
+from govern.plan.predicates import Predicate, compile_client_filter
 from govern.policy.decide import Decider
 from govern.policy.load import load_policy
 from govern.policy.model import PolicySet
-from govern.policy.predicates import Predicate, compile_client_filter
 from govern.storage import dictionary as storage_dictionary
 from govern.storage import scan as storage_scan
 
@@ -50,7 +51,7 @@ class GovernedRead:
 
 
 class Governor:
-    def __init__(self, settings: Settings, policy: PolicySet | None = None, keys: object | None = None) -> None:
+    def __init__(self, settings: Settings, policy: PolicySet | None = None, keys: KeyRing | None = None) -> None:
         self.settings = settings
         policy = policy if policy is not None else load_policy(settings.policy_dir)
         self._state = PolicyState(policy, Decider(policy))
@@ -77,7 +78,7 @@ class Governor:
         return resolve_budget(state.policy, state.decider, principal, dataset)
 
     @property
-    def keys(self) -> object:
+    def keys(self) -> KeyRing:
         if self._keys is None:
             from govern.mask.keys import KeyRing
 

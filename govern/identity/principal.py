@@ -12,8 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from govern.errors import NotFound
-
 NAMESPACE_SEPARATOR = ":"
 
 
@@ -47,11 +45,3 @@ class Principal:
     @property
     def cache_key(self) -> tuple[str, tuple[str, ...]]:
         return (self.name, tuple(sorted(self.roles)))
-
-
-def local_principal(policy: Any, name: str) -> Principal:
-    """The principal ``name`` as declared in principals.yaml (raises NotFound)."""
-    entry = policy.principals.get(name)
-    if entry is None:
-        raise NotFound(f"unknown principal '{name}'")
-    return Principal(name=name, attributes=dict(entry.attributes), source="principals.yaml")

@@ -30,9 +30,10 @@ import pyarrow.compute as pc
 from govern.errors import GovernError, MaskError, UnknownColumn
 from govern.mask import registry
 from govern.mask.function import MaskContext
+from govern.mask.keys import KeyRing
 from govern.mask.predicate_arrow import evaluate, to_expression
 from govern.plan.model import AccessPlan, ColumnPlan
-from govern.policy.predicates import Predicate
+from govern.plan.predicates import Predicate
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class ArrowExecutor:
     answers per dictionary's values (:func:`~govern.mask.predicate_arrow.evaluate`); safe to
     share."""
 
-    def __init__(self, plan: AccessPlan, request: Request, keys: object, *, threads: int = 1,
+    def __init__(self, plan: AccessPlan, request: Request, keys: KeyRing, *, threads: int = 1,
                  row_filter_applied: bool = False, filter_exact: bool = True) -> None:
         """``filter_exact=False``: the consumer filters again, so the caller's filter runs only
         where it spares work (before masks, on raw-equal columns, when there are masks to
@@ -272,7 +273,7 @@ class ArrowExecutor:
             raise MaskError(f"masking failed ({type(exc).__name__})") from None
 
 
-def execute(plan: AccessPlan, reader: pa.RecordBatchReader, keys: object, *,
+def execute(plan: AccessPlan, reader: pa.RecordBatchReader, keys: KeyRing, *,
             columns: list[str] | None = None, client_filter: Predicate | None = None,
             limit: int | None = None, threads: int = 1, row_filter_applied: bool = False) -> pa.RecordBatchReader:
     """Apply ``plan`` to ``reader`` and return a masked stream (fails closed on any error)."""

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from govern.mask import registry
 from govern.mask.function import SqlContext
+from govern.mask.keys import KeyRing
 from govern.plan.model import AccessPlan
 
 
@@ -31,7 +32,7 @@ class PlanSql:
     needs_udfs: bool = False  # some mask's SQL form calls a govern_* UDF (e.g. tokenize)
 
 
-def plan_sql(plan: AccessPlan, relation: str, keys: object, *, columns: list[str] | None = None,
+def plan_sql(plan: AccessPlan, relation: str, keys: KeyRing, *, columns: list[str] | None = None,
              client_filter_sql: str | None = None, limit: int | None = None) -> PlanSql:
     """The masked view of ``relation`` as SQL with bound parameters."""
     ctx = SqlContext(keys=keys, privacy_unit=plan.privacy_unit, quote=quote)
@@ -58,7 +59,7 @@ def plan_sql(plan: AccessPlan, relation: str, keys: object, *, columns: list[str
     return PlanSql(sql, dict(ctx.parameters), needs_udfs)
 
 
-def execute_duckdb(plan: AccessPlan, source: pa.Table | pa.RecordBatchReader, keys: object, *,
+def execute_duckdb(plan: AccessPlan, source: pa.Table | pa.RecordBatchReader, keys: KeyRing, *,
                    columns: list[str] | None = None, client_filter_sql: str | None = None,
                    limit: int | None = None, threads: int | None = None) -> pa.Table:
     """Run the plan's SQL over an Arrow source in a private DuckDB connection."""

@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from govern.errors import MaskError
+from govern.mask.keys import KeyRing
 
 # Families of Arrow types, used by masks to declare what they accept.
 STRING = "string"
@@ -72,7 +73,7 @@ class MaskContext:
     the master key.
     """
 
-    keys: Any  # govern.mask.keys.KeyRing
+    keys: KeyRing
     inputs: Mapping[str, pa.Array] = field(default_factory=dict)
     privacy_unit: str | None = None
     threads: int = 1  # native kernels may split work across this many threads
@@ -87,7 +88,7 @@ class SqlContext:
     a named parameter (``$gk_3``) and records its value for the engine to pass at execution.
     """
 
-    keys: Any
+    keys: KeyRing
     privacy_unit: str | None = None
     quote: Callable[[str], str] = lambda name: '"' + name.replace('"', '""') + '"'
     parameters: dict[str, Any] = field(default_factory=dict, repr=False)  # key material

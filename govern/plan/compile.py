@@ -42,9 +42,9 @@ from govern.plan.model import (
     clearance_rank,
     level_rank,
 )
+from govern.plan.predicates import compile_policy_predicate
 from govern.policy.decide import Decider
 from govern.policy.model import DatasetEntry, PolicySet
-from govern.policy.predicates import compile_policy_predicate
 
 
 @dataclass

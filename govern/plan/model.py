@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from govern.plan.predicates import referenced_columns
+
 Action = Literal["keep", "mask", "withhold"]
 
 LEVELS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
@@ -175,8 +177,6 @@ class AccessPlan:
         privacy unit for ``date_shift``. Mask inputs are resolved by the engine via the mask
         registry; this covers predicates.
         """
-        from govern.policy.predicates import referenced_columns
-
         wanted = list(output if output is not None else self.visible_names)
         needed = dict.fromkeys(wanted)
         for rf in self.row_filters:

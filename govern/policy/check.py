@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from govern.errors import ProblemCollector
 from govern.identity.principal import is_namespaced
-from govern.policy import predicates
+from govern.plan import predicates
 from govern.policy.documents import CsvRule
 from govern.policy.model import ACTIONS, OBJECT_KINDS, PolicySet
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from govern.errors import NotFound
+from govern.identity.principal import Principal
 from govern.plan.model import MaskSpec
 from govern.policy.documents import CsvRule
 
@@ -173,3 +175,11 @@ class PolicySet:
         for p in self.principals.values():
             names.update(p.attributes)
         return names
+
+
+def local_principal(policy: PolicySet, name: str) -> Principal:
+    """The principal ``name`` as declared in principals.yaml (raises NotFound)."""
+    entry = policy.principals.get(name)
+    if entry is None:
+        raise NotFound(f"unknown principal '{name}'")
+    return Principal(name=name, attributes=dict(entry.attributes), source="principals.yaml")

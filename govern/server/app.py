@@ -93,7 +93,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> FastAPI
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
         await _settle(request, exc.status_code, slug, detail)
         return problem_response(exc.status_code, slug, detail, detail, request_id=request_id_var.get(),
-                                headers=exc.headers)
+                                headers=dict(exc.headers) if exc.headers else None)
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> Response:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -273,7 +273,7 @@ class SqlEngine:
                                       filter_exact=materialize)
         if not materialize:
             reader = governed.reader
-            if store is not None:
+            if store is not None and key is not None:
                 reader = store.filling(key, reader, max_rows)
             sandbox.register_stream(ref.view, reader)
             return False
@@ -284,12 +284,12 @@ class SqlEngine:
         if sandbox.expired():
             raise QueryTimeout(f"the query ran longer than {sandbox.timeout:g} s and was stopped",
                                limit=sandbox.timeout, sqlstate="57014")
-        if store is not None:
+        if store is not None and key is not None:
             store.put(key, table)
         sandbox.register_table(ref.view, table)
         return False
 
-    def _cache_key(self, prepared: _Prepared, ref: Reference) -> tuple | None:
+    def _cache_key(self, prepared: _Prepared, ref: Reference) -> tuple[Hashable, ...] | None:
         """The view cache's key for ``ref``'s whole view (view_cache module docstring), or
         ``None`` without a cache. A reference with a pushed-down filter may be served a cached
         whole view — the filter stays in the query, so DuckDB applies it

@@ -11,7 +11,7 @@ A conjunct of a ``WHERE`` is pushed down to ``Governor.read(filter=…)`` for on
 - it has a simple shape — comparisons, ``IN``, ``BETWEEN``, ``IS [NOT] NULL``, ``LIKE`` of a
   column with literals (or bound parameters) of the column's kind, combined with AND/OR/NOT —
   so Arrow and DuckDB evaluate it alike;
-- it passes :func:`govern.policy.predicates.compile_client_filter` (the predicate allow-list).
+- it passes :func:`govern.plan.predicates.compile_client_filter` (the predicate allow-list).
 
 Pushing down never changes the answer: the conjunct stays in the query, so DuckDB applies it
 again. On masked columns the governed read filters *masked* values, exactly what DuckDB sees.
@@ -35,7 +35,7 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from govern.errors import PredicateError
-from govern.policy.predicates import compile_client_filter, literal
+from govern.plan.predicates import compile_client_filter, literal
 from govern.sql.resolve import Reference
 from govern.sql.validate import DIALECT
 

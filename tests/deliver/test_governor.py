@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from govern.config import load_settings
 from govern.deliver.governor import Governor
-from govern.identity.principal import local_principal
+from govern.policy.model import local_principal
 from tests.conftest import edit
 from tests.gateway import World, make_client
 

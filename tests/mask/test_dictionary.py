@@ -16,7 +16,7 @@ from govern.mask import function, registry
 from govern.mask.execute_arrow import ArrowExecutor, resolve_request
 from govern.mask.predicate_arrow import evaluate
 from govern.plan.model import MaskSpec
-from govern.policy.predicates import compile_client_filter
+from govern.plan.predicates import compile_client_filter
 from govern.storage.dictionary import dictionary_columns, prune, with_dictionaries
 from tests.mask.engines import FIXED_KEYS
 from tests.mask.samples import PARAMS
@@ -39,7 +39,7 @@ def plan_for(governor, mask: str, params: dict, unit: str | None):  # type: igno
     """A plan over columns x (masked) and u, from alice's demo plan with its rules cleared."""
     import dataclasses
 
-    from govern.identity.principal import local_principal
+    from govern.policy.model import local_principal
 
     base = governor.plan(local_principal(governor.state.policy, "alice"), "patients", "analytics")
     x = dataclasses.replace(base.columns[0], name="x", mask=MaskSpec.of(mask, params), action=f"mask:{mask}")

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from govern.errors import MaskError, PredicateError, UnknownColumn
-from govern.identity.principal import Principal, local_principal
+from govern.identity.principal import Principal
 from govern.mask.execute_arrow import (
     ArrowExecutor,
     execute,
@@ -21,7 +21,8 @@ from govern.mask.execute_arrow import (
 )
 from govern.mask.execute_sql import execute_duckdb, plan_sql
 from govern.plan.model import MaskSpec
-from govern.policy.predicates import compile_client_filter
+from govern.plan.predicates import compile_client_filter
+from govern.policy.model import local_principal
 
 DEMO_PLANS = [
     ("alice", "patients", "analytics"),

@@ -18,7 +18,7 @@ from psycopg import errors
 from govern.audit.log import open_audit_log
 from govern.config import load_settings
 from govern.deliver.governor import Governor
-from govern.identity.principal import local_principal
+from govern.policy.model import local_principal
 from govern.sql import SqlEngine
 from tests.gateway import Server, World, start_server, stop_server
 

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from govern.identity.principal import local_principal
+from govern.policy.model import local_principal
 from tests.conftest import EXAMPLE_POLICIES
 
 OLD_RULE = {"name": "sensitive-charges", "dataset": "patients", "column": "charges",

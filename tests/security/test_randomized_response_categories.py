@@ -15,7 +15,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from govern.identity.principal import local_principal
+from govern.policy.model import local_principal
 from tests.mask.engines import FIXED_KEYS, connect, run_arrow, run_sql
 
 

@@ -22,7 +22,7 @@ import pytest
 from govern.config import load_settings
 from govern.deliver.governor import Governor
 from govern.errors import AccessDenied, InvalidRequest
-from govern.identity.principal import local_principal
+from govern.policy.model import local_principal
 from tests.conftest import edit
 from tests.gateway import make_client
 

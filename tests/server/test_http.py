@@ -14,7 +14,7 @@ import pytest
 from govern.audit.log import open_audit_log
 from govern.config import load_settings
 from govern.deliver.governor import Governor
-from govern.identity.principal import local_principal
+from govern.policy.model import local_principal
 from tests.gateway import World
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "request_id"}

@@ -11,7 +11,8 @@ import pytest
 
 from govern.config import load_settings
 from govern.deliver.governor import Governor
-from govern.identity.principal import Principal, local_principal
+from govern.identity.principal import Principal
+from govern.policy.model import local_principal
 from govern.sql import SqlEngine
 from tests.gateway import World, make_client
 

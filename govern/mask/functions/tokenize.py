@@ -37,6 +37,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+import duckdb
+from duckdb.func import PythonUDFType
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -47,6 +49,7 @@ from govern.mask import function
 from govern.mask.function import MaskContext, MaskFunction, SqlContext
 from govern.mask.functions._common import canonical_text, check_keys, str_lit, threads
 from govern.mask.hmac import hmac_digest
+from govern.mask.keys import KeyRing
 
 __all__ = ["TOKENIZE", "Reversed", "register_duckdb_udfs", "reidentify", "tokenize"]
 
@@ -68,7 +71,7 @@ def mac_purpose(domain: object) -> str:
     return "tokenize-mac/" + domain
 
 
-def tokenize(values: pa.Array, keys: Any, domain: str, n_threads: int = 1) -> pa.Array:
+def tokenize(values: pa.Array, keys: KeyRing, domain: str, n_threads: int = 1) -> pa.Array:
     """Tokens of ``domain`` for string/integer values under the active key (null stays null)."""
     purpose = mac_purpose(domain)
     text = canonical_text(values).cast(pa.large_string())
@@ -78,7 +81,7 @@ def tokenize(values: pa.Array, keys: Any, domain: str, n_threads: int = 1) -> pa
                              for i in range(0, len(text), _SLICE)])
 
 
-def _tokenize(text: pa.Array, keys: Any, mac: str, n_threads: int) -> pa.Array:
+def _tokenize(text: pa.Array, keys: KeyRing, mac: str, n_threads: int) -> pa.Array:
     offsets, data = _views(text)
     iv = _rows(hmac_digest(text, keys.subkey(mac), n_threads))[:, :16]
     ct = data ^ _keystream(keys.subkey("tokenize-enc"), iv, offsets)
@@ -100,7 +103,7 @@ class Reversed(NamedTuple):
     domains: pa.StringArray
 
 
-def reidentify(array: pa.Array | pa.ChunkedArray, keys: Any, domains: Sequence[str], *,
+def reidentify(array: pa.Array | pa.ChunkedArray, keys: KeyRing, domains: Sequence[str], *,
                scope: str = "the given domains") -> Reversed:
     """Reverse tokens made in one of ``domains``; ``MaskError`` on a malformed or unknown-key
     token, and on one that verifies under none of ``domains`` (taken from another domain's
@@ -130,7 +133,7 @@ def reidentify(array: pa.Array | pa.ChunkedArray, keys: Any, domains: Sequence[s
     return Reversed(values, found)
 
 
-def _decrypt(bodies: pa.Array, keys: Any, kid: str, domains: list[str], purposes: list[str],
+def _decrypt(bodies: pa.Array, keys: KeyRing, kid: str, domains: list[str], purposes: list[str],
              scope: str) -> tuple[pa.Array, pa.Array]:
     """(plaintexts, domains) of token bodies made under key ``kid``."""
     offsets, data = _views(bodies.cast(pa.large_string()))
@@ -253,10 +256,8 @@ def _column_defaults(params: Mapping[str, Any], column: str) -> dict[str, Any]:
     return {**params, "domain": params.get("domain") or column}
 
 
-def register_duckdb_udfs(con: Any, keys: Any) -> None:
+def register_duckdb_udfs(con: duckdb.DuckDBPyConnection, keys: KeyRing) -> None:
     """Register ``govern_tokenize(value VARCHAR, domain VARCHAR) -> VARCHAR`` (Arrow-vectorized)."""
-    import duckdb
-
     def udf(values: pa.Array | pa.ChunkedArray, domains: pa.Array | pa.ChunkedArray) -> pa.Array:
         values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
         domains = domains.combine_chunks() if isinstance(domains, pa.ChunkedArray) else domains
@@ -272,7 +273,7 @@ def register_duckdb_udfs(con: Any, keys: Any) -> None:
         return out
 
     con.create_function("govern_tokenize", udf, [duckdb.sqltype("VARCHAR"), duckdb.sqltype("VARCHAR")],
-                        duckdb.sqltype("VARCHAR"), type="arrow", side_effects=False)
+                        duckdb.sqltype("VARCHAR"), type=PythonUDFType.ARROW, side_effects=False)
 
 
 TOKENIZE = MaskFunction(

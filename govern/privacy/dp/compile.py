@@ -31,8 +31,8 @@ import pyarrow as pa
 
 from govern.errors import InvalidRequest, UnknownColumn
 from govern.plan.model import AccessPlan
+from govern.plan.predicates import Predicate, compile_client_filter
 from govern.policy.model import DatasetEntry
-from govern.policy.predicates import Predicate, compile_client_filter
 from govern.privacy.dp.query import Aggregate, DpQuery
 
 Kind = Literal["len", "count", "sum", "quantile"]

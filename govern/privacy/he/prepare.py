@@ -31,8 +31,8 @@ import pyarrow.compute as pc
 from govern.errors import AccessDenied, InvalidRequest, UnknownColumn
 from govern.mask.predicate_arrow import evaluate as evaluate_predicate
 from govern.plan.model import AccessPlan
+from govern.plan.predicates import compile_client_filter
 from govern.policy.model import DatasetEntry
-from govern.policy.predicates import compile_client_filter
 from govern.privacy.he.computation import MAX_AGGREGATE, ViewShape
 
 

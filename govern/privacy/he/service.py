@@ -28,6 +28,7 @@ from govern.errors import AccessDenied, InvalidRequest, LimitExceeded, ReleaseRe
 from govern.identity.principal import Principal
 from govern.mask.execute_arrow import ArrowExecutor, pushdown_filter, resolve_request, scan_columns
 from govern.plan.model import AccessPlan
+from govern.privacy.budget.ledger import BudgetLedger
 from govern.privacy.he import container
 from govern.privacy.he.computation import Computation, evaluate
 from govern.privacy.he.keystore import KeyStore
@@ -65,7 +66,7 @@ class Outcome:
 
 
 class HeService:
-    def __init__(self, settings: Settings, governor: Governor, ledger: Any = None) -> None:
+    def __init__(self, settings: Settings, governor: Governor, ledger: BudgetLedger | None = None) -> None:
         self.settings = settings
         self.governor = governor
         self.ledger = ledger

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from govern.config import Settings
 from govern.errors import SyntheticError
+from govern.mask.keys import KeyRing
 from govern.privacy.synthetic import engine
 from govern.privacy.synthetic.digests import contains, digest_set, row_digests
 from govern.privacy.synthetic.frames import from_frame, metadata_dict, to_frame
@@ -49,7 +50,7 @@ DCR_ROWS = 500  # rows per side in the distance-to-closest-record metrics (pairw
 HOLDOUT_MIN_ROWS = 50  # below this many rows there is no holdout (and no overfitting test)
 
 
-def fit_model(ref: ModelRef, settings: Settings, keys: Any, store: ModelStore,
+def fit_model(ref: ModelRef, settings: Settings, keys: KeyRing, store: ModelStore,
               progress: Progress | None = None) -> dict[str, Any]:
     """Fit, evaluate and store the model ``ref`` names. Returns its manifest."""
     say = progress or (lambda stage, fraction: None)

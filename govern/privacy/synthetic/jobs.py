@@ -28,6 +28,7 @@ from typing import Any
 
 from govern.config import Settings
 from govern.errors import GovernError
+from govern.mask.keys import KeyRing
 from govern.privacy.synthetic.store import ModelStore
 from govern.privacy.synthetic.version import ModelRef
 
@@ -85,7 +86,7 @@ class FitJobs:
                 _finish(path, "failed", f"the fit process ended with exit code {proc.exitcode}")
 
 
-def run_fit(ref: ModelRef, settings: Settings, keys: Any, store: ModelStore,
+def run_fit(ref: ModelRef, settings: Settings, keys: KeyRing, store: ModelStore,
             progress: Any = None) -> dict[str, Any]:
     """Fit here, in this process (the CLI and the spawned child), recording the job's progress."""
     from govern.privacy.synthetic.fit import fit_model

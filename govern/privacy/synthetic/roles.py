@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from govern.policy.model import PolicySet
 from govern.privacy.synthetic.spec import SynthesizerSpec
 
 __all__ = [
@@ -93,7 +94,7 @@ def column_roles(entry: Any, schema: pa.Schema, spec: SynthesizerSpec,
     return tuple(out)
 
 
-def tag_parents_of(policy: Any) -> dict[str, set[str]]:
+def tag_parents_of(policy: PolicySet) -> dict[str, set[str]]:
     """Tag → parent tags from the policy's ``g2`` links (``g2, tag:ssn, tag:pii``)."""
     parents: dict[str, set[str]] = {}
     for rule in policy.grouping("g2"):

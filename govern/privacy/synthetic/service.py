@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from govern.config import Settings
+from govern.deliver.governor import Governor
 from govern.errors import GovernError, LimitExceeded, SyntheticError
 from govern.mask.execute_arrow import execute
 from govern.plan.model import AccessPlan
@@ -48,7 +49,7 @@ class SyntheticResult:
 class SyntheticService:
     """One per gateway (or CLI run). Cheap to build: SDV is imported on first use."""
 
-    def __init__(self, settings: Settings, governor: Any) -> None:
+    def __init__(self, settings: Settings, governor: Governor) -> None:
         self.settings = settings
         self.governor = governor
         self._store: ModelStore | None = None

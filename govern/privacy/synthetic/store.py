@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from govern.errors import NotFound, SyntheticError
+from govern.mask.keys import KeyRing
 
 __all__ = ["ModelStore"]
 
@@ -48,7 +49,7 @@ KEEP_REPORTS = 100_000  # newest response reports kept
 class ModelStore:
     """Authenticated files under ``root``. ``keys`` is the masking KeyRing (subkeys only)."""
 
-    def __init__(self, root: Path, keys: Any) -> None:
+    def __init__(self, root: Path, keys: KeyRing) -> None:
         self.root = Path(root)
         self._keys = keys
         self._saved = 0

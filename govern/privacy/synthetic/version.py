@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import posixpath
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 
 from govern.errors import StorageError
+from govern.policy.model import PolicySet
 from govern.privacy.synthetic.roles import ColumnRole, column_roles, config_hash, tag_parents_of
 from govern.privacy.synthetic.spec import SynthesizerSpec, spec_of
 
@@ -67,7 +67,7 @@ def data_version(dataset: ds.Dataset, location: str) -> str:
     return h.hexdigest()[:16]
 
 
-def model_ref(policy: Any, name: str, dataset: ds.Dataset, schema: pa.Schema) -> ModelRef:
+def model_ref(policy: PolicySet, name: str, dataset: ds.Dataset, schema: pa.Schema) -> ModelRef:
     """The model reference for catalog dataset ``name`` as it is in storage now."""
     entry = policy.datasets[name]
     spec = spec_of(entry)

@@ -19,7 +19,8 @@ from govern.deliver.gateway import Gateway
 from govern.deliver.lifecycle import Exchange
 from govern.deliver.releases import release_dp, sql_types, translate_sql
 from govern.errors import AccessDenied, NotFound
-from govern.identity.principal import Principal, local_principal
+from govern.identity.principal import Principal
+from govern.policy.model import local_principal
 from govern.privacy.dp import sql as dp_sql
 from govern.privacy.dp.query import DpRequest, parse_request
 from govern.privacy.dp.service import DpRelease

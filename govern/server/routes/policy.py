@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Request
 
 from govern.deliver.gateway import Gateway
 from govern.errors import GovernError
-from govern.identity.principal import local_principal
+from govern.policy.model import local_principal
 from govern.server.exchange import bearer, governed, purpose_candidates
 
 router = APIRouter(prefix="/v1/policy", tags=["stewards"])

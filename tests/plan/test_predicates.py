@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from govern.errors import PredicateError
 from govern.mask.predicate_arrow import evaluate
-from govern.policy.predicates import compile_client_filter, compile_policy_predicate, parse
+from govern.plan.predicates import compile_client_filter, compile_policy_predicate, parse
 
 
 @pytest.mark.parametrize("text", [

@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from govern.config import Settings
+from govern.deliver.governor import Governor
 from govern.errors import GovernError
-from govern.identity.principal import local_principal
 from govern.plan.model import AccessPlan
 from govern.policy.load import load_policy
+from govern.policy.model import local_principal
 
 
 def _describe_column(plan: AccessPlan | None, name: str) -> str:
@@ -27,8 +28,6 @@ def _describe_column(plan: AccessPlan | None, name: str) -> str:
 
 
 def diff_policies(settings: Settings, old_dir: Path, new_dir: Path) -> list[str]:
-    from govern.deliver.governor import Governor
-
     old_policy, new_policy = load_policy(old_dir), load_policy(new_dir)
     old = Governor(settings.model_copy(update={"policy_dir": old_dir}), policy=old_policy)
     new = Governor(settings.model_copy(update={"policy_dir": new_dir}), policy=new_policy)

@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from govern.deliver.governor import Governor
 from govern.errors import GovernError
-from govern.identity.principal import local_principal
 from govern.plan.model import AccessPlan
 from govern.policy.documents import LocatedDict, LocatedList, _Loader
+from govern.policy.model import local_principal
 
 _ACTIONS = {"keep": "keep", "clear": "keep", "masked": "mask", "mask": "mask",
             "withheld": "withhold", "withhold": "withhold"}
@@ -70,7 +71,7 @@ def load_cases(directory: Path) -> tuple[list[tuple[str, LocatedDict]], list[str
     return cases, errors
 
 
-def run_policy_tests(governor: Any, directory: Path) -> list[TestResult]:
+def run_policy_tests(governor: Governor, directory: Path) -> list[TestResult]:
     cases, errors = load_cases(directory)
     results = [TestResult("load", e.split(": ", 1)[0], [e.split(": ", 1)[-1]]) for e in errors]
     for location, case in cases:
@@ -78,7 +79,7 @@ def run_policy_tests(governor: Any, directory: Path) -> list[TestResult]:
     return results
 
 
-def _run_case(governor: Any, location: str, case: LocatedDict) -> TestResult:
+def _run_case(governor: Governor, location: str, case: LocatedDict) -> TestResult:
     name = str(case.get("name") or "(unnamed)")
     result = TestResult(name, location)
     missing = [k for k in ("principal", "dataset", "purpose", "expect") if k not in case]
