@@ -35,7 +35,10 @@ from govern.plan.model import AccessPlan
 __all__ = ["GRID", "ColumnProfile", "Profile", "column_view", "data_version", "profile_batches", "rows_view",
            "view_key", "visible_to"]
 
-GRID: tuple[float, ...] = tuple(float(x) for x in np.linspace(0.0, 1.0, 201))  # quantile probabilities
+# Quantile probabilities: the midpoints of 200 equal cells. Midpoints, not 0 and 1: the sample's
+# extremes are the least stable numbers there are, and Wasserstein distances taken on this grid
+# stay within 0.003 σ of scipy's exact ones even on log-normal data (tests/monitor/test_drift.py).
+GRID: tuple[float, ...] = tuple((i + 0.5) / 200 for i in range(200))
 HIGH_CARDINALITY = 0.5  # a text column with more distinct values than this share of its sample
 
 
