@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from govern.errors import InvalidRequest
@@ -37,6 +37,8 @@ class S3Settings(BaseModel):
 
 class MonitorSettings(BaseModel):
     """Sensitive-data discovery and drift monitoring (docs/monitoring.md)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     classify_sample_rows: int = Field(default=10_000, ge=1)  # values sampled per column
     classify_seed: int = 0  # the sample is seeded: the same data gives the same suggestions
