@@ -64,7 +64,7 @@ def _same_columns(profile: Profile, plan: AccessPlan) -> bool:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")  # orders versions first seen within a second
 
 
 @dataclass(frozen=True)
