@@ -12,7 +12,7 @@ import json
 
 import click
 
-from govern.cli._common import config_option, load, report
+from govern.cli._common import config_option, fail, load, report
 from govern.errors import GovernError
 
 
@@ -31,8 +31,12 @@ def classify(dataset: str, columns: tuple[str, ...], sample: int | None, seed: i
              min_confidence: float | None, write: bool, fmt: str, policies: str | None, config: str | None) -> None:
     """Suggest tags and levels for DATASET's columns from a sample of its values."""
     from govern.deliver.governor import Governor
-    from govern.monitor.catalog_patch import catalog_change
-    from govern.monitor.classify import classify_dataset
+
+    try:
+        from govern.monitor.catalog_patch import catalog_change
+        from govern.monitor.classify import classify_dataset
+    except ImportError as exc:  # python-stdnum / phonenumbers missing
+        fail(f"error: govern classify needs the 'monitor' extra (pip install 'govern[monitor]'): {exc.name} is missing")
 
     try:
         settings = load(config, policies)

@@ -90,3 +90,13 @@ def test_classified_columns_are_never_overwritten(world_dir: Path) -> None:
 def test_unknown_dataset_is_an_error(world_dir: Path) -> None:
     out = govern(world_dir, "classify", "nope")
     assert out.returncode == 2 and out.stderr.strip() == "error: unknown dataset 'nope'"
+
+
+def test_without_the_monitor_extra_the_command_says_what_to_install(world_dir: Path) -> None:
+    hide = ("import sys; sys.modules['stdnum'] = None; from govern.cli import main; "
+            "main(['classify', 'patients', '--config', sys.argv[1]], prog_name='govern')")
+    out = subprocess.run([sys.executable, "-c", hide, str(world_dir / "govern.yaml")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.strip() == ("error: govern classify needs the 'monitor' extra (pip install 'govern[monitor]'): "
+                                  "stdnum is missing")
