@@ -16,7 +16,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml setup.py govern/mask/_hmac.c
 	@test -f /usr/include/openssl/sha.h || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq libssl-dev)
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[server,client,dev,dp,he,synthetic]'
+	$(PIP) install --quiet -e '.[server,client,dev,dp,he,synthetic,monitor]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install govern with every extra the tests need

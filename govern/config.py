@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from govern.errors import InvalidRequest
@@ -35,6 +35,24 @@ class S3Settings(BaseModel):
     retries: int = 1
 
 
+class MonitorSettings(BaseModel):
+    """Sensitive-data discovery and drift monitoring (docs/monitoring.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    classify_sample_rows: int = Field(default=10_000, ge=1)  # values sampled per column
+    classify_seed: int = 0  # the sample is seeded: the same data gives the same suggestions
+    classify_min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)  # suggestions below are not shown
+    phone_regions: list[str] = Field(default_factory=lambda: ["US"])  # regions of numbers written without +
+    profile_sample_rows: int = Field(default=100_000, ge=1)  # rows behind a profile's quantiles and categories
+    profile_top_categories: int = Field(default=50, ge=1)  # categories a profile keeps (the rest: "other")
+    drift_wasserstein: float = Field(default=0.1, gt=0.0)  # Wasserstein distance ÷ reference σ
+    drift_jensen_shannon: float = Field(default=0.1, gt=0.0)  # Jensen–Shannon distance (base 2)
+    drift_psi: float = Field(default=0.25, gt=0.0)  # population stability index
+    drift_null_rate: float = Field(default=0.05, gt=0.0)  # change of the null rate
+    drift_share: float = Field(default=0.5, gt=0.0, le=1.0)  # share of drifted columns that alerts
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GOVERN_", env_nested_delimiter="__", extra="forbid"
@@ -50,6 +68,7 @@ class Settings(BaseSettings):
     masking_key_id: str = "k1"
 
     s3: S3Settings = Field(default_factory=S3Settings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
 
     # Engine
     batch_size: int = 32_768  # rows; peak memory of a streamed read scales with it (docs/performance.md)

@@ -2,8 +2,8 @@
 import inside a function or under ``TYPE_CHECKING`` — and the rooms depend on each other only
 downwards: the core (identity, policy, plan, mask, storage, audit) never reaches up into
 delivery; delivery surfaces (HTTP, the PostgreSQL wire, the client, the CLI) are leaves that
-only the CLI starts; analyst SQL and the privacy services use one piece of ``deliver`` — the
-Governor — and nothing of the lifecycle above it."""
+only the CLI starts; analyst SQL, the privacy services and monitoring use one piece of
+``deliver`` — the Governor — and nothing of the lifecycle above it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent / "govern"
 CORE = {"govern.identity", "govern.policy", "govern.plan", "govern.mask", "govern.storage", "govern.audit",
         "govern.config", "govern.errors"}
 DELIVERY = {"govern.deliver", "govern.sql", "govern.server", "govern.pgwire", "govern.client", "govern.cli",
-            "govern.privacy"}
+            "govern.privacy", "govern.monitor"}
 SURFACES = {"govern.server", "govern.pgwire", "govern.client", "govern.cli"}
 # Known downward-looking exceptions, each with its reason.
 ALLOWED = {
@@ -121,7 +121,7 @@ def test_surfaces_are_leaves(surface: str) -> None:
 
 def test_engines_and_services_use_only_the_governor_from_deliver() -> None:
     bad = [(m, t) for m, t in _edges()
-           if _room(m) in ("govern.sql", "govern.privacy") and _room(t) == "govern.deliver"
+           if _room(m) in ("govern.sql", "govern.privacy", "govern.monitor") and _room(t) == "govern.deliver"
            and t != "govern.deliver.governor"]
     assert bad == []
 
