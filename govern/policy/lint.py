@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from govern.errors import Problem, ProblemCollector
-from govern.plan.model import level_rank
 from govern.plan import predicates
+from govern.plan.model import level_rank
 from govern.policy.model import DatasetEntry, PolicySet
 
 __all__ = ["LINTS", "lint_cell_rule_indicators", "lint_policy"]

@@ -38,11 +38,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import duckdb
-from duckdb.func import PythonUDFType
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from duckdb.func import PythonUDFType
 
 from govern.errors import MaskError
 from govern.mask import function
