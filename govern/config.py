@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     port: int = 8000
     audit_url: str | None = None  # default: sqlite under state_dir; or postgresql://...
     audit_table_prefix: str = "govern_"
+    # Signed checkpoints of the audit chain's head (docs/security.md#audit): keep the file where
+    # the audit store's writer cannot write. Default: state_dir/audit.checkpoints.
+    audit_checkpoint_file: Path | None = None
+    audit_public_keys: dict[str, str] = Field(default_factory=dict)  # key id -> public key (verify only)
+    audit_queue_limit: int = Field(default=1000, ge=1)  # submitted refusals waiting before coalescing
     ledger_url: str | None = None  # privacy budget ledger; default: sqlite under state_dir
     ledger_table_prefix: str = "govern_"
     dp_workers: int = 2  # differentially private releases computed at once (a bounded pool)
@@ -166,7 +171,8 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         if not isinstance(raw, dict):
             raise InvalidRequest(f"{p}: settings must be a mapping")
         file_values = _resolve_secret_refs(raw, p.parent)
-        for key in ("policy_dir", "data_root", "state_dir", "masking_key_file", "he_key_dir"):
+        for key in ("policy_dir", "data_root", "state_dir", "masking_key_file", "he_key_dir",
+                    "audit_checkpoint_file"):
             if key in file_values and file_values[key] is not None:
                 v = Path(file_values[key])
                 file_values[key] = v if v.is_absolute() else (p.parent / v)

@@ -5,6 +5,11 @@ the JSON of every other field (sorted keys, no whitespace, UTF-8 kept as is). Be
 ``prev_hash`` is itself one of the hashed fields, editing, removing or reordering any record
 breaks every link after it, which :mod:`govern.audit.verify` detects.
 
+Fields added after the first release (``policy_version``) are left out of ``canonical`` while
+they are None, so records written before they existed keep their hashes; once set they are
+hashed like every other field (None and a value never hash alike, so neither can be swapped
+for the other unseen).
+
 Records are normalised before sealing (JSON round trip of ``columns`` and ``extra``, obvious
 credentials redacted) so that what is hashed is exactly what the store gives back later.
 """
@@ -22,6 +27,9 @@ GENESIS_HASH = "0" * 64
 """``prev_hash`` of the first record of every chain."""
 
 OUTCOMES = frozenset({"ok", "denied", "error", "aborted"})
+
+LATER_FIELDS: tuple[str, ...] = ("policy_version",)
+"""Fields added after records were first written: hashed only when not None."""
 
 # Defence in depth for invariant 6: API keys (gk_<id>_<secret>) and bearer tokens must never
 # reach the audit trail, even if a caller puts a raw header or error text into ``detail``.
@@ -56,6 +64,8 @@ class AuditRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     prev_hash: str = ""
     hash: str = ""
+    policy_version: str | None = None  # the policy set in force (its version id), if one was
+
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,9 +76,13 @@ class AuditRecord:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def canonical(self) -> str:
-        """The hashed text: every field except ``hash``, as canonical JSON."""
+        """The hashed text: every field except ``hash`` (and the later fields while None), as
+        canonical JSON."""
         body = self.to_dict()
         body.pop("hash")
+        for name in LATER_FIELDS:
+            if body[name] is None:
+                body.pop(name)
         return canonical_json(body)
 
     def compute_hash(self) -> str:
@@ -109,6 +123,10 @@ def normalized(record: AuditRecord) -> AuditRecord:
         value = getattr(record, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError(f"{name} must be an integer or None")
+    for name in ("principal", "purpose", "dataset", "plan_hash", "detail", "policy_version"):
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name} must be a string or None")
     columns = _json_round_trip(record.columns)
     extra = _json_round_trip(record.extra)
     if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()):

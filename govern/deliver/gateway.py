@@ -97,8 +97,7 @@ class Gateway:
 def build_gateway(settings: Settings, *, governor: Governor | None = None, audit: AuditLog | None = None) -> Gateway:
     governor = governor or Governor(settings)
     if audit is None:
-        url = settings.audit_url or f"sqlite:///{(settings.state_dir / 'audit.db').resolve()}"
-        audit = open_audit_log(url, table_prefix=settings.audit_table_prefix)
+        audit = open_audit_log(settings)  # audit_url or state_dir/audit.db, anchored by checkpoints
     authenticator = Authenticator(lambda: governor.state.policy, settings.oidc)
     reloader = PolicyReloader(settings.policy_dir, governor.state.policy, governor.swap_policy,
                               debounce_ms=settings.reload_debounce_ms)

@@ -18,9 +18,18 @@ from typing import Any
 
 import pytest
 
-from govern.audit import AuditLog, AuditRecord, PostgresAuditLog, SQLiteAuditLog
+from govern.audit import (
+    Anchor,
+    AuditLog,
+    AuditRecord,
+    PostgresAuditLog,
+    SQLiteAuditLog,
+    open_audit_log,
+)
+from govern.mask.keys import KeyRing
 
 PG_URL = os.environ.get("GOVERN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+KEYS = KeyRing({"k1": b"audit-test-master-key-0123456789abcdef"}, "k1")
 
 
 def pg_unreachable() -> str | None:
@@ -67,6 +76,10 @@ class Store:
     open: Callable[[], AuditLog]
     raw: Callable[..., list[tuple[Any, ...]]]
 
+    def anchored(self, anchor: Anchor, **options: Any) -> AuditLog:
+        """A log on this store that signs checkpoints into ``anchor``."""
+        return open_audit_log(self.url, table_prefix=self.prefix, anchor=anchor, **options)
+
     def sql(self, text: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run raw SQL against the store, as an attacker with database access would.
         ``{p}`` is the table prefix; ``?`` the placeholder."""
@@ -111,6 +124,19 @@ def pg_store() -> Iterator[Store]:
 
 
 @pytest.fixture
+def anchor(tmp_path: Path) -> Anchor:
+    """Checkpoints in a file of their own, signed with the test key ring's active key."""
+    return Anchor.from_keys(tmp_path / "anchor" / "audit.checkpoints", KEYS)
+
+
+@pytest.fixture
+def anchored_log(store: Store, anchor: Anchor) -> Iterator[AuditLog]:
+    opened = store.anchored(anchor)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
 def log(store: Store) -> Iterator[AuditLog]:
     opened = store.open()
     yield opened
@@ -131,3 +157,32 @@ def make_record(i: int = 0, **changes: Any) -> AuditRecord:
 
 def fill(log: AuditLog, n: int) -> list[AuditRecord]:
     return [log.append(make_record(i)) for i in range(1, n + 1)]
+
+
+@contextmanager
+def write_lock(store: Store) -> Iterator[None]:
+    """Hold the lock every appender needs (SQLite's write lock; the chain head's row lock on
+    PostgreSQL), as a slow peer process would, until the block ends."""
+    if store.backend == "sqlite":
+        Path(store.url).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(store.url, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(PG_URL) as pg:
+        pg.execute(f"SELECT 1 FROM {store.prefix}chain_head WHERE id = 1 FOR UPDATE")
+        yield
+        pg.rollback()
+
+
+def all_records(log: AuditLog) -> list[AuditRecord]:
+    out: list[AuditRecord] = []
+    while page := log.records(after_seq=out[-1].seq if out else 0, limit=1000):
+        out += page
+    return out

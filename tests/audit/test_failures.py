@@ -99,7 +99,7 @@ def test_postgres_reconnects_after_the_connection_is_killed(pg_store: Store) -> 
     log = pg_store.open()
     try:
         log.append(make_record(1))
-        backend_pid = log._conn.info.backend_pid  # type: ignore[attr-defined]
+        backend_pid = log.db.backend_pid  # type: ignore[attr-defined]
         pg_execute("SELECT pg_terminate_backend(?)", (backend_pid,))
         # The call that finds the connection dead fails: that request is refused (fail closed).
         with pytest.raises(AuditError):

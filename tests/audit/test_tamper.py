@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from govern.audit import GENESIS_HASH, AuditLog
+from govern.audit import GENESIS_HASH, AuditLog, AuditRecord
 from tests.audit.conftest import Store, fill, make_record
 
 N = 12
@@ -133,8 +133,35 @@ def test_appending_after_a_deletion_keeps_the_evidence(log: AuditLog, store: Sto
     assert log.verify().first_broken == 3
 
 
-def test_stored_hash_is_sha256_of_prev_hash_and_canonical_json(log: AuditLog) -> None:
-    rec = fill(log, 2)[1]
-    body = {k: v for k, v in rec.to_dict().items() if k != "hash"}
+def _expected_hash(rec: AuditRecord, *, omit: tuple[str, ...] = ()) -> str:
+    body = {k: v for k, v in rec.to_dict().items() if k != "hash" and k not in omit}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    assert rec.hash == hashlib.sha256((rec.prev_hash + canonical).encode()).hexdigest()
+    return hashlib.sha256((rec.prev_hash + canonical).encode()).hexdigest()
+
+
+def test_stored_hash_is_sha256_of_prev_hash_and_canonical_json(log: AuditLog) -> None:
+    # policy_version was added later: while None it is left out, so older records keep their hash
+    rec = fill(log, 2)[1]
+    assert rec.policy_version is None
+    assert rec.hash == _expected_hash(rec, omit=("policy_version",))
+    versioned = log.append(make_record(3, policy_version="pv-1a2b"))
+    assert versioned.hash == _expected_hash(versioned)
+    assert log.records(after_seq=2) == [versioned]
+
+
+@pytest.mark.parametrize(
+    ("title", "statement"),
+    [
+        ("a version removed", "UPDATE {p}audit_log SET policy_version = NULL WHERE seq = 3"),
+        ("a version changed", "UPDATE {p}audit_log SET policy_version = 'pv-old' WHERE seq = 3"),
+        ("a version added", "UPDATE {p}audit_log SET policy_version = 'pv-1a2b' WHERE seq = 2"),
+    ],
+)
+def test_editing_the_policy_version_is_detected(log: AuditLog, store: Store, title: str,
+                                                statement: str) -> None:
+    fill(log, 2)
+    log.append(make_record(3, policy_version="pv-1a2b"))
+    log.append(make_record(4))
+    store.sql(statement)
+    result = log.verify()
+    assert not result.ok and "edited" in result.message, title

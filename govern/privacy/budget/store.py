@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from govern.errors import LedgerError
-from govern.store import Cursor, Database, Dialect, PostgresDatabase, Role, SQLiteDatabase, parse_target
+from govern.store import (
+    Cursor,
+    Database,
+    Dialect,
+    PostgresDatabase,
+    Role,
+    SQLiteDatabase,
+    parse_target,
+)
 
 CHARGE_FIELDS = ("id", "time", "request_id", "principal", "dataset", "period", "kind", "epsilon", "delta")
 
