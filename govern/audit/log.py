@@ -47,13 +47,14 @@ class AuditLog:
     the store (or starts a thread) before the first call."""
 
     def __init__(self, db: Database, *, anchor: Anchor | None = None, queue_limit: int = 1000,
-                 submit_delay: float = 0.1) -> None:
+                 submit_delay: float = 0.1, batch_max: int = 256) -> None:
         self.store = AuditStore(db)
         self.anchor = anchor
         signing = anchor is not None and anchor.signer is not None
         self._adopted = False
         self._writer = GroupWriter(self.store.commit, self._checkpoint if signing else None,
-                                   queue_limit=queue_limit, delay=submit_delay)
+                                   queue_limit=queue_limit, delay=submit_delay,
+                                   batch_max=batch_max)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.store.db.target!r}, table_prefix={self.store.db.prefix!r})"

@@ -8,10 +8,11 @@ Three kinds of work reach the writer:
   one fsync instead of N, and the chain stays contiguous (the store seals a group behind the
   head it locks; across processes the store's lock still orders the groups).
 - ``submit(record)`` — never blocks: the record joins a bounded queue that the writer commits
-  every ``delay`` seconds (about 100 ms), at most ``batch_max`` records per transaction, and a
-  few at a time (``piggyback``) along with waiting appends. This is for refusals before
-  authentication: a flood of bad tokens costs the writer a bounded amount of work per second,
-  so appends of authenticated requests wait at most for one such transaction.
+  ``delay`` seconds (about 100 ms) after it arrives: at most ``rate`` records per ``delay``,
+  ``chunk`` per transaction, only while no append is waiting (an append takes ``piggyback`` of
+  them along). This is for refusals before authentication: a flood of bad tokens costs the
+  writer a bounded amount of work per second, and an authenticated append waits at most for
+  one chunk.
 - when more than ``queue_limit`` submitted records are waiting, further ones are coalesced
   into a single record saying how many requests it stands for, with their first and last
   request ids; memory never grows with the flood.
@@ -95,14 +96,15 @@ class GroupWriter:
     """The queue and the thread behind one :class:`~govern.audit.log.AuditLog`."""
 
     def __init__(self, commit: Commit, anchor: Anchor | None, *, queue_limit: int = 1000,
-                 delay: float = 0.1, batch_max: int = 256, piggyback: int = 16,
-                 name: str = "audit") -> None:
-        if queue_limit < 1 or batch_max < 1:
-            raise ValueError("queue_limit and batch_max must be positive")
+                 delay: float = 0.1, batch_max: int = 256, rate: int = 256, chunk: int = 16,
+                 piggyback: int = 0, name: str = "audit") -> None:
+        if min(queue_limit, batch_max, rate, chunk) < 1 or piggyback < 0:
+            raise ValueError("queue_limit, batch_max, rate and chunk must be positive")
         self._commit = commit
         self._anchor = anchor
         self.queue_limit, self.delay = queue_limit, delay
-        self.batch_max, self.piggyback = batch_max, piggyback
+        self.batch_max, self.rate, self.chunk, self.piggyback = batch_max, rate, chunk, piggyback
+        self._allowance = 0  # submitted records the current window may still commit
         self._name = name
         self._cond = threading.Condition()
         self._jobs: deque[_Job] = deque()
@@ -230,14 +232,24 @@ class GroupWriter:
         return self._closing or self._flushes > 0
 
     def _next_batch(self) -> tuple[list[_Job], list[tuple[int, AuditRecord]]] | None:
-        """Wait for work; take a group (call with the lock held). None: stop."""
+        """Wait for work; take a group (call with the lock held). None: stop.
+
+        Submitted records are committed in windows: ``delay`` after the first one arrives, up
+        to ``rate`` of them, ``chunk`` per transaction, and only while no caller is waiting (a
+        waiting append takes at most ``piggyback`` of them along). So an append never waits
+        behind more than one chunk, and a flood costs the writer at most ``rate`` records per
+        ``delay``. ``flush`` and ``close`` lift the rate."""
         while True:
             if self._stopped:
                 return None
             now = time.monotonic()
             queued = bool(self._waiting or self._overflow.count)
-            due = queued and now >= self._retry_at and (self._urgent() or now >= self._due)
-            if self._jobs or due:
+            retry_ok = now >= self._retry_at
+            if queued and retry_ok and now >= self._due and self._allowance <= 0:
+                self._allowance = self.rate  # a new window opens
+                self._due = now + self.delay
+            drain = queued and retry_ok and (self._urgent() or self._allowance > 0)
+            if self._jobs or drain:
                 break
             if queued:
                 wake = self._retry_at if self._urgent() else max(self._due, self._retry_at)
@@ -245,19 +257,21 @@ class GroupWriter:
             else:
                 self._cond.wait()
         jobs = [self._jobs.popleft() for _ in range(min(len(self._jobs), self.batch_max))]
-        if due:
-            take = self.batch_max
-        elif now >= self._retry_at:
+        if not retry_ok:
+            take = 0
+        elif jobs:
             take = self.piggyback
         else:
-            take = 0
+            take = self.batch_max if self._urgent() else min(self.chunk, self._allowance)
         submitted = [self._waiting.popleft() for _ in range(min(take, len(self._waiting)))]
-        if due and self._overflow.count and len(self._waiting) < self.queue_limit:
+        self._allowance -= len(submitted)
+        if (self._overflow.count and len(self._waiting) < self.queue_limit
+                and (submitted or not self._waiting)):
             ticket = self._overflow.last[0] if self._overflow.last else self._tickets
             self._waiting.append((ticket, self._overflow.record()))
             self._overflow = Coalesced()
-        if due:
-            self._due = now + self.delay
+        if not self._waiting and not self._overflow.count:
+            self._allowance = 0  # the next record submitted starts a new window
         return jobs, submitted
 
     def _run_batch(self, jobs: list[_Job], submitted: list[tuple[int, AuditRecord]]) -> None:
