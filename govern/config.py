@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     # the audit store's writer cannot write. Default: state_dir/audit.checkpoints.
     audit_checkpoint_file: Path | None = None
     audit_public_keys: dict[str, str] = Field(default_factory=dict)  # key id -> public key (verify only)
-    audit_queue_limit: int = Field(default=1000, ge=1)  # submitted refusals waiting before coalescing
+    audit_queue_limit: int = Field(default=256, ge=1)  # submitted refusals waiting before coalescing
     ledger_url: str | None = None  # privacy budget ledger; default: sqlite under state_dir
     ledger_table_prefix: str = "govern_"
     dp_workers: int = 2  # differentially private releases computed at once (a bounded pool)

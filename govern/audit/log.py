@@ -39,6 +39,8 @@ __all__ = ["AuditLog", "PostgresAuditLog", "SQLiteAuditLog", "VerifyResult", "op
 log = logging.getLogger("govern.audit")
 
 DEFAULT_FILE = "audit.db"
+READ_WAIT = 2.0
+"""Seconds a read waits for records submitted before it to be committed."""
 
 
 class AuditLog:
@@ -46,7 +48,7 @@ class AuditLog:
     many processes. Every storage failure is an ``AuditError``. Opens lazily: nothing touches
     the store (or starts a thread) before the first call."""
 
-    def __init__(self, db: Database, *, anchor: Anchor | None = None, queue_limit: int = 1000,
+    def __init__(self, db: Database, *, anchor: Anchor | None = None, queue_limit: int = 256,
                  submit_delay: float = 0.1, batch_max: int = 256) -> None:
         self.store = AuditStore(db)
         self.anchor = anchor
@@ -113,8 +115,16 @@ class AuditLog:
     def records(self, after_seq: int = 0, limit: int = 100, principal: str | None = None,
                 dataset: str | None = None, request_id: str | None = None) -> list[AuditRecord]:
         """Up to ``limit`` records with ``seq > after_seq`` in seq order; page by passing the
-        last seq seen."""
+        last seq seen. Records submitted before the call are committed first (waiting at most
+        ``READ_WAIT`` seconds), so a reader sees what this process has already handed in."""
+        self._settle()
         return self.store.records(after_seq, limit, principal, dataset, request_id)
+
+    def _settle(self) -> None:
+        try:
+            self._writer.flush(READ_WAIT)
+        except AuditError as exc:  # the store is failing; the read will say so, or show what it has
+            log.warning("audit read without the newest submitted records: %s", exc)
 
     def pending(self) -> list[tuple[str, str]]:
         """``(request_id, time)`` of reservations never completed."""
@@ -122,6 +132,7 @@ class AuditLog:
 
     def verify(self) -> VerifyResult:
         """Re-check the whole chain and every signed checkpoint; name the first problem."""
+        self._settle()
         if self.anchor is None:
             return self.store.verify()
         found = self.anchor.read()
@@ -147,7 +158,7 @@ class SQLiteAuditLog(AuditLog):
     """The embedded default: one SQLite file (mode 0600) under the state folder."""
 
     def __init__(self, path: Path | str, *, busy_timeout: float = 10.0,
-                 anchor: Anchor | None = None, queue_limit: int = 1000,
+                 anchor: Anchor | None = None, queue_limit: int = 256,
                  submit_delay: float = 0.1) -> None:
         self.path = Path(path)
         super().__init__(SQLiteDatabase(ROLE, self.path, setup(""), busy_timeout=busy_timeout),
@@ -163,7 +174,7 @@ class PostgresAuditLog(AuditLog):
 
     def __init__(self, dsn: str, table_prefix: str = "govern_", *, connect_timeout: int = 5,
                  lock_timeout_ms: int = 10_000, statement_timeout_ms: int = 30_000,
-                 anchor: Anchor | None = None, queue_limit: int = 1000,
+                 anchor: Anchor | None = None, queue_limit: int = 256,
                  submit_delay: float = 0.1) -> None:
         db = PostgresDatabase(ROLE, dsn, table_prefix, setup(table_prefix),
                               connect_timeout=connect_timeout, lock_timeout_ms=lock_timeout_ms,
@@ -209,7 +220,7 @@ def open_audit_log(target: Settings | str | Path, *, table_prefix: str | None = 
 
     With a URL or path the log is anchored only by an explicit ``anchor``. No I/O happens here.
     """
-    limit = queue_limit or 1000
+    limit = queue_limit or 256
     if not isinstance(target, str | Path):
         settings = target
         if anchor is None:

@@ -7,20 +7,22 @@ Three kinds of work reach the writer:
   writer is free is committed together, so under load N requests cost one transaction and
   one fsync instead of N, and the chain stays contiguous (the store seals a group behind the
   head it locks; across processes the store's lock still orders the groups).
-- ``submit(record)`` — never blocks: the record joins a bounded queue that the writer commits
-  ``delay`` seconds (about 100 ms) after it arrives: at most ``rate`` records per ``delay``,
-  ``chunk`` per transaction, only while no append is waiting (an append takes ``piggyback`` of
-  them along). This is for refusals before authentication: a flood of bad tokens costs the
-  writer a bounded amount of work per second, and an authenticated append waits at most for
-  one chunk.
+- ``submit(record)`` — never blocks: the record joins a bounded queue that the writer drains
+  through a token bucket: at most ``rate`` records per ``delay`` seconds (256 per 100 ms),
+  ``chunk`` per transaction. While the bucket has tokens, submitted records are committed at
+  once and in order with appends (an append takes the up to ``chunk`` older submitted records
+  along into its transaction, so seq order is request order); once a flood has used the
+  tokens, they wait for the next window and appends no longer take them along. This is for
+  refusals before authentication: a flood of bad tokens costs the writer at most ``rate``
+  records per ``delay``, and an authenticated append waits at most for one chunk.
 - when more than ``queue_limit`` submitted records are waiting, further ones are coalesced
   into a single record saying how many requests it stands for, with their first and last
   request ids; memory never grows with the flood.
 
 If a transaction fails, the waiting callers get the ``AuditError`` (the request fails, as
 invariant 4 demands); submitted records stay queued and are retried with a growing pause.
-``flush(timeout)`` waits until everything queued so far is committed; ``close()`` flushes,
-then stops the thread.
+``flush(timeout)`` waits until everything queued before it is committed (lifting the rate);
+``close()`` flushes, then stops the thread.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ log = logging.getLogger("govern.audit")
 
 Commit = Callable[[Sequence[str], Sequence[AuditRecord]], list[AuditRecord]]
 """``(request ids to reserve, records to seal) -> sealed records``, in one transaction."""
-Anchor = Callable[[list[AuditRecord]], None]
+Checkpointer = Callable[[list[AuditRecord]], None]
 """Called with each committed group of records (to write its checkpoint); may raise ``OSError``."""
 _COALESCED_KEYS = frozenset({"coalesced", "first_request_id", "last_request_id", "first_time",
                              "last_time", "statuses"})
@@ -52,6 +54,7 @@ class _Job:
 
     reserve: str | None
     record: AuditRecord | None
+    ticket: int = 0
     done: Future[AuditRecord | None] = field(default_factory=Future)
 
 
@@ -95,26 +98,26 @@ class Coalesced:
 class GroupWriter:
     """The queue and the thread behind one :class:`~govern.audit.log.AuditLog`."""
 
-    def __init__(self, commit: Commit, anchor: Anchor | None, *, queue_limit: int = 1000,
+    def __init__(self, commit: Commit, anchor: Checkpointer | None, *, queue_limit: int = 256,
                  delay: float = 0.1, batch_max: int = 256, rate: int = 256, chunk: int = 16,
-                 piggyback: int = 0, name: str = "audit") -> None:
-        if min(queue_limit, batch_max, rate, chunk) < 1 or piggyback < 0:
-            raise ValueError("queue_limit, batch_max, rate and chunk must be positive")
+                 name: str = "audit") -> None:
+        if min(queue_limit, batch_max, rate, chunk) < 1 or delay <= 0:
+            raise ValueError("queue_limit, batch_max, rate, chunk and delay must be positive")
         self._commit = commit
         self._anchor = anchor
         self.queue_limit, self.delay = queue_limit, delay
-        self.batch_max, self.rate, self.chunk, self.piggyback = batch_max, rate, chunk, piggyback
+        self.batch_max, self.rate, self.chunk = batch_max, rate, chunk
         self._allowance = 0  # submitted records the current window may still commit
+        self._window_end = 0.0  # when the allowance is refilled
         self._name = name
         self._cond = threading.Condition()
         self._jobs: deque[_Job] = deque()
         self._waiting: deque[tuple[int, AuditRecord]] = deque()
         self._overflow = Coalesced()
         self._tickets = 0
-        self._due = 0.0  # when the waiting submitted records must be committed
         self._retry_at = 0.0  # after a failed transaction, no retry of submitted records before
         self._backoff = 0.0
-        self._in_flight = 0  # records of the transaction being committed
+        self._in_flight: list[int] = []  # tickets of the transaction being committed
         self._flushes = 0
         self._closing = False
         self._stopped = False
@@ -136,10 +139,8 @@ class GroupWriter:
             self._tickets += 1
             if len(self._waiting) < self.queue_limit:
                 first = not self._waiting and not self._overflow.count
-                if first:
-                    self._due = time.monotonic() + self.delay
                 self._waiting.append((self._tickets, record))
-                if first:  # the writer now has a deadline; later records change nothing for it
+                if first:  # the writer may commit it now; later records change nothing for it
                     self._start()
                     self._cond.notify()
             else:
@@ -147,23 +148,26 @@ class GroupWriter:
                 self.coalesced += 1
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Wait until every reservation and record queued so far is committed; ``AuditError``
-        if some are not within ``timeout`` seconds."""
+        """Wait until every reservation and record queued before this call is committed (later
+        ones may still wait); ``AuditError`` if some are not within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         with self._cond:
+            upto = self._tickets
             self._flushes += 1
             self._cond.notify_all()
             try:
-                while self._backlog() and not self._stopped:
+                while self._oldest() <= upto and not self._stopped:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
+                late = self._oldest() <= upto
                 left_over = self._backlog()
             finally:
                 self._flushes -= 1
-        if left_over:
-            raise AuditError(f"audit log: {left_over} record(s) not committed within {timeout:g}s")
+        if late:
+            raise AuditError(f"audit log: records not committed within {timeout:g}s "
+                             f"({left_over} waiting)")
 
     def close(self, timeout: float = 5.0) -> None:
         """Refuse new work, commit what is queued (log what could not be), stop the thread."""
@@ -198,11 +202,20 @@ class GroupWriter:
             self._thread.start()
 
     def _backlog(self) -> int:
-        return (len(self._jobs) + len(self._waiting) + self._overflow.count + self._in_flight)
+        return len(self._jobs) + len(self._waiting) + self._overflow.count + len(self._in_flight)
+
+    def _oldest(self) -> float:
+        """The smallest ticket not yet committed (infinity when nothing waits)."""
+        tickets = [*self._in_flight, *(j.ticket for j in self._jobs), *(t for t, _ in self._waiting)]
+        if self._overflow.first is not None:
+            tickets.append(self._overflow.first[0])
+        return min(tickets, default=float("inf"))
 
     def _wait(self, job: _Job) -> AuditRecord | None:
         with self._cond:
             self._check_open()
+            self._tickets += 1
+            job.ticket = self._tickets
             self._jobs.append(job)
             self._start()
             self._cond.notify()
@@ -215,7 +228,7 @@ class GroupWriter:
                 if batch is None:
                     return
                 jobs, submitted = batch
-                self._in_flight = len(jobs) + len(submitted)
+                self._in_flight = [*(j.ticket for j in jobs), *(t for t, _ in submitted)]
             try:
                 self._run_batch(jobs, submitted)
             except Exception:  # a bug, not a storage failure: fail the waiting callers
@@ -225,58 +238,58 @@ class GroupWriter:
                         job.done.set_exception(AuditError("audit log unavailable: writer failed"))
             finally:
                 with self._cond:
-                    self._in_flight = 0
+                    self._in_flight = []
                     self._cond.notify_all()
 
     def _urgent(self) -> bool:
         return self._closing or self._flushes > 0
 
     def _next_batch(self) -> tuple[list[_Job], list[tuple[int, AuditRecord]]] | None:
-        """Wait for work; take a group (call with the lock held). None: stop.
-
-        Submitted records are committed in windows: ``delay`` after the first one arrives, up
-        to ``rate`` of them, ``chunk`` per transaction, and only while no caller is waiting (a
-        waiting append takes at most ``piggyback`` of them along). So an append never waits
-        behind more than one chunk, and a flood costs the writer at most ``rate`` records per
-        ``delay``. ``flush`` and ``close`` lift the rate."""
+        """Wait for work; take a group (call with the lock held). None: stop."""
         while True:
             if self._stopped:
                 return None
             now = time.monotonic()
+            if now >= self._window_end:
+                self._allowance, self._window_end = self.rate, now + self.delay
             queued = bool(self._waiting or self._overflow.count)
             retry_ok = now >= self._retry_at
-            if queued and retry_ok and now >= self._due and self._allowance <= 0:
-                self._allowance = self.rate  # a new window opens
-                self._due = now + self.delay
             drain = queued and retry_ok and (self._urgent() or self._allowance > 0)
             if self._jobs or drain:
                 break
             if queued:
-                wake = self._retry_at if self._urgent() else max(self._due, self._retry_at)
+                wake = self._retry_at if self._urgent() else max(self._window_end, self._retry_at)
                 self._cond.wait(max(0.0, wake - now))
             else:
                 self._cond.wait()
         jobs = [self._jobs.popleft() for _ in range(min(len(self._jobs), self.batch_max))]
         if not retry_ok:
             take = 0
-        elif jobs:
-            take = self.piggyback
+        elif self._urgent():
+            take = self.batch_max
         else:
-            take = self.batch_max if self._urgent() else min(self.chunk, self._allowance)
+            take = min(self.chunk, self._allowance)
+        if jobs:  # only submitted records older than the appends, to keep request order
+            newest, older = jobs[-1].ticket, 0
+            for ticket, _ in self._waiting:
+                if older >= take or ticket >= newest:
+                    break
+                older += 1
+            take = older
         submitted = [self._waiting.popleft() for _ in range(min(take, len(self._waiting)))]
         self._allowance -= len(submitted)
         if (self._overflow.count and len(self._waiting) < self.queue_limit
                 and (submitted or not self._waiting)):
-            ticket = self._overflow.last[0] if self._overflow.last else self._tickets
+            ticket = self._overflow.first[0] if self._overflow.first else self._tickets
             self._waiting.append((ticket, self._overflow.record()))
             self._overflow = Coalesced()
-        if not self._waiting and not self._overflow.count:
-            self._allowance = 0  # the next record submitted starts a new window
         return jobs, submitted
 
     def _run_batch(self, jobs: list[_Job], submitted: list[tuple[int, AuditRecord]]) -> None:
         reserves = [j.reserve for j in jobs if j.reserve is not None]
-        records = [j.record for j in jobs if j.record is not None] + [r for _, r in submitted]
+        ordered = sorted([(j.ticket, j.record, j) for j in jobs if j.record is not None]
+                         + [(t, r, None) for t, r in submitted], key=lambda item: item[0])
+        records = [r for _, r, _ in ordered]
         try:
             sealed = self._commit(reserves, records)
         except Exception as exc:
@@ -296,12 +309,13 @@ class GroupWriter:
                           "anchored): %s", self._name, sealed[-1].seq, exc.strerror)
                 anchored = AuditError(f"audit log unavailable: cannot write checkpoint "
                                       f"({type(exc).__name__})")
-        by_record = iter(sealed)
+        result = {id(job): rec for (_, _, job), rec in zip(ordered, sealed, strict=True)
+                  if job is not None}
         for job in jobs:
             if anchored is not None:
                 job.done.set_exception(anchored)
             else:
-                job.done.set_result(next(by_record) if job.record is not None else None)
+                job.done.set_result(result.get(id(job)))
 
     def _requeue(self, submitted: list[tuple[int, AuditRecord]], error: AuditError) -> None:
         with self._cond:
