@@ -148,14 +148,23 @@ class Anchor:
         body["sig"] = base64.b64encode(private.sign(_message(body))).decode()
         return (canonical_json(body) + "\n").encode()
 
+    def open(self) -> None:
+        """Open the file for appending (creating it and its folder, mode 0600) if it is not
+        open yet: proves checkpoints can be written. Raises ``OSError``."""
+        with self._lock:
+            self._open()
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return self._fd
+
     def write(self, first: int, seq: int, hash_: str, time: str) -> None:
         """Append one signed checkpoint and (by default) fsync it. Raises ``OSError``."""
         data = self.line(first, seq, hash_, time)
         with self._lock:
-            if self._fd is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            fd = self._fd
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 try:

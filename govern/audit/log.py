@@ -52,9 +52,9 @@ class AuditLog:
                  submit_delay: float = 0.1, batch_max: int = 256) -> None:
         self.store = AuditStore(db)
         self.anchor = anchor
-        signing = anchor is not None and anchor.signer is not None
+        self._signing = anchor is not None and anchor.signer is not None
         self._adopted = False
-        self._writer = GroupWriter(self.store.commit, self._checkpoint if signing else None,
+        self._writer = GroupWriter(self.store.commit, self._checkpoint if self._signing else None,
                                    queue_limit=queue_limit, delay=submit_delay,
                                    batch_max=batch_max)
 
@@ -72,9 +72,18 @@ class AuditLog:
 
     # -- writing --------------------------------------------------------------------------------
     def reserve(self, request_id: str) -> None:
-        """Prove the store is writable now by committing a pending row for ``request_id``."""
+        """Prove the log is writable now: the checkpoint file can be appended to, and a pending
+        row for ``request_id`` is committed."""
         if not request_id:
             raise AuditError("audit log: a request id is required")
+        if self._signing and self.anchor is not None:
+            try:
+                self.anchor.open()
+            except OSError as exc:
+                log.warning("audit checkpoint file %s cannot be written: %s", self.anchor.path,
+                            exc.strerror)
+                raise AuditError("audit log unavailable: cannot write checkpoint "
+                                 f"({type(exc).__name__})") from None
         self._writer.reserve(request_id)
 
     def append(self, record: AuditRecord) -> AuditRecord:

@@ -52,7 +52,7 @@ def test_each_commit_leaves_a_signed_checkpoint_of_the_new_head(anchored_log: Au
 
 def test_reservations_alone_write_no_checkpoint(anchored_log: AuditLog, anchor: Anchor) -> None:
     anchored_log.reserve("req-x")
-    assert not anchor.path.exists()
+    assert anchor.path.read_bytes() == b""  # opened (it can be written), nothing signed
 
 
 # -- a cut or rewritten log ------------------------------------------------------------------------
@@ -246,10 +246,15 @@ def test_records_appended_elsewhere_are_counted_as_uncovered(store: Store, ancho
     assert result.ok and result.uncovered == 1, result.message
 
 
-def test_an_unwritable_checkpoint_file_fails_the_append(store: Store, tmp_path: Path) -> None:
+def test_an_unwritable_checkpoint_file_fails_reserve_and_append(store: Store, tmp_path: Path) -> None:
     (tmp_path / "cp").mkdir()  # a folder where the file should be
     log = store.anchored(Anchor.from_keys(tmp_path / "cp", KEYS))
     try:
+        # refused up front, before any data would leave; no pending row is left behind
+        with pytest.raises(AuditError, match="cannot write checkpoint"):
+            log.reserve("req-0001")
+        assert log.pending() == []
+        # the record itself is committed, but the request fails: it is not anchored
         with pytest.raises(AuditError, match="cannot write checkpoint"):
             log.append(make_record(1))
     finally:
