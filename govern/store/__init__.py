@@ -17,7 +17,7 @@ from __future__ import annotations
 from govern.store.database import Cursor, Database, Dialect, Role, Setup, check_prefix
 from govern.store.postgres import PostgresDatabase, describe_dsn
 from govern.store.sqlite import SQLiteDatabase
-from govern.store.url import open_database, parse_target
+from govern.store.url import parse_target
 
 __all__ = [
     "Cursor",
@@ -29,6 +29,5 @@ __all__ = [
     "Setup",
     "check_prefix",
     "describe_dsn",
-    "open_database",
     "parse_target",
 ]

@@ -10,9 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from govern.errors import InvalidRequest
-from govern.store.database import Database, Role, Setup
-from govern.store.postgres import PostgresDatabase
-from govern.store.sqlite import SQLiteDatabase
 
 
 def parse_target(target: str | Path, what: str) -> Path | str:
@@ -33,10 +30,3 @@ def parse_target(target: str | Path, what: str) -> Path | str:
         raise InvalidRequest(f"unsupported {what} store {scheme!r}: use sqlite:/// or postgresql://")
     return Path(target)
 
-
-def open_database(role: Role, target: str | Path, setup: Setup, *, prefix: str, what: str) -> Database:
-    """The backend ``target`` names (no I/O until the first call)."""
-    parsed = parse_target(target, what)
-    if isinstance(parsed, Path):
-        return SQLiteDatabase(role, parsed, setup)
-    return PostgresDatabase(role, parsed, prefix, setup)
