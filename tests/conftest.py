@@ -60,7 +60,7 @@ def edit(path: Path, old: str, new: str) -> None:
 def world(demo_world, tmp_path: Path) -> World:
     """A private, editable copy of the session's demo world (policies, keys, state)."""
     d = tmp_path / "world"
-    shutil.copytree(demo_world.directory, d, ignore=shutil.ignore_patterns("audit.db*"))
+    shutil.copytree(demo_world.directory, d, ignore=shutil.ignore_patterns("audit.db*", "audit.checkpoints"))
     keys = json.loads((d / "keys.json").read_text())
     return World(d, keys)
 

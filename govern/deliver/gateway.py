@@ -71,15 +71,16 @@ class Gateway:
         extra: dict[str, object]
         if status.ok:
             outcome, code, detail = "ok", 200, f"policy {before} -> {status.version}"
-            extra = {"from_version": before, "to_version": status.version, "policy_version": status.version}
+            extra = {"from_version": before, "to_version": status.version}
         else:
             problems = [str(p) for p in status.problems]
             outcome, code = "denied", 422
             detail = f"policy edit refused ({len(problems)} problem(s)): {problems[0] if problems else ''}"
-            extra = {"problems": problems[:20], "policy_version": status.version}
+            extra = {"problems": problems[:20]}
         record = AuditRecord(seq=None, time="", request_id=uuid.uuid4().hex, principal=None, purpose=None,
                              dataset=None, action="policy_reload", outcome=outcome, status=code, plan_hash=None,
-                             detail=detail[:500], extra={"surface": "policy", **extra}, prev_hash="", hash="")
+                             detail=detail[:500], extra={"surface": "policy", **extra}, prev_hash="", hash="",
+                             policy_version=status.version)
         try:
             self.audit.append(record)
         except AuditError:
@@ -97,7 +98,7 @@ class Gateway:
 def build_gateway(settings: Settings, *, governor: Governor | None = None, audit: AuditLog | None = None) -> Gateway:
     governor = governor or Governor(settings)
     if audit is None:
-        audit = open_audit_log(settings)  # audit_url or state_dir/audit.db, anchored by checkpoints
+        audit = open_audit_log(settings, keys=governor.keys)  # audit_url or state_dir/audit.db, anchored by checkpoints
     authenticator = Authenticator(lambda: governor.state.policy, settings.oidc)
     reloader = PolicyReloader(settings.policy_dir, governor.state.policy, governor.swap_policy,
                               debounce_ms=settings.reload_debounce_ms)

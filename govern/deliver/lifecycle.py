@@ -360,14 +360,13 @@ class Exchange:
         extra = dict(self.extra)
         extra.setdefault("surface", self.call.surface)
         extra.setdefault("route", self.call.route)
-        extra.setdefault("policy_version", self.state.policy.version)
         record = AuditRecord(
             seq=None, time="", request_id=self.request_id,
             principal=self.principal.name if self.principal else None,
             purpose=self.purpose, dataset=self.dataset, action=self.action, outcome=outcome, status=status,
             plan_hash=plan.hash if plan else None, columns=columns, rows=rows, bytes=nbytes,
             detail=detail[:500] if detail else None, extra=extra,
-            prev_hash="", hash="")
+            prev_hash="", hash="", policy_version=self.state.policy.version)
         audit = self._life.audit
         if wait:
             self.record = audit.append(record)
@@ -375,12 +374,8 @@ class Exchange:
                 self._life.metrics.delivered(self.extra.get("datasets") or ([self.dataset] if self.dataset else []),
                                              rows, nbytes or 0)
             return self.record
-        submit = getattr(audit, "submit", None)
-        if submit is None:
-            self.record = audit.append(record)
-        else:
-            submit(record)
-            self.record = record
+        audit.submit(record)  # a refusal before authentication: group-committed, never waited for
+        self.record = record
         return record
 
 

@@ -133,7 +133,7 @@ def gateway(fitted_world: World, tmp_path_factory) -> tuple[TestClient, World, R
     import shutil
 
     d = tmp_path_factory.mktemp("walk") / "world"
-    shutil.copytree(fitted_world.directory, d, ignore=shutil.ignore_patterns("audit.db*"))
+    shutil.copytree(fitted_world.directory, d, ignore=shutil.ignore_patterns("audit.db*", "audit.checkpoints"))
     world = World(d, dict(fitted_world.keys))
     with make_client(world) as client:
         yield client, world, Recorder(client._transport)

@@ -145,5 +145,5 @@ def test_classification_holds_no_sampled_value(demo_world, governor, leaks) -> N
 @pytest.fixture
 def demo_copy(demo_world, tmp_path: Path) -> Path:
     d = tmp_path / "world"
-    shutil.copytree(demo_world.directory, d, ignore=shutil.ignore_patterns("audit.db*"))
+    shutil.copytree(demo_world.directory, d, ignore=shutil.ignore_patterns("audit.db*", "audit.checkpoints"))
     return d

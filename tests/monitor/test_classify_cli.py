@@ -24,7 +24,7 @@ PHONE_LINE = "      phone: {tags: [contact], level: confidential}  # govern clas
 @pytest.fixture
 def world_dir(demo_world, tmp_path: Path) -> Path:
     d = tmp_path / "world"
-    shutil.copytree(demo_world.directory, d, ignore=shutil.ignore_patterns("audit.db*"))
+    shutil.copytree(demo_world.directory, d, ignore=shutil.ignore_patterns("audit.db*", "audit.checkpoints"))
     return d
 
 

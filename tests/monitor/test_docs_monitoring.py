@@ -32,7 +32,7 @@ def sessions() -> list[tuple[list[str], list[str]]]:
 @pytest.fixture
 def here(demo_world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working folder where ``demo/`` is a private copy of the demo world, as after ``make demo``."""
-    shutil.copytree(demo_world.directory, tmp_path / "demo", ignore=shutil.ignore_patterns("audit.db*"))
+    shutil.copytree(demo_world.directory, tmp_path / "demo", ignore=shutil.ignore_patterns("audit.db*", "audit.checkpoints"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -28,7 +28,7 @@ def _records(app) -> list:
 
 
 def _version(record) -> str | None:
-    return getattr(record, "policy_version", None) or record.extra.get("policy_version")
+    return record.policy_version
 
 
 def test_a_validation_error_before_authentication_is_recorded(world) -> None:

@@ -25,7 +25,7 @@ ROUTES = ["/v1/datasets/patients/reidentify", "/v1/sql", "/v1/datasets/patients/
 @pytest.fixture(scope="module")
 def server(demo_world, tmp_path_factory):
     d = tmp_path_factory.mktemp("bodies") / "world"
-    shutil.copytree(demo_world.directory, d, ignore=shutil.ignore_patterns("audit.db*"))
+    shutil.copytree(demo_world.directory, d, ignore=shutil.ignore_patterns("audit.db*", "audit.checkpoints"))
     s = start_server(World(d, json.loads((d / "keys.json").read_text())), "--pg-port", "0")
     yield s
     stop_server(s)

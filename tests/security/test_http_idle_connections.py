@@ -26,7 +26,7 @@ def server(demo_world, tmp_path_factory):
     from tests.gateway import World
 
     d = tmp_path_factory.mktemp("idle") / "world"
-    shutil.copytree(demo_world.directory, d, ignore=shutil.ignore_patterns("audit.db*"))
+    shutil.copytree(demo_world.directory, d, ignore=shutil.ignore_patterns("audit.db*", "audit.checkpoints"))
     s = start_server(World(d, json.loads((d / "keys.json").read_text())), "--pg-port", "0",
                      env={**os.environ, "GOVERN_HTTP_IDLE_TIMEOUT": "1"})
     yield s

@@ -69,6 +69,7 @@ def test_bad_key_is_401_and_audited(client, world) -> None:
     r = client.get("/v1/datasets", headers={"Authorization": "Bearer gk_deadbeef_nope"})
     assert_problem(r, 401, "unauthenticated")
     assert "gk_deadbeef_nope" not in r.text
+    client.app.state.gateway.audit.flush()  # refusals before authentication are written without waiting
     rec = audit_records(world)[-1]
     assert (rec.outcome, rec.status, rec.principal) == ("denied", 401, None)
     assert "gk_deadbeef_nope" not in json.dumps(rec.__dict__)

@@ -90,6 +90,7 @@ def test_errors_are_problems_with_positions(client, world) -> None:
 
 def test_unauthenticated(client, world) -> None:
     assert_problem(client.post("/v1/sql", json={"sql": "SELECT 1", "purpose": "analytics"}), 401, "unauthenticated")
+    client.app.state.gateway.audit.flush()  # refusals before authentication are written without waiting
     rec = audit_records(world)[-1]
     assert (rec.action, rec.outcome, rec.status, rec.principal) == ("sql", "denied", 401, None)
 

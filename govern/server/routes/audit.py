@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 
+from govern.audit import visible as audit_visible
 from govern.deliver.gateway import Gateway
 from govern.errors import AccessDenied
 from govern.server.exchange import bearer, governed, purpose_candidates
@@ -35,7 +36,8 @@ def read_audit(
         if dataset is not None and dataset not in allowed:
             raise AccessDenied(f"you do not administer dataset '{dataset}'")
         records = gw.audit.records(after_seq=after, limit=limit, principal=principal, dataset=dataset)
-        visible = [r for r in records if r.dataset is None or r.dataset in allowed]
+        # every dataset a record touches must be the caller's; records of no dataset come redacted
+        visible = [v for r in records if (v := audit_visible(r, allowed)) is not None]
         ex.extra.update({"after": after, "returned": len(visible)})
         ex.finish(rows=len(visible))
     return {"records": [asdict(r) for r in visible],

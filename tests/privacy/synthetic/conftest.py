@@ -30,7 +30,7 @@ def fitted_world(demo_world, tmp_path_factory: pytest.TempPathFactory) -> World:
     """The session demo world (2,000 patients) with its patients model fitted in-process."""
     pytest.importorskip("sdv")
     d = tmp_path_factory.mktemp("synthetic") / "world"
-    shutil.copytree(demo_world.directory, d, ignore=shutil.ignore_patterns("audit.db*"))
+    shutil.copytree(demo_world.directory, d, ignore=shutil.ignore_patterns("audit.db*", "audit.checkpoints"))
     gov = Governor(load_settings(d / "govern.yaml"))
     svc = SyntheticService(gov.settings, gov)
     svc.fit_now(svc.reference("patients"))
@@ -41,7 +41,7 @@ def fitted_world(demo_world, tmp_path_factory: pytest.TempPathFactory) -> World:
 def world(fitted_world: World, tmp_path: Path) -> World:
     """A private, editable copy of the fitted world (policies, data, model store)."""
     d = tmp_path / "world"
-    shutil.copytree(fitted_world.directory, d, ignore=shutil.ignore_patterns("audit.db*"))
+    shutil.copytree(fitted_world.directory, d, ignore=shutil.ignore_patterns("audit.db*", "audit.checkpoints"))
     return World(d, dict(fitted_world.keys))
 
 
