@@ -69,7 +69,7 @@ from govern.sql.engine import SqlEngine, SqlResult
 from govern.sql.sandbox import SandboxPool
 from govern.sql.view_cache import ViewCache
 
-__all__ = ["Job", "SqlService", "WorkerEnv", "parse_size"]
+__all__ = ["Job", "SandboxesReady", "SqlService", "WorkerEnv", "parse_size"]
 
 log = logging.getLogger("govern.sql")
 
@@ -142,6 +142,10 @@ class WorkerEnv:
         self._cache.clear()  # entries are keyed by plan hash anyway; the old ones are dead weight
 
     @property
+    def sandboxes(self) -> SandboxPool | None:
+        return self._sandboxes
+
+    @property
     def engine(self) -> SqlEngine:
         if self._governor is None:
             raise SqlError("the SQL worker has no policy", sqlstate="XX000")
@@ -204,6 +208,18 @@ class TablesJob:
 
     def run(self, env: WorkerEnv) -> dict[str, pa.Schema]:
         return env.engine.tables(self.principal, self.purpose)
+
+
+@dataclass(frozen=True)
+class SandboxesReady:
+    """Wait until the worker's sandbox pool has released used sandboxes and opened its spare
+    (benchmarks: a gateway has moments without queries, as :meth:`SandboxPool.ready`)."""
+
+    timeout: float = 5.0
+
+    def run(self, env: WorkerEnv) -> bool:
+        sandboxes = env.sandboxes
+        return sandboxes.ready(self.timeout) if sandboxes is not None else True
 
 
 def worker_main(conn: Connection, cancels: Connection, settings: Settings, memory: int, workers: int) -> None:
@@ -635,11 +651,14 @@ class SqlService:
 
     # -- the pool ----------------------------------------------------------------------------
     def _lease(self, deadline: float) -> _Lease:
+        """A worker for one job: an idle one, else one started now (in the background: a slow
+        start must not be cut short by this query's deadline), else the next one freed —
+        waiting at most ``queue_timeout`` for a busy worker, or until the deadline for one
+        being started."""
         now = time.monotonic()
         limit = max(0.0, deadline - now)
         wait_until = min(deadline, now + self.settings.queue_timeout)
         worker: _Worker | None = None
-        spawn = False
         with self._cond:
             while True:
                 if self._closed:
@@ -654,19 +673,17 @@ class SqlService:
                     break
                 if len(self._all) + self._starting < self.size:
                     self._starting += 1
-                    spawn = True
-                    break
-                # a worker being started will serve soon: wait for it until the deadline
+                    threading.Thread(target=self._spawn_idle, name="govern-sql-worker-start", daemon=True).start()
                 left = (deadline if self._starting else wait_until) - time.monotonic()
                 if left <= 0 or not self._cond.wait(left):
+                    if self._idle:
+                        continue
                     if time.monotonic() >= deadline:
                         raise QueryTimeout(f"the query ran longer than {limit:.3g} s and was stopped",
                                            limit=limit, sqlstate="57014")
-                    raise LimitExceeded(f"all {self.size} SQL workers are busy; try again", limit=self.size,
-                                        sqlstate="53300")
-        if spawn:
-            worker = self._spawn(min(START_TIMEOUT, deadline - time.monotonic()))
-        assert worker is not None
+                    if not self._starting:
+                        raise LimitExceeded(f"all {self.size} SQL workers are busy; try again", limit=self.size,
+                                            sqlstate="53300")
         lease = _Lease(self, worker, deadline, limit)
         self._watch(lease)
         return lease
