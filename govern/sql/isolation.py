@@ -397,6 +397,7 @@ class _Lease:
         self.expired = False
         self.number = next(worker.jobs)
         self._lock = threading.Lock()
+        self._reading = threading.Lock()  # one thread reads the socket at a time
         self._closed = False
 
     # -- talking to the worker -----------------------------------------------------------------
@@ -416,6 +417,10 @@ class _Lease:
     def receive(self, until: float | None = None) -> tuple[bytes, memoryview]:
         """The worker's next message (tag, body); waits until the deadline (or ``until``), then
         kills it."""
+        with self._reading:
+            return self._receive(until)
+
+    def _receive(self, until: float | None) -> tuple[bytes, memoryview]:
         conn = self.worker.conn
         end = self.deadline + KILL_GRACE if until is None else min(until, self.deadline + KILL_GRACE)
         try:
@@ -502,14 +507,22 @@ class _Lease:
                 return
             self._closed = True
             drain = not self.expired and not self.worker.killed
-        self.service._release(self.worker, healthy=drain and self._drain())
+        # another thread reading the socket right now (a cancel from elsewhere): kill, it wakes up
+        if drain and self._reading.acquire(blocking=False):
+            try:
+                healthy = self._drain()
+            finally:
+                self._reading.release()
+        else:
+            healthy = False
+        self.service._release(self.worker, healthy=healthy)
 
     def _drain(self) -> bool:
         until = time.monotonic() + CANCEL_WAIT
         try:
             self.worker.cancels.send_bytes(str(self.number).encode())
             while True:
-                tag, _ = self.receive(until)
+                tag, _ = self._receive(until)
                 if tag in (_END, _ERROR, _VALUE):
                     return True
         except (GovernError, OSError, ValueError):
