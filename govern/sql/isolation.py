@@ -666,11 +666,13 @@ class SqlService:
     def _lease(self, deadline: float) -> _Lease:
         """A worker for one job: an idle one, else one started now (in the background: a slow
         start must not be cut short by this query's deadline), else the next one freed —
-        waiting at most ``queue_timeout`` for a busy worker, or until the deadline for one
-        being started."""
+        waiting at most ``queue_timeout`` for a busy worker. Time spent waiting for a worker
+        to *start* (the first queries after startup, or after one was replaced) is not the
+        query's: its deadline moves by that much (at most ``START_TIMEOUT``)."""
         now = time.monotonic()
         limit = max(0.0, deadline - now)
         wait_until = min(deadline, now + self.settings.queue_timeout)
+        starting_since: float | None = None  # waiting for a worker being started, since
         worker: _Worker | None = None
         with self._cond:
             while True:
@@ -687,16 +689,27 @@ class SqlService:
                 if len(self._all) + self._starting < self.size:
                     self._starting += 1
                     threading.Thread(target=self._spawn_idle, name="govern-sql-worker-start", daemon=True).start()
-                left = (deadline if self._starting else wait_until) - time.monotonic()
+                if self._starting and starting_since is None:
+                    starting_since = time.monotonic()
+                elif not self._starting and starting_since is not None:  # started: back to the queue
+                    moved = time.monotonic() - starting_since
+                    deadline, wait_until, starting_since = deadline + moved, wait_until + moved, None
+                if self._starting:
+                    left = starting_since + START_TIMEOUT - time.monotonic() if starting_since else 0.0
+                else:
+                    left = wait_until - time.monotonic()
                 if left <= 0 or not self._cond.wait(left):
                     if self._idle:
                         continue
+                    if self._starting:
+                        raise SqlError("no SQL worker process could be started in time", sqlstate="57P03")
                     if time.monotonic() >= deadline:
                         raise QueryTimeout(f"the query ran longer than {limit:.3g} s and was stopped",
                                            limit=limit, sqlstate="57014")
-                    if not self._starting:
-                        raise LimitExceeded(f"all {self.size} SQL workers are busy; try again", limit=self.size,
-                                            sqlstate="53300")
+                    raise LimitExceeded(f"all {self.size} SQL workers are busy; try again", limit=self.size,
+                                        sqlstate="53300")
+        if starting_since is not None:
+            deadline += time.monotonic() - starting_since
         lease = _Lease(self, worker, deadline, limit)
         self._watch(lease)
         return lease

@@ -17,10 +17,14 @@ engine grew the process by gigabytes (see the branch's report).
 
 from __future__ import annotations
 
+import inspect
+import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import pyarrow as pa
 import pytest
 
@@ -30,6 +34,7 @@ from govern.errors import GovernError, LimitExceeded, QueryTimeout
 from govern.identity.principal import local_principal
 from govern.pgwire.catalog import Catalog, CatalogContext
 from govern.sql.isolation import SqlService, WorkerEnv
+from tests.gateway import start_server, stop_server
 
 RSS_BUDGET = 100 * 2**20  # bytes the gateway may grow by over all the attacks
 DEADLINE = 8.0  # seconds each attack may run
@@ -168,3 +173,56 @@ def test_errors_keep_their_type_position_and_state(gateway: Gateway) -> None:
         gateway.run("SELECT ssn FROM patients")
     assert info.value.slug == "invalid-sql"
     assert info.value.extra["position"] == 7 and info.value.extra["sqlstate"] == "42703"
+
+
+@dataclass(frozen=True)
+class Dies:
+    """A worker that dies under a job, as one killed by the kernel for its memory would."""
+
+    def run(self, env: WorkerEnv) -> str:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return "unreachable"
+
+
+def test_a_worker_that_dies_is_a_clear_error_and_is_replaced(gateway: Gateway) -> None:
+    with pytest.raises(LimitExceeded) as info:
+        gateway.service.submit(Dies(), None, time.monotonic() + DEADLINE)
+    assert info.value.extra.get("sqlstate") == "53200" and "worker process died" in info.value.detail
+    assert gateway.run("SELECT 2 AS two").to_pylist() == [{"two": 2}]
+
+
+def wired() -> bool:
+    """Whether the gateway runs analyst SQL in SqlService workers (the lead wires it into the
+    request lifecycle as ``Gateway.sql_service``)."""
+    from govern.deliver import gateway
+
+    return "sql_service" in inspect.getsource(gateway)
+
+
+def process_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not wired(), reason="POST /v1/sql does not run in SqlService workers yet (lead: Gateway.sql_service)")
+def test_through_a_real_gateway(world) -> None:
+    """The same attacks over HTTP against ``govern serve``: clear errors, a bounded gateway."""
+    server = start_server(world, "--pg-port", "0")
+    try:
+        headers = {**world.auth("alice"), "X-Purpose": "analytics"}
+        assert httpx.post(server.url + "/v1/sql", headers=headers, json={"sql": "SELECT 1 AS one"},
+                          timeout=60).status_code == 200
+        before = process_rss(server.process.pid)
+        for _title, sql in VALUE_ATTACKS:
+            response = httpx.post(server.url + "/v1/sql", headers=headers, json={"sql": sql}, timeout=120)
+            assert response.status_code in (408, 413), response.text
+            assert response.headers["content-type"].startswith("application/problem+json")
+        assert process_rss(server.process.pid) - before < RSS_BUDGET
+        response = httpx.post(server.url + "/v1/sql", headers=headers,
+                              json={"sql": "SELECT count(*) AS n FROM patients"}, timeout=60)
+        assert response.status_code == 200 and response.json()["row_count"] == 1
+    finally:
+        stop_server(server)

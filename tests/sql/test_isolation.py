@@ -123,3 +123,18 @@ def test_the_example_in_the_docs_runs(demo_world, gov: Governor) -> None:
                  "governor": gov, "principal": local_principal(gov.state.policy, "alice")}
     exec(compile(code, "docs/sql.md", "exec"), namespace)
     assert namespace["table"].to_pylist() == [{"region": "EU", "n": namespace["table"].column("n")[0].as_py()}]
+
+
+def test_waiting_for_a_worker_to_start_is_not_the_querys_time(demo_world, gov: Governor) -> None:
+    """A service whose worker is not started yet (startup, or a replacement): the query gets its
+    whole time limit once the worker is up, however long starting took."""
+    cold = SqlService(load_settings(demo_world.config, watch_policies=False, sql_workers=1))
+    try:
+        alice = local_principal(gov.state.policy, "alice")
+        start = time.monotonic()
+        result = cold.run(alice, "analytics", "SELECT 1 AS one", None, gov.state.policy, deadline(0.5))
+        assert result.reader.read_all().to_pylist() == [{"one": 1}]
+        result.close()
+        assert time.monotonic() - start > 0.5  # starting the worker took longer than the query's limit
+    finally:
+        cold.close()
