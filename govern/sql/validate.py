@@ -410,6 +410,7 @@ class Calls:
     def __init__(self, generated: dict[int, str], created: list[tuple[exp.Expr, str]]) -> None:
         self._generated = generated  # id(node of the tree) -> generated call name
         self._created = created  # calls rendered from nodes the generator made itself
+        self._class_names: dict[type[exp.Func], frozenset[str]] = {}
 
     def names(self, node: exp.Func) -> set[str]:
         """Every name ``node`` goes by: as written (anonymous), sqlglot's names, and as generated."""
@@ -417,7 +418,11 @@ class Calls:
         if isinstance(node, exp.Anonymous):
             names.add(str(node.name).lower())
         else:
-            names.update(n.lower() for n in type(node).sql_names())
+            cls = type(node)
+            known = self._class_names.get(cls)
+            if known is None:  # sql_names() rebuilds the names at each call: once per class
+                known = self._class_names[cls] = frozenset(n.lower() for n in cls.sql_names())
+            names.update(known)
         generated = self._generated.get(id(node))
         if generated is not None:
             names.add(generated)

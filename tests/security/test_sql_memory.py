@@ -31,8 +31,8 @@ import pytest
 from govern.config import load_settings
 from govern.deliver.governor import Governor
 from govern.errors import GovernError, LimitExceeded, QueryTimeout
-from govern.identity.principal import local_principal
 from govern.pgwire.catalog import Catalog, CatalogContext
+from govern.policy.model import local_principal
 from govern.sql.isolation import SqlService, WorkerEnv
 from tests.gateway import start_server, stop_server
 

@@ -14,8 +14,8 @@ import pytest
 from govern.config import load_settings
 from govern.deliver.governor import Governor
 from govern.errors import AccessDenied, GovernError, SqlError
-from govern.identity.principal import local_principal
 from govern.policy.load import load_policy
+from govern.policy.model import local_principal
 from govern.sql import SqlEngine
 from govern.sql.isolation import SqlService, parse_size
 from tests.conftest import edit
