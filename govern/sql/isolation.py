@@ -258,7 +258,11 @@ def worker_main(conn: Connection, cancels: Connection, settings: Settings, memor
                     raise SqlError("the query was cancelled", sqlstate="57014")
                 _send_stream(conn, result, batch_bytes)
             else:
-                conn.send_bytes(_VALUE + pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+                value = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+                if len(value) > batch_bytes:
+                    raise LimitExceeded(f"the answer is larger than {batch_bytes} bytes", limit=batch_bytes,
+                                        sqlstate="54000")
+                conn.send_bytes(_VALUE + value)
         except (EOFError, BrokenPipeError, ConnectionResetError):
             return  # the gateway went away
         except BaseException as exc:
@@ -432,7 +436,14 @@ class _Lease:
             raise self._timeout()
         try:
             data = conn.recv_bytes(self.service.max_message)
-        except (EOFError, OSError, ValueError):
+        except OSError as exc:
+            if "bad message length" not in str(exc):
+                raise self._lost() from None
+            self.expire()  # the stream is out of step now: the worker cannot serve again
+            limit = self.service.max_message
+            raise LimitExceeded(f"the worker's answer is larger than {limit} bytes", limit=limit,
+                                sqlstate="54000") from None
+        except (EOFError, ValueError):
             raise self._lost() from None
         view = memoryview(data)
         return bytes(view[:1]), view[1:]
