@@ -18,12 +18,17 @@ ahead of time (``SandboxPool``); the benchmark lets the pool refill between samp
 gateway has moments without queries — the cost of opening one is printed separately.
 The "read" column is the governed reads alone (scan + masks, read to the end).
 
+With ``--isolation`` it also runs every governed query through :class:`govern.sql.isolation.SqlService`
+— the same engine in a worker process (spawned, under ``sql_worker_memory``, one deadline),
+the result streamed back as Arrow IPC — cold and cached, next to the in-process engine, and
+times a trivial query both ways (the fixed cost of the process boundary).
+
 Two governed figures per principal: **cold** — every query scans and masks its columns (the
 engine without a view cache: the first query over a view) — and **cached** — the gateway's
 configuration, with the view cache (``govern.sql.view_cache``, ``sql_cache_bytes``): after the
 warm-up the masked views are in memory, as for an analyst's repeated and follow-up queries.
 
-    .venv/bin/python benchmarks/sql.py [--rows 2000000] [--repeat 7] [--dir D] [--json PATH]
+    .venv/bin/python benchmarks/sql.py [--rows 2000000] [--repeat 7] [--dir D] [--json PATH] [--isolation]
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from govern.demo import create_demo, example_policies_dir  # noqa: E402
 from govern.mask.execute_sql import plan_sql  # noqa: E402
 from govern.policy.model import local_principal  # noqa: E402
 from govern.sql import SqlEngine  # noqa: E402
+from govern.sql.isolation import SandboxesReady, SqlService  # noqa: E402
 from govern.sql.sandbox import Sandbox, SandboxPool  # noqa: E402
 from govern.sql.view_cache import ViewCache  # noqa: E402
 
@@ -107,6 +113,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "sql.json")
     ap.add_argument("--cache-mib", type=int, default=None,
                     help="the view cache's budget (sql_cache_bytes) in MiB; default: the setting's default")
+    ap.add_argument("--isolation", action="store_true",
+                    help="also run the governed queries in worker processes (SqlService), cold and cached")
     args = ap.parse_args()
 
     marker = args.dir / f".rows-{args.rows}"
@@ -123,6 +131,13 @@ def main() -> None:
     cache = ViewCache(settings.sql_cache_bytes)
     cached_engine = SqlEngine(governor, settings, pool, cache)  # as the gateway runs it
     data = args.dir / "data"
+    services: dict[str, SqlService] = {}
+    if args.isolation:  # one worker each, so the cached one has the whole cache budget, as in-process
+        services = {"cold": SqlService(settings.model_copy(update={"sql_workers": 1, "sql_cache_bytes": 0})),
+                    "cached": SqlService(settings.model_copy(update={"sql_workers": 1}))}
+        for service in services.values():
+            service.start()
+            service.ready(120)
 
     raw = duckdb.connect(config={"threads": settings.sql_threads})
     for name in DATASETS:
@@ -163,6 +178,21 @@ def main() -> None:
         finally:
             result.close()
 
+    def run_isolated(who: str, purpose: str, sql: str, kind: str) -> int:
+        principal = local_principal(governor.state.policy, who)
+        result = services[kind].run(principal, purpose, sql, None, governor.state.policy,
+                                    time.monotonic() + settings.sql_timeout)
+        try:
+            return result.reader.read_all().num_rows
+        finally:
+            result.close()
+
+    def ready() -> None:
+        """Between samples, every sandbox pool (the workers' too) has its spare open again."""
+        pool.ready(5)
+        for service in services.values():
+            service.submit(SandboxesReady(), None, time.monotonic() + 10)
+
     def read_only(who: str, purpose: str, sql: str) -> int:
         """Just the governed reads the engine asks for (scan + mask), read to the end."""
         principal = local_principal(governor.state.policy, who)
@@ -196,7 +226,10 @@ def main() -> None:
             fns[f"{who}_cached"] = lambda who=who, purpose=purpose, sql=sql: run_governed(who, purpose, sql,
                                                                                           cached_engine)
             fns[f"{who}_read"] = lambda who=who, purpose=purpose, sql=sql: read_only(who, purpose, sql)
-        t = interleaved(fns, args.repeat, before=lambda: pool.ready(5))
+            for kind in services:
+                fns[f"{who}_iso_{kind}"] = lambda who=who, purpose=purpose, sql=sql, kind=kind: run_isolated(
+                    who, purpose, sql, kind)
+        t = interleaved(fns, args.repeat, before=ready)
         row: dict[str, object] = {"query": title, "sql": sql, "raw_ms": round(t["raw"] * 1000, 2)}
         cells = []
         for who, _ in WHO:
@@ -207,6 +240,8 @@ def main() -> None:
             row[f"{who}_vs_by_hand"] = round(t[who] / t[f"{who}_hand"], 2)
             row[f"{who}_cached_ms"] = round(t[f"{who}_cached"] * 1000, 2)
             row[f"{who}_cached_ratio"] = round(t[f"{who}_cached"] / t["raw"], 2)
+            for kind in services:
+                row[f"{who}_isolated_{kind}_ms"] = round(t[f"{who}_iso_{kind}"] * 1000, 2)
             cells.append(f"{t[who] * 1000:>8.1f} {t[who + '_read'] * 1000:>7.1f} {t[who + '_hand'] * 1000:>8.1f} "
                          f"{t[who] / t['raw']:>5.2f}x {t[who] / t[who + '_hand']:>5.2f}x "
                          f"{t[who + '_cached'] * 1000:>7.1f} {t[who + '_cached'] / t['raw']:>5.2f}x")
@@ -221,6 +256,34 @@ def main() -> None:
           + "; with the view cache: " + ", ".join(f"{w} {r}x" for w, r in cached.items())
           + " (target ≤ 1.5x); cold/by-hand: " + ", ".join(f"{w} {r}x" for w, r in vs_hand.items()))
     print(f"view cache: {len(cache)} views, {cache.nbytes / 2**20:.1f} MiB, {cache.hits} hits, {cache.misses} misses")
+    isolation: dict[str, object] = {}
+    if services:
+        print("\nin worker processes (SqlService) vs in-process, ms; ratio isolated/in-process")
+        print(f"{'query':<28} " + " ".join(f"{who + ' cold':>11} {'isolated':>9} {'x':>6} {who + ' cached':>13} "
+                                           f"{'isolated':>9} {'x':>6}" for who, _ in WHO))
+        for row in results:
+            cells = []
+            for who, _ in WHO:
+                cold, iso_cold = row[f"{who}_ms"], row[f"{who}_isolated_cold_ms"]
+                hot, iso_hot = row[f"{who}_cached_ms"], row[f"{who}_isolated_cached_ms"]
+                cells.append(f"{cold:>11.1f} {iso_cold:>9.1f} {iso_cold / cold:>5.2f}x {hot:>13.1f} {iso_hot:>9.1f} "
+                             f"{iso_hot / hot:>5.2f}x")
+            print(f"{row['query']:<28} " + " ".join(cells))
+        for kind in services:
+            isolation[f"geometric_mean_vs_in_process_{kind}"] = {
+                who: round(statistics.geometric_mean(
+                    [r[f"{who}_isolated_{kind}_ms"] / r[f"{who}_ms" if kind == "cold" else f"{who}_cached_ms"]
+                     for r in results]), 2) for who, _ in WHO}
+        trivial = interleaved({"in-process": lambda: run_governed("alice", "analytics", "SELECT 1 AS one"),
+                               "isolated": lambda: run_isolated("alice", "analytics", "SELECT 1 AS one", "cold")},
+                              args.repeat * 3, before=ready)
+        isolation["trivial_query_ms"] = {k: round(v * 1000, 2) for k, v in trivial.items()}
+        print("geometric mean isolated/in-process: " + "; ".join(
+            f"{k.removeprefix('geometric_mean_vs_in_process_')}: " + ", ".join(f"{w} {r}x" for w, r in v.items())
+            for k, v in isolation.items() if isinstance(v, dict) and k.startswith("geometric")))
+        print("SELECT 1: in-process {in-process} ms, in a worker {isolated} ms".format(**isolation["trivial_query_ms"]))
+        for service in services.values():
+            service.close()
     pool.close()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
@@ -236,6 +299,7 @@ def main() -> None:
         "view_cache": {"views": len(cache), "mib": round(cache.nbytes / 2**20, 1), "hits": cache.hits,
                        "misses": cache.misses, "sql_cache_bytes": settings.sql_cache_bytes},
         "target_ratio": 1.5,
+        "isolation": isolation,
     }, indent=2) + "\n")
     print(f"wrote {args.json}")
 

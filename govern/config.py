@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     sql_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     sql_max_request_bytes: int = 1_048_576  # body size of POST /v1/sql
     sql_cache_bytes: int = 268_435_456  # masked views kept between queries (govern.sql.view_cache); 0: off
+    # Worker processes that run analyst SQL (govern.sql.isolation): how many, the OS memory
+    # limit of each (RLIMIT_DATA; "" or "0": none), the largest result batch one sends the gateway
+    sql_workers: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    sql_worker_memory: str = "3GB"
+    sql_batch_bytes: int = 67_108_864
 
     # Homomorphically encrypted views (CKKS); see docs/encryption.md
     he_key_dir: Path | None = None  # default: state_dir/he_keys (folders 0700, key files 0600)

@@ -22,14 +22,23 @@ sqlglot and rewritten for DuckDB (:func:`rewrite`):
 
 If DuckDB still cannot run the rewritten query, the answer is an empty result with the query's
 column names: a tool asking about a feature govern does not have (policies, publications,
-inheritance…) learns that there is none.
+inheritance…) learns that there is none. That is logged at WARNING. Running out of memory or
+time is an error, never an empty answer.
+
+With a :class:`~govern.sql.isolation.SqlService` (``Catalog(…, service=…)``), the catalog
+database lives in an SQL worker process, under its memory limit and the query's deadline
+(:class:`CatalogJob`): ``SELECT repeat('a', 1500000000)`` costs the worker, not the gateway.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import pickle
 import re
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -38,7 +47,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
-from govern.errors import SqlError
+from govern.errors import LimitExceeded, SqlError
 from govern.pgwire.catalog_tables import (
     INFO,
     INFO_TABLES,
@@ -50,8 +59,9 @@ from govern.pgwire.catalog_tables import (
     CatalogContext,
     catalog_rows,
 )
+from govern.sql.isolation import SqlService, WorkerEnv
 
-__all__ = ["Catalog", "CatalogContext", "is_catalog_query", "output_names", "rewrite"]
+__all__ = ["Catalog", "CatalogContext", "CatalogJob", "is_catalog_query", "output_names", "rewrite"]
 
 log = logging.getLogger("govern.pgwire")
 
@@ -331,13 +341,21 @@ def _replace_relations(tree: exp.Expr, ctes: set[str]) -> None:
 # -- the schema-only database ----------------------------------------------------------------------
 
 class Catalog:
-    """One connection's schema-only DuckDB, locked like the SQL sandbox (it holds no data)."""
+    """One connection's schema-only DuckDB, locked like the SQL sandbox (it holds no data).
 
-    def __init__(self, context: CatalogContext, *, timeout: float, memory_limit: str) -> None:
+    With ``service``, the database is built and queried in an SQL worker process instead
+    (:class:`CatalogJob`); nothing is opened in this process."""
+
+    def __init__(self, context: CatalogContext, *, timeout: float, memory_limit: str,
+                 service: SqlService | None = None) -> None:
         self.context = context
         self.timeout = timeout
-        self.con = duckdb.connect(":memory:")
+        self.memory_limit = memory_limit
+        self.service = service
         self._lock = threading.Lock()
+        if service is not None:
+            return
+        self.con = duckdb.connect(":memory:")
         try:
             self._build(context)
             for name, value in (("enable_external_access", "false"), ("autoinstall_known_extensions", "false"),
@@ -350,11 +368,18 @@ class Catalog:
             raise
 
     def close(self) -> None:
+        if self.service is not None:
+            return  # the worker drops its copy when it needs the room
         with self._lock:
             self.con.close()
 
     def run(self, text: str, params: list[Any] | None = None) -> pa.Table:
         """Answer one catalog query (PostgreSQL text) as an Arrow table."""
+        if self.service is not None:
+            job = CatalogJob(self.context, text, params, self.timeout, self.memory_limit)
+            table = self.service.submit(job, None, time.monotonic() + self.timeout)
+            assert isinstance(table, pa.Table)
+            return table
         sql, columns = rewrite(text)
         timer = threading.Timer(self.timeout, self.con.interrupt)
         timer.daemon = True
@@ -366,8 +391,13 @@ class Catalog:
             except duckdb.InterruptException:
                 raise SqlError(f"the catalog query ran longer than {self.timeout:g} s and was stopped",
                                sqlstate="57014") from None
+            except duckdb.OutOfMemoryException:
+                raise LimitExceeded(f"the catalog query needs more memory than its limit ({self.memory_limit})",
+                                    limit=self.memory_limit, sqlstate="53200") from None
             except duckdb.Error as exc:
-                log.debug("catalog query answered empty", extra={"reason": str(exc).splitlines()[0][:200]})
+                # Issue 13 redoes the catalog; until then an unsupported question answers empty — loudly.
+                log.warning("catalog query answered empty", extra={"reason": str(exc).splitlines()[0][:200],
+                                                                   "error": type(exc).__name__})
                 return pa.table({name: pa.array([], pa.string()) for name in _unique(columns)})
             finally:
                 timer.cancel()
@@ -388,6 +418,24 @@ class Catalog:
                 con.executemany(f"INSERT INTO {table} VALUES ({marks})", values)
         for name, body in MACROS.items():
             con.execute(f"CREATE MACRO pgc_{name}{body}")
+
+
+@dataclass(frozen=True)
+class CatalogJob:
+    """One catalog query, run in an SQL worker (:meth:`SqlService.submit`). The worker keeps
+    the catalog database of a context between jobs (a connection asks many questions)."""
+
+    context: CatalogContext
+    text: str
+    params: list[Any] | None
+    timeout: float
+    memory_limit: str
+
+    def run(self, env: WorkerEnv) -> pa.Table:
+        key = ("pgwire-catalog", hashlib.sha256(pickle.dumps(self.context)).hexdigest())
+        catalog = env.kept(key, lambda: Catalog(self.context, timeout=self.timeout, memory_limit=self.memory_limit))
+        catalog.timeout = max(0.001, min(self.timeout, env.deadline - time.monotonic()))
+        return catalog.run(self.text, self.params)
 
 
 def _unique(names: list[str]) -> list[str]:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
-from collections.abc import Hashable, Iterator, Sequence
+import time
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -63,12 +64,16 @@ class SqlResult:
     access_plans: dict[str, AccessPlan] = field(default_factory=dict, repr=False)  # dataset -> plan
     cached: list[str] = field(default_factory=list)  # datasets served from the view cache
     _sandbox: Sandbox | None = field(default=None, repr=False)
+    _on_close: Callable[[], None] | None = field(default=None, repr=False)  # e.g. free a worker process
 
     def close(self) -> None:
         """Stop the query (interrupting it if it still runs) and release its DuckDB database
-        (at once, or soon after in the sandbox pool's thread)."""
+        (at once, or soon after in the sandbox pool's thread) — or, for a query run in a
+        worker process (:mod:`govern.sql.isolation`), stop the worker's query and free it."""
         if self._sandbox is not None:
             self._sandbox.close()
+        if self._on_close is not None:
+            self._on_close()
 
 
 @dataclass
@@ -112,15 +117,18 @@ class SqlEngine:
                 continue  # a dataset whose plan fails is not offered (fail closed)
         return out
 
-    def describe(self, principal: Principal, purpose: str, sql: str, params: list | None = None) -> pa.Schema:
+    def describe(self, principal: Principal, purpose: str, sql: str, params: list | None = None, *,
+                 deadline: float | None = None) -> pa.Schema:
         """The result schema of ``sql``, computed over empty views: no data is read.
 
         Parameters without values are bound as NULL (their expressions may then type as
-        INTEGER or NULL); pass the values to get the exact types.
+        INTEGER or NULL); pass the values to get the exact types. ``deadline``: as for :meth:`run`.
         """
+        clock = _Clock.of(deadline, self.settings.sql_timeout)
         prepared = self._prepare(principal, purpose, sql, params, require_params=False)
+        clock.check()
         values = prepared.params or [None] * prepared.statement.parameters
-        sandbox = self._sandbox()
+        sandbox = self._sandbox(clock)
         try:
             for ref in prepared.refs:
                 schema = pa.schema([prepared.schemas[ref.dataset].field(c) for c in ref.columns])
@@ -135,24 +143,35 @@ class SqlEngine:
         finally:
             sandbox.close()
 
-    def run(self, principal: Principal, purpose: str, sql: str, params: list | None = None) -> SqlResult:
+    def run(self, principal: Principal, purpose: str, sql: str, params: list | None = None, *,
+            deadline: float | None = None) -> SqlResult:
         """Run ``sql`` over masked views; the first batch is computed before this returns, so
-        errors that happen before any row exists (most) are raised here."""
+        errors that happen before any row exists (most) are raised here.
+
+        ``deadline`` (``time.monotonic()`` based; default: ``sql_timeout`` from now) covers the
+        whole query: checked after parsing and validating, then DuckDB is interrupted when it
+        passes. Work stuck in Python (a parse) cannot be interrupted in-process: the worker
+        processes of :class:`govern.sql.isolation.SqlService` are killed at the deadline."""
+        clock = _Clock.of(deadline, self.settings.sql_timeout)
         prepared = self._prepare(principal, purpose, sql, params, require_params=True)
+        clock.check()
         try:
-            return self._execute_streaming_first(principal, purpose, prepared)
+            return self._execute_streaming_first(principal, purpose, prepared, clock)
         except SqlError as exc:
             if not (prepared.pruned and _misses_visible_column(exc, prepared)):
                 raise
         # sqlglot's reading of the query missed a column DuckDB needs: read every visible column
         prepared = self._prepare(principal, purpose, sql, params, require_params=True, prune=False)
-        return self._execute_streaming_first(principal, purpose, prepared)
+        clock.check()
+        return self._execute_streaming_first(principal, purpose, prepared, clock)
 
-    def _execute_streaming_first(self, principal: Principal, purpose: str, prepared: _Prepared) -> SqlResult:
+    def _execute_streaming_first(self, principal: Principal, purpose: str, prepared: _Prepared,
+                                 clock: _Clock) -> SqlResult:
         try:
-            return self._execute(principal, purpose, prepared, materialize_all=False)
+            return self._execute(principal, purpose, prepared, clock, materialize_all=False)
         except Rescan:  # DuckDB scanned a stream twice in a way the planner did not foresee
-            return self._execute(principal, purpose, prepared, materialize_all=True)
+            clock.check()
+            return self._execute(principal, purpose, prepared, clock, materialize_all=True)
 
     # -- preparing -----------------------------------------------------------------------------
     def _prepare(self, principal: Principal, purpose: str, sql: str, params: Sequence[Any] | None, *,
@@ -206,15 +225,18 @@ class SqlEngine:
         return executor.output_schema(inputs)
 
     # -- running -------------------------------------------------------------------------------
-    def _sandbox(self) -> Sandbox:
+    def _sandbox(self, clock: _Clock) -> Sandbox:
         s = self.settings
         if self.sandboxes is not None:
-            return self.sandboxes.take(s.sql_timeout)
-        return Sandbox(memory_limit=s.sql_memory_limit, threads=s.sql_threads, timeout=s.sql_timeout)
+            sandbox = self.sandboxes.take(clock.remaining())
+        else:
+            sandbox = Sandbox(memory_limit=s.sql_memory_limit, threads=s.sql_threads, timeout=clock.remaining())
+        sandbox.timeout = clock.total  # what a timeout reports: the query's whole time limit
+        return sandbox
 
-    def _execute(self, principal: Principal, purpose: str, prepared: _Prepared, *,
+    def _execute(self, principal: Principal, purpose: str, prepared: _Prepared, clock: _Clock, *,
                  materialize_all: bool) -> SqlResult:
-        sandbox = self._sandbox()
+        sandbox = self._sandbox(clock)
         max_rows = self.settings.max_rows
         try:
             cached: list[str] = []
@@ -330,6 +352,29 @@ class SqlEngine:
         return diagnose(exc, text=prepared.statement.text, datasets=prepared.datasets,
                         purpose=prepared.purpose, timed_out=sandbox.timed_out,
                         timeout=sandbox.timeout, memory_limit=self.settings.sql_memory_limit)
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """One query's deadline (``time.monotonic()``) and the time limit it stands for."""
+
+    deadline: float
+    total: float
+
+    @classmethod
+    def of(cls, deadline: float | None, timeout: float) -> _Clock:
+        now = time.monotonic()
+        if deadline is None:
+            return cls(now + timeout, timeout)
+        return cls(deadline, max(0.0, deadline - now))
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def check(self) -> None:
+        if time.monotonic() >= self.deadline:
+            raise QueryTimeout(f"the query ran longer than {self.total:g} s and was stopped",
+                               limit=self.total, sqlstate="57014")
 
 
 def _fetch(reader: pa.RecordBatchReader, sandbox: Sandbox) -> Iterator[pa.RecordBatch]:

@@ -44,6 +44,8 @@ SANDBOX_SETTINGS: tuple[str, ...] = (
     "autoinstall_known_extensions",
     "autoload_known_extensions",
     "python_enable_replacements",
+    "enable_progress_bar",
+    "enable_progress_bar_print",
     "memory_limit",
     "threads",
     "lock_configuration",
@@ -76,6 +78,8 @@ class Sandbox:
                 "autoinstall_known_extensions": False,
                 "autoload_known_extensions": False,
                 "python_enable_replacements": False,
+                "enable_progress_bar": False,  # never print to the gateway's (or a worker's) stdout
+                "enable_progress_bar_print": False,
                 "memory_limit": memory_limit,
                 "threads": max(1, int(threads)),
                 "lock_configuration": True,

@@ -19,6 +19,11 @@ with sqlglot (DuckDB dialect) and refuses, with a message and a character positi
   ``range``/``generate_series`` as lists, ``list_resize``, ``printf`` widths…) unless the size
   is a literal ≤ ``MAX_VALUE_SIZE``: DuckDB's ``memory_limit`` does not bound a single value.
 
+Validation is linear in the text (``tests/security/test_sql_validation_cost.py``): one
+tokenization, one parse, one walk and ONE rendering of the tree, from which the name DuckDB
+calls for every function node is collected (:class:`Calls`). Nesting deeper than sqlglot can
+recurse is "nested too deeply", never a ``RecursionError``.
+
 Which tables the query may name is decided later (:mod:`govern.sql.resolve`), against the
 datasets the caller may read. None of this is the barrier that keeps raw data out — the
 sandbox holds only masked views — it turns attempts into clear errors early.
@@ -26,23 +31,27 @@ sandbox holds only masked views — it turns attempts into clear errors early.
 
 from __future__ import annotations
 
+import gc
 import re
 import unicodedata
 from dataclasses import dataclass
 
-import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.generators.duckdb import DuckDBGenerator
+from sqlglot.tokens import Token, TokenType
 
 from govern.errors import LimitExceeded, SqlError
 
 __all__ = [
     "REFUSED_FUNCTIONS",
     "TABLE_FUNCTIONS",
+    "Calls",
     "Statement",
-    "function_name",
+    "calls_of",
     "position_of",
+    "refused_function",
     "validate",
 ]
 
@@ -119,24 +128,46 @@ class Statement:
 
 
 def validate(sql: str, *, max_length: int) -> Statement:
-    """Parse ``sql`` and check it is one read-only query (raises SqlError / LimitExceeded)."""
+    """Parse ``sql`` and check it is one read-only query (raises SqlError / LimitExceeded).
+
+    Linear in the length of the text: one tokenization, one parse, one walk of the tree and
+    one rendering of it (:func:`calls_of`). Nesting deeper than the parser or the generator can
+    recurse is refused as "nested too deeply" (SQLSTATE 54001), never a ``RecursionError``.
+    """
     if not isinstance(sql, str) or not sql.strip():
         raise SqlError("the SQL text is empty", position=0, sqlstate="42601")
     if len(sql) > max_length:
         raise LimitExceeded(f"the SQL text is longer than {max_length} characters", limit=max_length)
     _check_characters(sql)
+    collecting = gc.isenabled()
+    gc.disable()  # a long text makes ~10⁵ objects: each generation-2 pass would walk them all
+    try:
+        return _validate(sql)
+    except RecursionError:  # sqlglot parses and generates recursively
+        raise SqlError("the query is nested too deeply", sqlstate="54001") from None
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _validate(sql: str) -> Statement:
     tokens = _tokenize(sql)
     numbered = _number_placeholders(sql, tokens)
     try:
-        statements = _parse(numbered, tokens)
+        statements = _parse(numbered, tokens if numbered.text is sql else None)
         if len(statements) != 1:
             raise SqlError("send exactly one statement (several were found)",
                            position=numbered.forward(_second_statement(tokens)), sqlstate="42601")
         tree = statements[0]
         _check_root(numbered, tree, tokens)
+        calls = calls_of(tree)
+        placeholders: list[exp.Placeholder] = []
         for node in tree.walk():
-            _check_node(numbered.text, node)
-        parameters = _count_parameters(tree)
+            _check_node(numbered.text, node, calls)
+            if isinstance(node, exp.Placeholder):
+                placeholders.append(node)
+        calls.check_generated(numbered.text)
+        parameters = _count_parameters(placeholders)
     except (SqlError, LimitExceeded) as exc:
         position = exc.extra.get("position")
         if isinstance(position, int):
@@ -159,10 +190,10 @@ class _Numbered:
         return position + sum(added for at, _, added in self.shifts if at < position)
 
 
-def _number_placeholders(sql: str, tokens: list) -> _Numbered:
-    from sqlglot.tokens import TokenType
-
+def _number_placeholders(sql: str, tokens: list[Token]) -> _Numbered:
     marks = [t for t in tokens if t.token_type == TokenType.PLACEHOLDER and t.text == "?"]
+    if len(marks) > MAX_PARAMETERS:  # each ? is a parameter of its own: refuse before parsing
+        raise LimitExceeded(f"at most {MAX_PARAMETERS} parameters", limit=MAX_PARAMETERS)
     if not marks:
         return _Numbered(sql, ())
     if any(t.token_type == TokenType.PARAMETER for t in tokens):
@@ -195,7 +226,7 @@ def _check_characters(sql: str) -> None:
                            position=i, sqlstate="42601")
 
 
-def _tokenize(sql: str) -> list:
+def _tokenize(sql: str) -> list[Token]:
     try:
         return DuckDB().tokenize(sql)
     except TokenError:
@@ -203,13 +234,15 @@ def _tokenize(sql: str) -> list:
                        sqlstate="42601") from None
 
 
-def _parse(numbered: _Numbered, tokens: list) -> list[exp.Expr]:
+def _parse(numbered: _Numbered, tokens: list[Token] | None) -> list[exp.Expr]:
+    """Parse ``numbered.text``; ``tokens`` are its tokens when already known (not renumbered)."""
     sql = numbered.text
-    first = _first_keyword(tokens)
+    first = _first_keyword(tokens if tokens is not None else _tokenize(sql))
     if first is not None and first.text.upper() in STATEMENT_KEYWORDS:
         raise _not_a_query(first.text.upper(), numbered.forward(first.start))
     try:
-        parsed = sqlglot.parse(sql, dialect=DIALECT)
+        dialect = DuckDB()
+        parsed = dialect.parser().parse(tokens if tokens is not None else dialect.tokenize(sql), sql)
     except ParseError as exc:
         err = exc.errors[0] if exc.errors else {}
         description = str(err.get("description") or "syntax error").split(". Line")[0]
@@ -223,14 +256,14 @@ def _parse(numbered: _Numbered, tokens: list) -> list[exp.Expr]:
     return [s for s in parsed if s is not None]
 
 
-def _first_keyword(tokens: list):  # -> Token | None
+def _first_keyword(tokens: list[Token]) -> Token | None:
     for tok in tokens:
         if tok.text not in ("(",):
             return tok
     return None
 
 
-def _second_statement(tokens: list) -> int | None:
+def _second_statement(tokens: list[Token]) -> int | None:
     seen_semicolon = False
     for tok in tokens:
         if tok.text == ";":
@@ -260,7 +293,7 @@ def _not_a_query(keyword: str, position: int | None) -> SqlError:
 
 
 # -- the tree ----------------------------------------------------------------------------------
-def _check_root(numbered: _Numbered, tree: exp.Expr, tokens: list) -> None:
+def _check_root(numbered: _Numbered, tree: exp.Expr, tokens: list[Token]) -> None:
     root = tree
     while isinstance(root, exp.Subquery | exp.Paren):
         root = root.this
@@ -270,26 +303,30 @@ def _check_root(numbered: _Numbered, tree: exp.Expr, tokens: list) -> None:
         raise _not_a_query(word, numbered.forward(first.start) if first is not None else None)
 
 
-def _check_node(sql: str, node: exp.Expr) -> None:
+def _check_node(sql: str, node: exp.Expr, calls: Calls) -> None:
     if isinstance(node, REFUSED_NODES):
         raise _not_a_query(node.key.upper(), position_of(sql, node))
     if isinstance(node, exp.Table):
-        _check_table(sql, node)
+        _check_table(sql, node, calls)
     elif isinstance(node, exp.Func):
-        for name in function_names(node):
+        for name in calls.names(node):
             if refused_function(name):
-                raise SqlError(f"function '{name}' is not allowed: it reaches outside the query's masked views",
-                               position=position_of(sql, node, name), sqlstate="42501")
-        _check_sizes(sql, node)
+                raise _refused(sql, node, name)
+        _check_sizes(sql, node, calls)
     elif isinstance(node, exp.Placeholder) and node.this is not None and not str(node.this).isdigit():
         raise SqlError("named parameters are not supported; use $1, $2, … or ?",
                        position=position_of(sql, node), sqlstate="42601")
 
 
-def _check_table(sql: str, node: exp.Table) -> None:
+def _refused(sql: str, node: exp.Expr, name: str) -> SqlError:
+    return SqlError(f"function '{name}' is not allowed: it reaches outside the query's masked views",
+                    position=position_of(sql, node, name), sqlstate="42501")
+
+
+def _check_table(sql: str, node: exp.Table, calls: Calls) -> None:
     target = node.this
     if isinstance(target, exp.Func):
-        names = function_names(target)
+        names = calls.names(target)
         if not names & TABLE_FUNCTIONS or any(refused_function(n) for n in names):
             shown = sorted(names)[0] if names else target.key
             raise SqlError(f"table function '{shown}' is not allowed; only "
@@ -305,9 +342,9 @@ def _check_table(sql: str, node: exp.Table) -> None:
                        position=position_of(sql, node), sqlstate="42601")
 
 
-def _check_sizes(sql: str, node: exp.Func) -> None:
+def _check_sizes(sql: str, node: exp.Func, calls: Calls) -> None:
     """Bound the values a function may build (``repeat``, ``lpad``, ``range`` as a list, …)."""
-    name = function_name(node)
+    name = calls.name(node)
     sizes: list[exp.Expr | None] = []
     if isinstance(node, exp.Repeat):  # repeat('-', 20): a literal repeated a literal number of times
         base, times = node.this, _integer(node.args.get("times"))
@@ -359,37 +396,134 @@ def _integer(node: exp.Expr | None) -> int | None:
     return None
 
 
-def function_name(node: exp.Func) -> str:
-    """The name DuckDB will call for ``node`` (lower case)."""
-    names = function_names(node)
-    if isinstance(node, exp.Anonymous):
-        return str(node.name).lower()
-    generated = _CALL.match(node.sql(dialect=DIALECT, comments=False))
-    return generated.group(1).lower() if generated else sorted(names)[0]
+class Calls:
+    """The names each function node of one tree goes by, DuckDB's own included.
+
+    sqlglot parses many functions into typed nodes (``exp.Repeat``, ``exp.CurrentSchema``…) whose
+    generated DuckDB name may differ from what was written, so a refusal must check the name as
+    *generated* too. Rendering each function's subtree on its own is quadratic (``OR`` and
+    ``AND`` are functions: a chain re-renders itself once per link), so the names are collected
+    from ONE rendering of the whole tree, by a generator that notes the leading call name of
+    each function node it renders (:func:`calls_of`).
+    """
+
+    def __init__(self, generated: dict[int, str], created: list[tuple[exp.Expr, str]]) -> None:
+        self._generated = generated  # id(node of the tree) -> generated call name
+        self._created = created  # calls rendered from nodes the generator made itself
+        self._class_names: dict[type[exp.Func], frozenset[str]] = {}
+
+    def names(self, node: exp.Func) -> set[str]:
+        """Every name ``node`` goes by: as written (anonymous), sqlglot's names, and as generated."""
+        names: set[str] = set()
+        if isinstance(node, exp.Anonymous):
+            names.add(str(node.name).lower())
+        else:
+            cls = type(node)
+            known = self._class_names.get(cls)
+            if known is None:  # sql_names() rebuilds the names at each call: once per class
+                known = self._class_names[cls] = frozenset(n.lower() for n in cls.sql_names())
+            names.update(known)
+        generated = self._generated.get(id(node))
+        if generated is not None:
+            names.add(generated)
+        return names
+
+    def name(self, node: exp.Func) -> str:
+        """The name DuckDB will call for ``node`` (lower case)."""
+        if isinstance(node, exp.Anonymous):
+            return str(node.name).lower()
+        generated = self._generated.get(id(node))
+        return generated if generated is not None else sorted(self.names(node))[0]
+
+    def check_generated(self, sql: str) -> None:
+        """Refuse calls the generator rendered from nodes of its own making (a dialect transform
+        rewriting a construct), placed at their nearest node of the tree."""
+        for node, name in self._created:
+            if refused_function(name):
+                raise _refused(sql, node, name)
 
 
-def function_names(node: exp.Func) -> set[str]:
-    """Every name ``node`` goes by: as written (anonymous), sqlglot's names, and as generated."""
-    names: set[str] = set()
-    if isinstance(node, exp.Anonymous):
-        names.add(str(node.name).lower())
-    else:
-        names.update(n.lower() for n in type(node).sql_names())
-        generated = _CALL.match(node.sql(dialect=DIALECT, comments=False))
-        if generated:
-            names.add(generated.group(1).lower())
-    return names
+class _CallRecorder(DuckDBGenerator):
+    """DuckDB's generator, noting the leading call name of every function node it renders."""
+
+    def __init__(self) -> None:
+        super().__init__(comments=False)
+        self.calls: list[tuple[exp.Expr, str]] = []
+
+    def sql(self, expression: str | exp.Expr | None, key: str | None = None, comment: bool = True) -> str:
+        text = super().sql(expression, key, comment)
+        if key is None and isinstance(expression, exp.Func) and not isinstance(expression, exp.Connector):
+            generated = _CALL.match(text)
+            if generated:
+                self.calls.append((expression, generated.group(1).lower()))
+        return text
+
+
+def calls_of(tree: exp.Expr) -> Calls:
+    """Render ``tree`` once as DuckDB SQL and note the name each function node generates."""
+    copy, origin = _copy(tree)  # the generator rewrites what it renders: render a copy
+    recorder = _CallRecorder()
+    recorder.generate(copy, copy=False)
+    generated: dict[int, str] = {}
+    created: list[tuple[exp.Expr, str]] = []
+    for node, name in recorder.calls:
+        found = origin.get(id(node))
+        if found is not None and found[1] is node:
+            generated.setdefault(id(found[0]), name)
+            continue
+        parent = node.parent
+        while parent is not None and (found := origin.get(id(parent))) is None:
+            parent = parent.parent
+        created.append((found[0] if parent is not None and found is not None else tree, name))
+    return Calls(generated, created)
+
+
+def _copy(tree: exp.Expr) -> tuple[exp.Expr, dict[int, tuple[exp.Expr, exp.Expr]]]:
+    """A copy of ``tree`` for the generator, and id(copy node) → (its original, itself).
+
+    Like ``Expr.copy`` without copying positions or comments (neither is rendered here: the
+    checks report the original's position), which is what made copying slow; a parsed tree
+    carries no types. Holding each copy node in the map keeps its id from being reused by a
+    node the generator makes while the copy's own nodes are replaced."""
+    root = tree.__class__()
+    origin: dict[int, tuple[exp.Expr, exp.Expr]] = {}
+    stack: list[tuple[exp.Expr, exp.Expr]] = [(tree, root)]
+    while stack:
+        node, copy = stack.pop()
+        origin[id(copy)] = (node, copy)
+        args = copy.args
+        for key, value in node.args.items():
+            if isinstance(value, exp.Expr):
+                child = value.__class__()
+                child.parent, child.arg_key = copy, key
+                stack.append((value, child))
+                args[key] = child
+            elif type(value) is list:
+                items: list[object] = []
+                for i, item in enumerate(value):
+                    if isinstance(item, exp.Expr):
+                        child = item.__class__()
+                        child.parent, child.arg_key, child.index = copy, key, i
+                        stack.append((item, child))
+                        items.append(child)
+                    else:
+                        items.append(item)
+                args[key] = items
+            else:
+                args[key] = value
+    return root, origin
 
 
 def refused_function(name: str) -> bool:
+    """Whether a function of this name reaches outside the query (or is govern's own masking)."""
     name = name.lower()
     return (name in REFUSED_FUNCTIONS or name.startswith(REFUSED_PREFIXES)
             or name.endswith(REFUSED_SUFFIXES))
 
 
-def _count_parameters(tree: exp.Expr) -> int:
-    numbered = [int(str(node.this)) for node in tree.find_all(exp.Placeholder) if node.this is not None]
-    if any(node.this is None for node in tree.find_all(exp.Placeholder)):
+def _count_parameters(placeholders: list[exp.Placeholder]) -> int:
+    numbered = [int(str(node.this)) for node in placeholders if node.this is not None]
+    if any(node.this is None for node in placeholders):
         raise SqlError("unexpected parameter marker", sqlstate="42601")
     count = max(numbered) if numbered else 0
     if count > MAX_PARAMETERS:
