@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from govern.config import load_settings
 from govern.server.app import create_app
+from govern.sql.isolation import SqlService
 
 
 @dataclass
@@ -33,9 +34,22 @@ class World:
 
 
 
+_SQL: SqlService | None = None
+
+
+def shared_sql_service(settings) -> SqlService:
+    """One pool of SQL worker processes for every in-process gateway of this test process:
+    starting one per app would cost seconds each. Each call names its own settings, so the
+    workers serve each test's own world."""
+    global _SQL
+    if _SQL is None:
+        _SQL = SqlService(settings.model_copy(update={"sql_workers": 2}))  # more start when all are busy
+    return _SQL
+
+
 def make_client(world: World, **overrides) -> TestClient:
     settings = load_settings(world.config, watch_policies=False, **overrides)
-    return TestClient(create_app(settings), raise_server_exceptions=False)
+    return TestClient(create_app(settings, sql_service=shared_sql_service(settings)), raise_server_exceptions=False)
 
 
 

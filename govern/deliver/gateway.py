@@ -25,9 +25,7 @@ from govern.privacy.budget.ledger import BudgetLedger, open_ledger
 from govern.privacy.dp.service import DpService
 from govern.privacy.he.service import HeService
 from govern.privacy.synthetic.service import SyntheticService
-from govern.sql.engine import SqlEngine
-from govern.sql.sandbox import SandboxPool
-from govern.sql.view_cache import ViewCache
+from govern.sql.isolation import SqlService
 
 __all__ = ["Gateway", "build_gateway"]
 
@@ -36,7 +34,8 @@ log = logging.getLogger("govern.deliver")
 
 class Gateway:
     def __init__(self, settings: Settings, governor: Governor, audit: AuditLog, authenticator: Authenticator,
-                 reloader: PolicyReloader | None, metrics: Metrics, ledger: BudgetLedger | None = None) -> None:
+                 reloader: PolicyReloader | None, metrics: Metrics, ledger: BudgetLedger | None = None,
+                 sql_service: SqlService | None = None) -> None:
         self.settings = settings
         self.governor = governor
         self.audit = audit
@@ -49,16 +48,11 @@ class Gateway:
         self.dp = DpService(settings, governor, self.ledger)  # differential privacy (govern.privacy.dp)
         self.he = HeService(settings, governor, self.ledger)  # encrypted views (govern.privacy.he)
         self.synthetic = SyntheticService(settings, governor)  # synthetic views; SDV loads on first use
-        # Analyst SQL: each query's DuckDB sandbox is opened (and closed) by this pool's thread,
-        # off the query's path (govern.sql.sandbox). Nothing starts until the first query.
-        self.sandboxes = SandboxPool(memory_limit=settings.sql_memory_limit, threads=settings.sql_threads)
-        # Masked views kept between queries (govern.sql.view_cache); keyed by plan hash, so a
-        # policy reload makes old entries unreachable, and LRU eviction frees them.
-        self.view_cache = ViewCache(settings.sql_cache_bytes)
-
-    def sql_engine(self) -> SqlEngine:
-        """The analyst SQL engine over this gateway's governed reads, sandboxes and view cache."""
-        return SqlEngine(self.governor, self.settings, self.sandboxes, self.view_cache)
+        # Analyst SQL runs in worker processes under an OS memory limit and one deadline
+        # (govern.sql.isolation); each worker has its own sandboxes and view cache. A pool may be
+        # shared by gateways with different settings (tests do): each call names its settings.
+        self.sql_service = sql_service if sql_service is not None else SqlService(settings)
+        self._owns_sql = sql_service is None
 
     def exchange(self, call: Call) -> Exchange:
         """Open the lifecycle of one request (use it as a context manager)."""
@@ -89,19 +83,21 @@ class Gateway:
     def close(self) -> None:
         if self.reloader is not None:
             self.reloader.stop()
-        self.sandboxes.close()
+        if self._owns_sql:
+            self.sql_service.close()
         self.dp.close()
         self.audit.close()
         self.ledger.close()
 
 
-def build_gateway(settings: Settings, *, governor: Governor | None = None, audit: AuditLog | None = None) -> Gateway:
+def build_gateway(settings: Settings, *, governor: Governor | None = None, audit: AuditLog | None = None,
+                  sql_service: SqlService | None = None) -> Gateway:
     governor = governor or Governor(settings)
     if audit is None:
         audit = open_audit_log(settings, keys=governor.keys)  # audit_url or state_dir/audit.db, anchored by checkpoints
     authenticator = Authenticator(lambda: governor.state.policy, settings.oidc)
     reloader = PolicyReloader(settings.policy_dir, governor.state.policy, governor.swap_policy,
                               debounce_ms=settings.reload_debounce_ms)
-    gateway = Gateway(settings, governor, audit, authenticator, reloader, Metrics())
+    gateway = Gateway(settings, governor, audit, authenticator, reloader, Metrics(), sql_service=sql_service)
     reloader.report = gateway.reloaded
     return gateway

@@ -3,7 +3,8 @@ the PostgreSQL wire, and what comes later).
 
 A principal with no readable dataset under its purpose is refused before its text is parsed;
 everything else — parse, validate, resolve, the masked reads, DuckDB — runs after the read
-slot is taken and under the query's one deadline (``sql_timeout``). The audit record says what
+slot is taken, in an SQL worker process (an OS memory bound), under the query's one deadline
+(``sql_timeout``). The audit record says what
 the query touched: the datasets, their plan hashes, the masked columns read, whether a view
 came from the cache; never the parameter values.
 """
@@ -15,7 +16,8 @@ from typing import Any
 import pyarrow as pa
 
 from govern.deliver.lifecycle import Exchange
-from govern.sql.engine import SqlEngine, SqlResult
+from govern.sql.engine import SqlResult
+from govern.sql.isolation import SqlService
 
 __all__ = ["describe_query", "note_text", "run_query"]
 
@@ -28,27 +30,28 @@ def note_text(ex: Exchange, text: str, params: list[Any] | None = None) -> None:
         ex.extra["params"] = len(params)  # how many, not the values
 
 
-def run_query(ex: Exchange, engine: SqlEngine, text: str, params: list[Any] | None) -> SqlResult:
-    """Run ``text`` for the exchange's principal and purpose; the result streams (the caller
-    hands it to :meth:`Exchange.stream` and closes it)."""
+def run_query(ex: Exchange, service: SqlService, text: str, params: list[Any] | None) -> SqlResult:
+    """Run ``text`` for the exchange's principal and purpose, in an SQL worker, under the
+    exchange's one deadline (``sql_timeout``: parse, validate, execute and stream); the result
+    streams (the caller hands it to :meth:`Exchange.stream` and closes it)."""
     note_text(ex, text, params)
     ex.permitted("read")
-    ex.admit(seconds=ex.settings.sql_timeout)
+    deadline = ex.admit(seconds=ex.settings.sql_timeout)
     principal, purpose = ex.principal, ex.purpose
     assert principal is not None and purpose is not None  # permitted() checked both
-    result = engine.run(principal, purpose, text, params)
+    result = service.run(principal, purpose, text, params, ex.state.policy, deadline.at, settings=ex.settings)
     _describe(ex, result)
     return result
 
 
-def describe_query(ex: Exchange, engine: SqlEngine, text: str, params: list[Any] | None) -> pa.Schema:
+def describe_query(ex: Exchange, service: SqlService, text: str, params: list[Any] | None) -> pa.Schema:
     """The result schema of ``text``, computed over empty views: no data is read."""
     note_text(ex, text, params)
     ex.permitted("read")
-    ex.admit(seconds=ex.settings.sql_timeout)
+    deadline = ex.admit(seconds=ex.settings.sql_timeout)
     principal, purpose = ex.principal, ex.purpose
     assert principal is not None and purpose is not None
-    return engine.describe(principal, purpose, text, params)
+    return service.describe(principal, purpose, text, params, ex.state.policy, deadline.at, settings=ex.settings)
 
 
 def _describe(ex: Exchange, result: SqlResult) -> None:

@@ -35,7 +35,6 @@ from govern.pgwire.catalog import Catalog, CatalogContext, is_catalog_query, out
 from govern.pgwire.cursor import Columns, Cursor
 from govern.pgwire.protocol import strip_comments
 from govern.pgwire.session import Session, is_local, run_local
-from govern.sql.engine import SqlEngine
 from govern.sql.validate import validate
 
 __all__ = ["SessionEnded", "Statements", "classify"]
@@ -70,7 +69,7 @@ class Statements:
         self.credentials = credentials
         self.session = session
         self.pid = pid
-        self.engine: SqlEngine = gateway.sql_engine()
+        self.service = gateway.sql_service
         self._catalog: Catalog | None = None
         self._catalog_key: tuple[str, str, tuple[Any, ...]] | None = None
 
@@ -128,7 +127,7 @@ class Statements:
             if params:
                 ex.extra["params"] = len(params)
             ex.admit(seconds=self.gw.settings.sql_timeout)
-            table = self._catalog_db(principal).run(text, params)
+            table = self._catalog_db(principal, ex).run(text, params)
             return self._cursor(ex, [(f.name, f.type) for f in table.schema], table.to_reader(), lambda: None)
 
     def describe_catalog(self, text: str, nparams: int) -> Columns:
@@ -136,7 +135,7 @@ class Statements:
             principal = self.enter(ex)
             ex.extra["catalog"] = True
             ex.admit(seconds=self.gw.settings.sql_timeout)
-            table = self._catalog_db(principal).run(text, [None] * nparams)
+            table = self._catalog_db(principal, ex).run(text, [None] * nparams)
             ex.finish()
         return [(f.name, f.type) for f in table.schema]
 
@@ -147,7 +146,7 @@ class Statements:
                 return wire_dp.dp_cursor(self.gw, ex, self.session, text, params)
         with self.exchange("query", "sql", text) as ex:
             self.enter(ex)
-            result = run_query(ex, self.engine, text, params)
+            result = run_query(ex, self.service, text, params)
             try:
                 return self._cursor(ex, named(text, result.schema), _guarded(result.reader), result.close)
             except BaseException:
@@ -162,7 +161,7 @@ class Statements:
             if dp:
                 columns = wire_dp.dp_describe(self.gw, ex, self.session, text)
             else:
-                columns = named(text, describe_query(ex, self.engine, text, params or None))
+                columns = named(text, describe_query(ex, self.service, text, params or None))
             ex.finish()
         return columns
 
@@ -193,11 +192,11 @@ class Statements:
         cursor.release = stream.close
         return cursor
 
-    def _catalog_db(self, principal: Principal) -> Catalog:
-        state = self.gw.governor.state
+    def _catalog_db(self, principal: Principal, ex: Exchange) -> Catalog:
+        state = ex.state
         key = (state.policy.version, principal.name, tuple(sorted(principal.attributes.items(), key=str)))
         if self._catalog is None or self._catalog_key != key:
-            tables = self.engine.tables(principal, self.purpose)
+            tables = self.service.tables(principal, self.purpose, state.policy, settings=self.gw.settings)
             descriptions: dict[tuple[str, str | None], str] = {}
             for name, schema in tables.items():  # descriptions of visible columns only
                 entry = state.policy.datasets.get(name)
@@ -216,7 +215,8 @@ class Statements:
             if self._catalog is not None:
                 self._catalog.close()
             settings = self.gw.settings
-            self._catalog = Catalog(context, timeout=settings.sql_timeout, memory_limit=settings.sql_memory_limit)
+            self._catalog = Catalog(context, timeout=settings.sql_timeout, memory_limit=settings.sql_memory_limit,
+                                    service=self.service)
             self._catalog_key = key
         return self._catalog
 

@@ -28,6 +28,7 @@ from govern.server.exchange import ExchangeMiddleware
 from govern.server.logs import configure_logging, request_id_var
 from govern.server.problems import from_error, problem_response
 from govern.server.routes import audit, datasets, dp, encrypted, health, policy, sql, synthetic
+from govern.sql.isolation import SqlService
 
 __all__ = ["create_app"]
 
@@ -52,14 +53,17 @@ async def _settle(request: Request, status: int, slug: str, detail: str) -> None
         await run_in_threadpool(exchange.close_as, status, f"{slug}: {detail}", slug)
 
 
-def create_app(settings: Settings, *, gateway: Gateway | None = None) -> FastAPI:
+def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_service: SqlService | None = None) -> FastAPI:
+    """The app over a new gateway (or ``gateway``); ``sql_service``: an SQL worker pool to share
+    instead of starting the gateway's own (tests run many apps against one pool)."""
     configure_logging(settings.log_level)
-    gw = gateway or build_gateway(settings)
+    gw = gateway or build_gateway(settings, sql_service=sql_service)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.watch_policies and gw.reloader is not None:
             gw.reloader.start()
+        gw.sql_service.start()  # in the background: the first query need not wait for the imports
         try:
             yield
         finally:

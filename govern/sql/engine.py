@@ -363,10 +363,12 @@ class _Clock:
 
     @classmethod
     def of(cls, deadline: float | None, timeout: float) -> _Clock:
+        """A deadline stands for ``timeout`` (``sql_timeout``: what a timeout reports), however
+        much of it is left when the engine starts (the request may have waited for a worker)."""
         now = time.monotonic()
         if deadline is None:
             return cls(now + timeout, timeout)
-        return cls(deadline, max(0.0, deadline - now))
+        return cls(deadline, timeout)
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())

@@ -41,6 +41,7 @@ PostgreSQL catalog's DuckDB queries run as one: :class:`govern.pgwire.catalog.Ca
 from __future__ import annotations
 
 import atexit
+import hashlib
 import heapq
 import itertools
 import logging
@@ -133,8 +134,16 @@ class WorkerEnv:
         if result is not None:
             result.close()
 
-    def install(self, policy: PolicySet) -> None:
-        """Serve ``policy`` (validated by the gateway) from now on."""
+    def install(self, settings: Settings | None, policy: PolicySet) -> None:
+        """Serve ``policy`` (validated by the gateway) from now on — under ``settings`` when the
+        gateway sends others than the worker's (another data root, another key file)."""
+        if settings is not None:
+            old, self.settings = self.settings, settings
+            self._governor = None
+            if self._sandboxes is not None and (old.sql_memory_limit, old.sql_threads) != (
+                    settings.sql_memory_limit, settings.sql_threads):
+                self._sandboxes.close()
+                self._sandboxes = None
         if self._governor is None:
             self._governor = Governor(self.settings, policy=policy)
         else:
@@ -245,13 +254,13 @@ def worker_main(conn: Connection, cancels: Connection, settings: Settings, memor
             return
         if message is None:
             return
-        number, policy, remaining, job = message
+        number, install, remaining, job = message
         env.deadline = time.monotonic() + remaining
         env.begin(number)
         result: object = None
         try:
-            if policy is not None:
-                env.install(policy)
+            if install is not None:
+                env.install(*install)
             result = job.run(env)
             if isinstance(result, SqlResult):
                 if not env.streaming(result):
@@ -347,6 +356,7 @@ class _Worker:
         self.cancels: Connection = cancels
         self.jobs = itertools.count(1)
         self.policy: str | None = None  # the policy version it serves
+        self.world = _world_key(settings)  # the settings it serves under
         self.killed = False
 
     @property
@@ -405,9 +415,14 @@ class _Lease:
         self._closed = False
 
     # -- talking to the worker -----------------------------------------------------------------
-    def send(self, job: Job, policy: PolicySet | None) -> None:
+    def send(self, job: Job, policy: PolicySet | None, settings: Settings | None = None) -> None:
+        """Send ``job``, with the policy (and settings) the worker must serve it under when they
+        are not the ones it serves already."""
         worker = self.worker
-        install = policy if policy is not None and worker.policy != policy.version else None
+        world = _world_key(settings or self.service.settings)
+        install = None
+        if policy is not None and (worker.policy != policy.version or worker.world != world):
+            install = (settings if worker.world != world else None, policy)
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise self._timeout()
@@ -416,7 +431,8 @@ class _Lease:
         except (OSError, ValueError):
             raise self._lost() from None
         if install is not None:
-            worker.policy = install.version
+            worker.policy = policy.version if policy is not None else None
+            worker.world = world
 
     def receive(self, until: float | None = None) -> tuple[bytes, memoryview]:
         """The worker's next message (tag, body); waits until the deadline (or ``until``), then
@@ -548,7 +564,7 @@ class _Lease:
         self.worker.kill()
 
     def _timeout(self) -> QueryTimeout:
-        return QueryTimeout(f"the query ran longer than {self.limit:.3g} s and was stopped",
+        return QueryTimeout(f"the query ran longer than {self.limit:g} s and was stopped",
                             limit=self.limit, sqlstate="57014")
 
     def _lost(self) -> GovernError:
@@ -574,13 +590,17 @@ class SqlService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.size = max(1, settings.sql_workers)
+        self.size = max(1, settings.sql_workers)  # workers kept running
+        # More start while every one is busy — a streaming query or a suspended wire portal holds
+        # its worker until its stream ends — up to one per read slot; they stop when freed.
+        self.most = max(self.size, settings.max_concurrent_reads)
         self.memory = parse_size(settings.sql_worker_memory) if settings.sql_worker_memory else 0
         self.max_message = settings.sql_batch_bytes + 1_048_576  # a batch, or a value with its framing
         self._context = multiprocessing.get_context("spawn")
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._starting = 0
+        self._waiting = 0  # leases waiting for a worker
         self._cond = threading.Condition()
         self._closed = False
         self._leases: list[tuple[float, int, _Lease]] = []  # heap of (kill time, tiebreak, lease)
@@ -605,13 +625,13 @@ class SqlService:
             return self._cond.wait_for(lambda: len(self._idle) >= self.size or self._closed, timeout)
 
     def run(self, principal: Principal, purpose: str, sql: str, params: list[Any] | None,
-            policy: PolicySet, deadline: float) -> SqlResult:
+            policy: PolicySet, deadline: float, settings: Settings | None = None) -> SqlResult:
         """Run ``sql`` in a worker; the result streams from it. ``deadline`` is absolute
         (``time.monotonic()``) and covers everything until the last batch; ``close()`` the
         result when done (before its end, it stops the worker's query)."""
-        lease = self._lease(deadline)
+        lease = self._lease(deadline, settings)
         try:
-            lease.send(RunJob(principal, purpose, sql, params), policy)
+            lease.send(RunJob(principal, purpose, sql, params), policy, settings)
             tag, body = lease.receive()
             if tag == _ERROR:
                 raise lease.failed(body)
@@ -627,26 +647,29 @@ class SqlService:
                          access_plans=meta["access_plans"], cached=meta["cached"], _on_close=lease.close)
 
     def describe(self, principal: Principal, purpose: str, sql: str, params: list[Any] | None,
-                 policy: PolicySet, deadline: float) -> pa.Schema:
+                 policy: PolicySet, deadline: float, settings: Settings | None = None) -> pa.Schema:
         """The result schema of ``sql`` over empty views (no data is read)."""
-        value = self.submit(DescribeJob(principal, purpose, sql, params), policy, deadline)
+        value = self.submit(DescribeJob(principal, purpose, sql, params), policy, deadline, settings)
         assert isinstance(value, pa.Schema)
         return value
 
     def tables(self, principal: Principal, purpose: str, policy: PolicySet,
-               deadline: float | None = None) -> dict[str, pa.Schema]:
+               deadline: float | None = None, settings: Settings | None = None) -> dict[str, pa.Schema]:
         """Masked schemas of the datasets ``principal`` may read under ``purpose``."""
         if deadline is None:
             deadline = time.monotonic() + self.settings.sql_timeout
-        value = self.submit(TablesJob(principal, purpose), policy, deadline)
+        value = self.submit(TablesJob(principal, purpose), policy, deadline, settings)
         assert isinstance(value, dict)
         return value
 
-    def submit(self, job: Job, policy: PolicySet | None, deadline: float) -> object:
-        """Run any picklable ``job`` in a worker and return its (picklable) value."""
-        lease = self._lease(deadline)
+    def submit(self, job: Job, policy: PolicySet | None, deadline: float,
+               settings: Settings | None = None) -> object:
+        """Run any picklable ``job`` in a worker and return its (picklable) value. ``settings``:
+        the gateway's, when this pool serves gateways with other settings than its own (tests
+        share one pool between many demo worlds)."""
+        lease = self._lease(deadline, settings)
         try:
-            lease.send(job, policy)
+            lease.send(job, policy, settings)
             return lease.value()
         finally:
             lease.close()
@@ -674,14 +697,14 @@ class SqlService:
             self._monitor.join(2)
 
     # -- the pool ----------------------------------------------------------------------------
-    def _lease(self, deadline: float) -> _Lease:
+    def _lease(self, deadline: float, settings: Settings | None = None) -> _Lease:
         """A worker for one job: an idle one, else one started now (in the background: a slow
         start must not be cut short by this query's deadline), else the next one freed —
         waiting at most ``queue_timeout`` for a busy worker. Time spent waiting for a worker
         to *start* (the first queries after startup, or after one was replaced) is not the
         query's: its deadline moves by that much (at most ``START_TIMEOUT``)."""
         now = time.monotonic()
-        limit = max(0.0, deadline - now)
+        limit = (settings or self.settings).sql_timeout  # what the deadline stands for, in messages
         wait_until = min(deadline, now + self.settings.queue_timeout)
         starting_since: float | None = None  # waiting for a worker being started, since
         worker: _Worker | None = None
@@ -697,7 +720,7 @@ class SqlService:
                         self._all.discard(candidate)
                 if worker is not None:
                     break
-                if len(self._all) + self._starting < self.size:
+                if len(self._all) + self._starting < self.most:
                     self._starting += 1
                     threading.Thread(target=self._spawn_idle, name="govern-sql-worker-start", daemon=True).start()
                 if self._starting and starting_since is None:
@@ -709,15 +732,20 @@ class SqlService:
                     left = starting_since + START_TIMEOUT - time.monotonic() if starting_since else 0.0
                 else:
                     left = wait_until - time.monotonic()
-                if left <= 0 or not self._cond.wait(left):
+                self._waiting += 1
+                try:
+                    woken = left > 0 and self._cond.wait(left)
+                finally:
+                    self._waiting -= 1
+                if not woken:
                     if self._idle:
                         continue
                     if self._starting:
                         raise SqlError("no SQL worker process could be started in time", sqlstate="57P03")
                     if time.monotonic() >= deadline:
-                        raise QueryTimeout(f"the query ran longer than {limit:.3g} s and was stopped",
+                        raise QueryTimeout(f"the query ran longer than {limit:g} s and was stopped",
                                            limit=limit, sqlstate="57014")
-                    raise LimitExceeded(f"all {self.size} SQL workers are busy; try again", limit=self.size,
+                    raise LimitExceeded(f"all {len(self._all)} SQL workers are busy; try again", limit=self.most,
                                         sqlstate="53300")
         if starting_since is not None:
             deadline += time.monotonic() - starting_since
@@ -758,10 +786,17 @@ class SqlService:
     def _release(self, worker: _Worker, *, healthy: bool) -> None:
         if healthy and worker.alive():
             with self._cond:
-                if not self._closed and worker in self._all:
+                if not self._closed and worker in self._all and (len(self._all) <= self.size or self._waiting):
                     self._idle.append(worker)
                     self._cond.notify_all()
                     return
+                surplus = not self._closed and worker in self._all  # started for a busy moment
+            if surplus:
+                with self._cond:
+                    self._all.discard(worker)
+                    self._cond.notify_all()
+                worker.stop()
+                return
         if not worker.killed:
             worker.kill()
         worker.dispose()
@@ -803,6 +838,11 @@ class SqlService:
             for lease in due:
                 lease.expire()
                 lease.close()  # frees the slot; the reader, if it comes back, gets QueryTimeout
+
+
+def _world_key(settings: Settings) -> str:
+    """Which settings a worker serves under (secrets included: pickle keeps SecretStr values)."""
+    return hashlib.sha256(pickle.dumps(settings, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
 
 
 def _close_at_exit(ref: weakref.ref[SqlService]) -> None:

@@ -13,6 +13,7 @@ import pytest
 from govern.config import load_settings
 from govern.pgwire.server import PgServerThread
 from govern.server.app import build_gateway
+from tests.gateway import shared_sql_service
 
 __all__ = ["Raw", "bind", "cstr", "data_values", "execute", "fields", "parse", "wire"]
 
@@ -113,7 +114,8 @@ def wire(world):
     servers = []
 
     def start(**overrides) -> tuple[int, object]:
-        gw = build_gateway(load_settings(world.config, watch_policies=False, **overrides))
+        settings = load_settings(world.config, watch_policies=False, **overrides)
+        gw = build_gateway(settings, sql_service=shared_sql_service(settings))
         server = PgServerThread(gw, "127.0.0.1", 0)
         server.start()
         servers.append((server, gw))

@@ -20,7 +20,7 @@ import anyio
 from govern.config import load_settings
 from govern.server.app import create_app
 from tests.conftest import edit
-from tests.gateway import make_client
+from tests.gateway import make_client, shared_sql_service
 
 
 def _records(app) -> list:
@@ -62,7 +62,8 @@ def test_deeply_nested_json_is_a_recorded_400(world) -> None:
 
 
 def test_a_client_that_leaves_during_the_upload_is_recorded(world) -> None:
-    app = create_app(load_settings(world.config, watch_policies=False))
+    settings = load_settings(world.config, watch_policies=False)
+    app = create_app(settings, sql_service=shared_sql_service(settings))
     body = json.dumps({"sql": "select count(*) from patients"}).encode()
     headers = [(b"host", b"t"), (b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode()),

@@ -25,7 +25,7 @@ from govern.client import Client, StreamInterrupted
 from govern.errors import LimitExceeded
 from govern.server.streaming import CHUNK, encode
 from tests.conftest import edit
-from tests.gateway import start_server, stop_server
+from tests.gateway import shared_sql_service, start_server, stop_server
 from tests.server.test_http import assert_problem, expected
 
 # -- encoding --------------------------------------------------------------------------------
@@ -236,7 +236,8 @@ def test_a_stream_whose_client_left_before_the_first_byte_gives_back_its_read_sl
     from govern.config import load_settings
     from govern.server.app import create_app
 
-    app = create_app(load_settings(world.config, watch_policies=False, max_concurrent_reads=1, queue_timeout=1))
+    settings = load_settings(world.config, watch_policies=False, max_concurrent_reads=1, queue_timeout=1)
+    app = create_app(settings, sql_service=shared_sql_service(settings))
     body = json.dumps(request_body).encode()
     headers = [(b"host", b"test"), (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                (b"authorization", world.auth("bob")["Authorization"].encode()), (b"x-purpose", b"model-training")]

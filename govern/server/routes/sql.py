@@ -96,7 +96,7 @@ def _start(gw: Gateway, ex: Exchange, request: Request, raw: bytes) -> Response:
             raise InvalidRequest("differentially private SQL takes no parameters")
         return dp_sql_response(gw, ex, body.sql, epsilon=body.epsilon, delta=body.delta,
                                contributions=body.contributions, bounds=body.bounds)
-    result = run_query(ex, gw.sql_engine(), body.sql, body.params)
+    result = run_query(ex, gw.sql_service, body.sql, body.params)
     try:
         headers = {"x-govern-datasets": ",".join(result.datasets)}
         if len(result.plans) == 1:
