@@ -1,0 +1,76 @@
+"""The ``mapInArrow`` stage: govern's own Arrow execution, run on the executors.
+
+What Spark cannot compute exactly (keyed masks, RE2 patterns, predicates whose semantics differ)
+is computed here, per Arrow record batch, by the code the gateway runs: an
+:class:`~govern.mask.execute_arrow.ArrowExecutor` over the plan (masks and cell rules of the
+columns assigned to this stage) and :func:`~govern.mask.predicate_arrow.evaluate` (row-filter
+predicates). The bytes are the gateway's by construction.
+
+Every output is a function of the raw input columns of its row only; the stage passes through
+the raw columns that Spark's own expressions need, so the final projection reads raw inputs
+and this stage's results side by side (one projection, no mask reads another's output).
+
+The stage is pickled into the Spark plan: it holds the plan (plain data, also in every audit
+record), column names and a :class:`~govern_spark.keys.KeySource` — a location, never key bytes.
+Keys are read on the executor, once per partition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from govern.errors import GovernError, MaskError
+from govern.mask.execute_arrow import ArrowExecutor, Request
+from govern.mask.keys import KeyRing
+from govern.mask.predicate_arrow import evaluate
+from govern.plan.model import AccessPlan
+from govern_spark.keys import KeySource
+
+__all__ = ["ArrowStage"]
+
+
+@dataclass(frozen=True)
+class ArrowStage:
+    """``mapInArrow`` function. Input columns arrive under Spark-safe names (``inputs`` maps
+    each to its plan name); outputs are ``passthrough`` (raw, unchanged), then each of
+    ``columns`` (masked by the plan) and each of ``predicates`` (truth of plan SQL)."""
+
+    plan: AccessPlan
+    inputs: tuple[tuple[str, str], ...]  # (safe name, plan name)
+    passthrough: tuple[str, ...]  # safe names
+    columns: tuple[tuple[str, str], ...]  # (output name, plan column)
+    predicates: tuple[tuple[str, str], ...]  # (output name, predicate SQL)
+    output: pa.Schema
+    keys: KeySource | None = None
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        keys = self.keys.load() if self.keys is not None else _unkeyed()
+        plan = dataclasses.replace(self.plan, row_filters=())  # Spark applies the row filters
+        executor = ArrowExecutor(plan, Request(tuple(c for _, c in self.columns)), keys,
+                                 row_filter_applied=True)
+        names = dict(self.inputs)
+        for batch in batches:
+            raw = pa.RecordBatch.from_arrays(batch.columns, names=[names[n] for n in batch.schema.names])
+            arrays = [batch.column(n) for n in self.passthrough]
+            try:
+                if self.columns:
+                    masked = executor.transform(raw)
+                    arrays += [masked.column(c) for _, c in self.columns]
+                arrays += [evaluate(sql, raw) for _, sql in self.predicates]
+                yield pa.RecordBatch.from_arrays(
+                    [a.cast(f.type) if a.type != f.type else a for a, f in zip(arrays, self.output, strict=True)],
+                    schema=self.output)
+            except GovernError:
+                raise
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                # the Arrow message may quote a raw value: keep it out of Spark's logs
+                raise MaskError(f"masking failed ({type(exc).__name__})") from None
+
+
+def _unkeyed() -> KeyRing:
+    """A throwaway ring for a stage whose masks read no key (the compiler checks which)."""
+    return KeyRing.ephemeral("unkeyed")
