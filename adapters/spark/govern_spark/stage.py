@@ -29,6 +29,7 @@ from govern.mask.keys import KeyRing
 from govern.mask.predicate_arrow import evaluate
 from govern.plan.model import AccessPlan
 from govern_spark.keys import KeySource
+from govern_spark.types import arrow_type
 
 __all__ = ["ArrowStage"]
 
@@ -53,8 +54,15 @@ class ArrowStage:
         executor = ArrowExecutor(plan, Request(tuple(c for _, c in self.columns)), keys,
                                  row_filter_applied=True)
         names = dict(self.inputs)
+        # Spark's Arrow form of a raw column may differ from the type in storage (the zone of an
+        # instant, date64, a timestamp unit, large_string): restore the plan's type first, so
+        # govern's code sees exactly what the gateway sees (a zone decides year() and more).
+        types = {n: arrow_type(self.plan.column(n).type) for n in names.values()}
         for batch in batches:
-            raw = pa.RecordBatch.from_arrays(batch.columns, names=[names[n] for n in batch.schema.names])
+            plan_names = [names[n] for n in batch.schema.names]
+            raw = pa.RecordBatch.from_arrays(
+                [a if a.type == types[n] else a.cast(types[n]) for a, n in zip(batch.columns, plan_names, strict=True)],
+                names=plan_names)
             arrays = [batch.column(n) for n in self.passthrough]
             try:
                 if self.columns:
