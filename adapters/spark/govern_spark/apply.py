@@ -211,7 +211,7 @@ def apply_plan(df: DataFrame, plan: AccessPlan, keys: KeySource | None = None, *
         staged, results = _run_stage(staged, plan, a, schema, safe, keys)
         for i, _ in enumerate(a.stage_filters):
             staged = staged.where(F.col(f"p{i}"))
-    projection = [(results[n] if a.columns[n] is None else a.columns[n]).alias(n) for n in output]
+    projection = [(a.columns[n] or results[n]).alias(n) for n in output]
     return staged.select(*projection)
 
 

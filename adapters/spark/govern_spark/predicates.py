@@ -200,7 +200,7 @@ def _build(node: exp.Expression, scope: Scope) -> _Typed:
             if not _comparable(target.kind, item.kind) or (target.kind == "float") != (item.kind == "float"):
                 raise NotExact(f"{target.kind} IN a list of {item.kind}")
         if target.kind == "integer" and not isinstance(target.dtype, T.LongType | None):
-            bits = {T.ByteType: 8, T.ShortType: 16, T.IntegerType: 32}[type(target.dtype)]
+            bits = {"tinyint": 8, "smallint": 16, "int": 32}[target.dtype.simpleString()]
             if any(not -(2 ** (bits - 1)) <= int(v.this) < 2 ** (bits - 1) for v in node.expressions
                    if isinstance(v, exp.Literal) and not v.is_string):
                 raise NotExact("an IN list value does not fit the column's type (Arrow raises)")

@@ -11,8 +11,8 @@ row filters from predicates of every kind the policy language has — some exact
 from __future__ import annotations
 
 import datetime as dt
-import os
 import decimal
+import os
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
@@ -23,6 +23,8 @@ from sparkcheck import arrow_engine, assert_same, column, frame, key_source, pla
 
 from govern.errors import MaskError
 from govern.mask import registry
+
+pytestmark = pytest.mark.xdist_group("spark")  # one worker, one JVM, for all Spark tests
 
 TEXT = st.text(alphabet=st.sampled_from(list("ab@. Zzé😀ß_%Σ\u0130")), max_size=8)
 REGION = st.sampled_from(["EU", "US", "APAC", "", None])

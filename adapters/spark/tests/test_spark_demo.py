@@ -13,6 +13,8 @@ from govern.deliver.governor import Governor
 from govern.errors import GovernError
 from govern.policy.model import local_principal
 
+pytestmark = pytest.mark.xdist_group("spark")  # one worker, one JVM, for all Spark tests
+
 
 @pytest.fixture(scope="module")
 def governor(demo) -> Governor:

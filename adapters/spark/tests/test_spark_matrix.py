@@ -17,6 +17,8 @@ import govern_spark
 from govern.errors import MaskError, Unsupported
 from govern.mask import registry
 
+pytestmark = pytest.mark.xdist_group("spark")  # one worker, one JVM, for all Spark tests
+
 SAMPLES: dict[str, pa.Array] = {
     "string": pa.array(["alice@example.com", "", None, "Zoë 😀@x"]),
     "large_string": pa.array(["x@y.org", None, "ß", "a@b@c"], pa.large_string()),

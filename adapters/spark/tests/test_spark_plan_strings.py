@@ -25,6 +25,8 @@ from govern.errors import GovernError
 from govern.mask.keys import KeyRing
 from govern.policy.model import local_principal
 
+pytestmark = pytest.mark.xdist_group("spark")  # one worker, one JVM, for all Spark tests
+
 SUBKEY_PURPOSES = ["hash", "tokenize-enc", "noise", "date_shift", "rr"]
 
 

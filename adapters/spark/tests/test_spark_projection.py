@@ -17,6 +17,8 @@ from sparkcheck import arrow_engine, assert_same, column, frame, key_source, pla
 
 import govern_spark
 
+pytestmark = pytest.mark.xdist_group("spark")  # one worker, one JVM, for all Spark tests
+
 WEIRD = ["a.b", "we`ird", "sp ace", "SELECT", 'quo"te', "ünï", "c0", "m0", "p0", "x)"]
 
 

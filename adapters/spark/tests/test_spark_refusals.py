@@ -15,6 +15,8 @@ import govern_spark
 from govern.errors import KeyMaterialError, PlanError, UnknownColumn, Unsupported
 from govern.mask.keyfile import write_key_file
 
+pytestmark = pytest.mark.xdist_group("spark")  # one worker, one JVM, for all Spark tests
+
 TABLE = pa.table({"name": ["ann-raw", None, "bo"], "n": pa.array([1, 2, 3], pa.int32()),
                   "d": [dt.date(2020, 1, 2), None, dt.date(1999, 5, 6)]})
 
@@ -73,7 +75,7 @@ def test_unkeyed_masks_need_no_keys(spark) -> None:
 def test_keys_missing_on_the_executors_fail_the_job(spark, tmp_path) -> None:
     missing = govern_spark.KeySource(file=str(tmp_path / "nowhere.key"), key_id="k1")
     out = govern_spark.apply_plan(frame(spark, TABLE), hashed(), missing)  # the driver never reads keys
-    with pytest.raises(Exception, match="cannot read masking key file nowhere.key") as info:
+    with pytest.raises(Exception, match=r"cannot read masking key file nowhere\.key") as info:
         out.collect()
     assert "ann-raw" not in str(info.value)
 
