@@ -211,8 +211,16 @@ def apply_plan(df: DataFrame, plan: AccessPlan, keys: KeySource | None = None, *
         staged, results = _run_stage(staged, plan, a, schema, safe, keys)
         for i, _ in enumerate(a.stage_filters):
             staged = staged.where(F.col(f"p{i}"))
-    projection = [(a.columns[n] or results[n]).alias(n) for n in output]
+    projection = [_pick(a.columns[n], results.get(n)).alias(n) for n in output]
     return staged.select(*projection)
+
+
+def _pick(expression: Column | None, staged: Column | None) -> Column:
+    """A column's Spark expression, or else the Arrow stage's result for it."""
+    chosen = expression if expression is not None else staged
+    if chosen is None:  # cannot happen: assign() gives every column one of the two
+        raise PlanError("a column was assigned neither to Spark nor to the Arrow stage")
+    return chosen
 
 
 def _run_stage(staged: DataFrame, plan: AccessPlan, a: Assignment, schema: dict[str, T.DataType],
