@@ -3,9 +3,10 @@
 The shape of the result, whatever the plan::
 
     df ─► select raw columns under positional names (c0, c1, …: no identifier is ever parsed)
-       ─► filter: the row filters Spark computes exactly
-       ─► mapInArrow: govern's Arrow execution for what Spark cannot compute exactly (if any)
-       ─► filter: the row filters computed there (if any)
+       ─► filter: the row filters, when Spark computes every one of them exactly
+       ─► mapInArrow: govern's Arrow execution for what Spark cannot compute exactly (if any):
+          the row filters if one of them is not exact (all of them, on every row, as the
+          gateway does), then the masks of the columns assigned there
        ─► ONE projection: every visible column from raw inputs and the stage's results
 
 No expression reads another mask's output, so chained masks cannot depend on order, and every
@@ -32,7 +33,6 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from govern.errors import KeyMaterialError, PlanError, UnknownColumn
 from govern.mask import registry
 from govern.plan.model import AccessPlan, ColumnPlan, MaskSpec
-from govern.plan.predicates import referenced_columns
 from govern_spark import masks
 from govern_spark.keys import KeySource
 from govern_spark.predicates import NotExact, Scope, to_column
@@ -59,8 +59,9 @@ class Assignment:
         return [c for c, e in self.columns.items() if e is None]
 
     @property
-    def stage_filters(self) -> list[str]:
-        return [sql for sql, e in self.filters if e is None]
+    def stage_filters(self) -> bool:
+        """Whether the row filters run in the stage (all or none of them do)."""
+        return any(e is None for _, e in self.filters)
 
 
 def _quote(name: str) -> str:
@@ -106,10 +107,14 @@ def _column(col: ColumnPlan, plan: AccessPlan, scope: Scope) -> Column:
             return raw
         return masks.to_column(spec.function, spec.kwargs, raw, t, scope.ansi)
 
+    rules = [r for r in plan.cell_rules if r.column == col.name]
+    if rules and any(masks.can_fail(s.function, t) for s in [col.mask, *(r.mask for r in rules)] if s is not None):
+        # the gateway computes every branch on every row (and fails if one fails); Spark's CASE
+        # computes only the branch it takes
+        raise NotExact("a mask that can fail at run time, under a cell rule")
     out = masked(col.mask)
     # Arrow: for rule in order, out = if_else(coalesce(when, true), rule mask, out): the last
     # rule that holds wins, so the CASE lists them last first.
-    rules = [r for r in plan.cell_rules if r.column == col.name]
     if rules:
         case: Column | None = None
         for rule in reversed(rules):
@@ -135,6 +140,10 @@ def assign(plan: AccessPlan, schema: Mapping[str, tuple[str, T.DataType]], ansi:
         except NotExact as exc:
             result.filters.append((sql, None))
             result.why[sql] = str(exc)
+    if result.stage_filters:  # all of them on every row, as the gateway does (errors included)
+        for sql, _ in result.filters:
+            result.why.setdefault(sql, "another row filter runs in the Arrow stage")
+        result.filters = [(sql, None) for sql, _ in result.filters]
     for name in output if output is not None else plan.visible_names:
         try:
             result.columns[name] = _column(plan.column(name), plan, scope)
@@ -209,8 +218,6 @@ def apply_plan(df: DataFrame, plan: AccessPlan, keys: KeySource | None = None, *
     results: dict[str, Column] = {}
     if a.stage_columns or a.stage_filters:
         staged, results = _run_stage(staged, plan, a, schema, safe, keys)
-        for i, _ in enumerate(a.stage_filters):
-            staged = staged.where(F.col(f"p{i}"))
     projection = [_pick(a.columns[n], results.get(n)).alias(n) for n in output]
     return staged.select(*projection)
 
@@ -238,18 +245,15 @@ def _run_stage(staged: DataFrame, plan: AccessPlan, a: Assignment, schema: dict[
     for name, expr in a.columns.items():
         if expr is not None:
             needed_by_spark.update(raw_columns(plan, [name]))
-    needed_by_spark.update(c for sql, e in a.filters if e is not None for c in referenced_columns(sql))
     passthrough = [n for n in schema if n in needed_by_spark]
     fields = [T.StructField(safe[n], schema[n]) for n in passthrough]
     stage_cols = [(f"m{i}", c) for i, c in enumerate(a.stage_columns)]
     for out_name, c in stage_cols:
         fields.append(T.StructField(out_name, spark_type(arrow_type(plan.column(c).result_type or ""))))
-    stage_preds = [(f"p{i}", sql) for i, sql in enumerate(a.stage_filters)]
-    fields += [T.StructField(n, T.BooleanType()) for n, _ in stage_preds]
     out_schema = T.StructType(fields)
     stage = ArrowStage(
         plan=plan, inputs=tuple((safe[n], n) for n in schema), passthrough=tuple(safe[n] for n in passthrough),
-        columns=tuple(stage_cols), predicates=tuple(stage_preds),
+        columns=tuple(stage_cols), row_filters=a.stage_filters,
         output=to_arrow_schema(out_schema, timezone=session_tz),
         keys=keys if keyed else None)
     return staged.mapInArrow(stage, out_schema), {c: F.col(n) for n, c in stage_cols}

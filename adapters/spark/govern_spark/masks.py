@@ -36,7 +36,7 @@ from govern.mask import function as family
 from govern_spark.predicates import NotExact
 from govern_spark.types import spark_type
 
-__all__ = ["EXPRESSIONS", "to_column"]
+__all__ = ["EXPRESSIONS", "can_fail", "to_column"]
 
 MaskExpression = Callable[[Column, Mapping[str, Any], pa.DataType, bool], Column]
 _DAY_US = 86_400_000_000
@@ -114,6 +114,12 @@ EXPRESSIONS: dict[str, MaskExpression] = {
     "show_first": _show(last=False),
     "show_last": _show(last=True),
 }
+
+
+def can_fail(function: str, t: pa.DataType) -> bool:
+    """Whether the Spark form may raise at run time (a bucket that does not fit the type)."""
+    vt = t.value_type if pa.types.is_dictionary(t) else t
+    return function == "generalize" and family.type_family(vt) in (family.INTEGER, family.DECIMAL)
 
 
 def to_column(function: str, params: Mapping[str, Any], x: Column, t: pa.DataType, ansi: bool) -> Column:

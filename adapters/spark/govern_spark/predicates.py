@@ -12,8 +12,10 @@ caller evaluates the predicate with govern's own Arrow code on the executors ins
 * ``LIKE`` patterns with a backslash: the escape rules differ;
 * ``year``/``month`` of an instant: Arrow reads it in the column's own zone, Spark in the
   session's;
-* arithmetic and ``abs`` when ANSI mode is off (Spark would wrap where Arrow raises), and
-  decimal arithmetic (other precision rules);
+* integer arithmetic (``+ - *``, negation, ``abs``): it can overflow, and the gateway then fails
+  having evaluated the predicate on every row, where Spark's short-circuiting AND, OR and CASE
+  might not reach the row (float arithmetic never raises and stays in Spark); decimal
+  arithmetic (other precision rules);
 * operands of different kinds (a date against a timestamp, text against a number): Arrow
   raises where Spark coerces.
 
@@ -49,7 +51,7 @@ class Scope:
     """What a predicate may read: each raw column's Spark name (safe, positional) and type."""
 
     columns: Mapping[str, tuple[str, T.DataType]]
-    ansi: bool  # Spark raises on overflow (ANSI mode) exactly where Arrow's checked kernels do
+    ansi: bool  # Spark raises on overflow (ANSI mode) exactly where Arrow's checked kernels do (masks)
 
 
 @dataclass(frozen=True)
@@ -206,8 +208,11 @@ def _build(node: exp.Expression, scope: Scope) -> _Typed:
                 raise NotExact("an IN list value does not fit the column's type (Arrow raises)")
             if any(isinstance(v, exp.Neg) for v in node.expressions):
                 raise NotExact("negative IN list values on a narrow integer column")
-        member = target.column.isin(*[v.column for v in values]) if values else F.lit(False)
-        return _Typed(F.when(target.column.isNotNull(), member), "boolean")
+        # Spark's IN is NULL for a NULL target, as Arrow's is; without NULLs in the list it is
+        # never NULL otherwise (and stays a plain IN: Parquet can skip row groups with it)
+        member = target.column.isin(*[v.column for v in values]) if values \
+            else F.when(target.column.isNotNull(), F.lit(False))
+        return _Typed(member, "boolean")
     if isinstance(node, exp.Between):
         target = go(node.this)
         low = _compare(">=", target, go(node.args["low"]))
@@ -244,16 +249,17 @@ def _build(node: exp.Expression, scope: Scope) -> _Typed:
 
 
 def _arithmetic(node: exp.Expression, scope: Scope) -> _Typed:
-    if not scope.ansi:
-        raise NotExact("arithmetic without ANSI mode would wrap where Arrow raises")
+    overflow = NotExact("integer arithmetic can overflow: evaluated on every row, as the gateway does")
     if isinstance(node, exp.Neg | exp.Abs):
         a = _build(node.this, scope)
-        if a.kind not in ("integer", "float"):
-            raise NotExact(f"arithmetic on {a.kind}")
+        if a.kind != "float":
+            raise overflow if a.kind == "integer" else NotExact(f"arithmetic on {a.kind}")
         return _Typed(-a.column if isinstance(node, exp.Neg) else F.abs(a.column), a.kind)
     a, b = _build(node.this, scope), _build(node.expression, scope)
     if a.kind not in ("integer", "float") or b.kind not in ("integer", "float"):
         raise NotExact(f"arithmetic on {a.kind} and {b.kind}")
+    if a.kind == b.kind == "integer":
+        raise overflow
     if isinstance(node, exp.Add):
         out = a.column + b.column
     elif isinstance(node, exp.Sub):

@@ -2,9 +2,9 @@
 
 What Spark cannot compute exactly (keyed masks, RE2 patterns, predicates whose semantics differ)
 is computed here, per Arrow record batch, by the code the gateway runs: an
-:class:`~govern.mask.execute_arrow.ArrowExecutor` over the plan (masks and cell rules of the
-columns assigned to this stage) and :func:`~govern.mask.predicate_arrow.evaluate` (row-filter
-predicates). The bytes are the gateway's by construction.
+:class:`~govern.mask.execute_arrow.ArrowExecutor` over the plan — its row filters, when they are
+assigned here (then all of them, on every row, before any mask: as the gateway does), and the
+masks and cell rules of the columns assigned here. The bytes are the gateway's by construction.
 
 Every output is a function of the raw input columns of its row only; the stage passes through
 the raw columns that Spark's own expressions need, so the final projection reads raw inputs
@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from govern.errors import GovernError, MaskError
 from govern.mask.execute_arrow import ArrowExecutor, Request
@@ -37,22 +38,24 @@ __all__ = ["ArrowStage"]
 @dataclass(frozen=True)
 class ArrowStage:
     """``mapInArrow`` function. Input columns arrive under Spark-safe names (``inputs`` maps
-    each to its plan name); outputs are ``passthrough`` (raw, unchanged), then each of
-    ``columns`` (masked by the plan) and each of ``predicates`` (truth of plan SQL)."""
+    each to its plan name). With ``row_filters``, rows the plan's row filters reject are dropped
+    first. Outputs are ``passthrough`` (raw, unchanged), then each of ``columns`` (masked by the
+    plan)."""
 
     plan: AccessPlan
     inputs: tuple[tuple[str, str], ...]  # (safe name, plan name)
     passthrough: tuple[str, ...]  # safe names
     columns: tuple[tuple[str, str], ...]  # (output name, plan column)
-    predicates: tuple[tuple[str, str], ...]  # (output name, predicate SQL)
+    row_filters: bool
     output: pa.Schema
     keys: KeySource | None = None
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         keys = self.keys.load() if self.keys is not None else _unkeyed()
-        plan = dataclasses.replace(self.plan, row_filters=())  # Spark applies the row filters
+        plan = self.plan if self.row_filters else dataclasses.replace(self.plan, row_filters=())
         executor = ArrowExecutor(plan, Request(tuple(c for _, c in self.columns)), keys,
                                  row_filter_applied=True)
+        filters = [rf.predicate for rf in self.plan.row_filters] if self.row_filters else []
         names = dict(self.inputs)
         # Spark's Arrow form of a raw column may differ from the type in storage (the zone of an
         # instant, date64, a timestamp unit, large_string): restore the plan's type first, so
@@ -63,12 +66,17 @@ class ArrowStage:
             raw = pa.RecordBatch.from_arrays(
                 [a if a.type == types[n] else a.cast(types[n]) for a, n in zip(batch.columns, plan_names, strict=True)],
                 names=plan_names)
-            arrays = [batch.column(n) for n in self.passthrough]
             try:
+                if filters:  # every row filter on every row, then masks on the rows kept
+                    keep = evaluate(filters[0], raw)
+                    for sql in filters[1:]:
+                        keep = pc.and_kleene(keep, evaluate(sql, raw))
+                    raw = raw.filter(keep, null_selection_behavior="drop")
+                    batch = batch.filter(keep, null_selection_behavior="drop")
+                arrays = [batch.column(n) for n in self.passthrough]
                 if self.columns:
                     masked = executor.transform(raw)
                     arrays += [masked.column(c) for _, c in self.columns]
-                arrays += [evaluate(sql, raw) for _, sql in self.predicates]
                 yield pa.RecordBatch.from_arrays(
                     [a.cast(f.type) if a.type != f.type else a for a, f in zip(arrays, self.output, strict=True)],
                     schema=self.output)
