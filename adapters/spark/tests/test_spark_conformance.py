@@ -181,3 +181,24 @@ def test_every_predicate_kind_agrees(spark, keys, text: str) -> None:
     cols[1] = column("s", pa.string(), "redact", {})
     for p in (plan(cols, filters=[text], unit="id"), plan(cols, rules=[("s", text, "null", {})], unit="id")):
         assert_same(arrow_engine(p, table, keys.load()), spark_engine(p, frame(spark, table), keys))
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Kolkata"])
+def test_the_session_time_zone_changes_nothing(spark, keys, zone: str) -> None:
+    """Instants are truncated in UTC and wall-clock times have no zone, as in the gateway,
+    whatever ``spark.sql.session.timeZone`` says."""
+    paris = [dt.datetime(2020, 12, 31, 23, 30, tzinfo=dt.UTC), dt.datetime(2021, 1, 1, 0, 30, tzinfo=dt.UTC),
+             None, dt.datetime(1969, 12, 31, 23, 59, 59, tzinfo=dt.UTC)]
+    wall = [dt.datetime(2020, 12, 31, 23, 30), None, dt.datetime(2021, 3, 28, 2, 30), dt.datetime(1, 1, 1)]
+    table = pa.table({"id": ["a", "b", "c", "d"], "ts": pa.array(paris, pa.timestamp("us", "Europe/Paris")),
+                      "ntz": pa.array(wall, pa.timestamp("us")), "ts2": pa.array(paris, pa.timestamp("us", "UTC"))})
+    p = plan([column("id", pa.string()),
+              column("ts", pa.timestamp("us", "Europe/Paris"), "generalize", {"date": "month"}),
+              column("ntz", pa.timestamp("us"), "generalize", {"date": "year"}),
+              column("ts2", pa.timestamp("us", "UTC"), "date_shift", {"max_days": 5})],
+             rules=[("ts", "month(ntz) = 12 OR ntz IS NULL", "null", {})], filters=["year(ntz) < 2022"], unit="id")
+    spark.conf.set("spark.sql.session.timeZone", zone)
+    try:
+        assert_same(arrow_engine(p, table, keys.load()), spark_engine(p, frame(spark, table), keys))
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
