@@ -7,19 +7,19 @@ STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 ROWS   ?= 10000
 
-.PHONY: install demo serve test test-fast bench lint typecheck clean
+.PHONY: install demo serve test test-fast bench bench-spark lint typecheck clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 
-$(STAMP): $(PY) pyproject.toml setup.py govern/mask/_hmac.c
+$(STAMP): $(PY) pyproject.toml setup.py govern/mask/_hmac.c adapters/spark/pyproject.toml
 	@test -f /usr/include/openssl/sha.h || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq libssl-dev)
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[server,client,dev,dp,he,synthetic,monitor]'
+	$(PIP) install --quiet -e '.[server,client,dev,dp,he,synthetic,monitor]' -e adapters/spark
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install govern with every extra the tests need
+install: $(STAMP) ## create .venv and install govern with every extra the tests need, and the adapters
 
 demo: install ## generate the demo world, check its policy, then serve it on http://127.0.0.1:8000
 	$(VENV)/bin/govern demo --dir $(DEMO) --rows $(ROWS)
@@ -31,18 +31,23 @@ demo: install ## generate the demo world, check its policy, then serve it on htt
 serve: install ## serve an existing demo world
 	$(VENV)/bin/govern serve --config $(DEMO)/govern.yaml
 
-test: install ## run the whole test suite (slow tests included)
-	$(PY) -m pytest -n 2 -q
+# --dist loadgroup: the Spark adapter's tests share one worker (one JVM); the rest spread as usual.
+test: install ## run the whole test suite (slow tests and the adapters' tests included)
+	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 test-fast: install
-	$(PY) -m pytest -n 2 -q -m "not slow"
+	$(PY) -m pytest -n 2 --dist loadgroup -q -m "not slow"
 
 bench: install ## masking benchmark (2M rows by default; ROWS=... to change)
 	$(PY) benchmarks/masking.py --rows $(or $(BENCH_ROWS),2000000) --json benchmarks/results/masking.json
 
+bench-spark: install ## Spark adapter benchmark (local[2]; Tier 2: plan expressions vs hand-written)
+	$(PY) benchmarks/spark.py --rows $(or $(BENCH_ROWS),2000000) --json benchmarks/results/spark.json
+
 lint: install ## ruff and mypy over the whole package (CI runs it before the tests)
-	$(VENV)/bin/ruff check govern tests benchmarks
+	$(VENV)/bin/ruff check govern tests benchmarks adapters
 	$(VENV)/bin/mypy govern
+	$(VENV)/bin/mypy adapters/spark/govern_spark
 
 typecheck: install
 	$(VENV)/bin/mypy govern

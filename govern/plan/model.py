@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from govern.errors import PlanError
 from govern.plan.predicates import referenced_columns
 
 Action = Literal["keep", "mask", "withhold"]
@@ -233,6 +234,50 @@ class AccessPlan:
         body = self.to_dict()
         body["hash"] = self.hash
         return json.dumps(body, indent=indent, sort_keys=False, default=str)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AccessPlan:
+        """The plan ``to_dict()`` (or ``to_json()``) wrote, typed again: engines outside the
+        gateway (Spark executors, pipeline steps) receive plans as JSON. A ``hash`` field, when
+        present, must be the plan's own hash — a plan edited on the way is refused (PlanError)."""
+        try:
+            plan = cls(
+                dataset=data["dataset"], principal=data["principal"], purpose=data["purpose"],
+                action=data["action"],
+                columns=tuple(ColumnPlan(
+                    name=c["name"], action=c["action"], reason=_reason(c["reason"]), type=c["type"],
+                    mask=_mask(c.get("mask")), level=c.get("level"), tags=tuple(c.get("tags") or ()),
+                    result_type=c.get("result_type")) for c in data["columns"]),
+                row_filters=tuple(RowFilter(r["predicate"], _reason(r["reason"])) for r in data.get("row_filters") or ()),
+                cell_rules=tuple(CellRule(r["column"], r["when"], _mask(r["mask"]) or MaskSpec("null"),
+                                          _reason(r["reason"])) for r in data.get("cell_rules") or ()),
+                privacy_unit=data.get("privacy_unit"), key_id=data.get("key_id"),
+                policy_version=data.get("policy_version"),
+                decision=_reason(data["decision"]) if data.get("decision") else None,
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise PlanError(f"not an access plan: {type(exc).__name__} {exc}") from None
+        if "hash" in data and data["hash"] != plan.hash:
+            raise PlanError("the plan's hash does not match its content: it was changed after it was compiled")
+        return plan
+
+    @classmethod
+    def from_json(cls, text: str) -> AccessPlan:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"not an access plan: invalid JSON ({exc.msg})") from None
+        if not isinstance(data, dict):
+            raise PlanError("not an access plan: expected a JSON object")
+        return cls.from_dict(data)
+
+
+def _reason(data: dict[str, Any]) -> Reason:
+    return Reason(data["code"], data["detail"], data.get("source"))
+
+
+def _mask(data: dict[str, Any] | None) -> MaskSpec | None:
+    return None if data is None else MaskSpec.of(data["function"], data.get("params") or {})
 
 
 def _freeze(value: Any) -> Any:
