@@ -19,6 +19,9 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import pyarrow as pa
+
+from govern.deliver.governor import Governor
 from govern.deliver.lifecycle import Exchange
 from govern.errors import InvalidRequest
 from govern.privacy.dp import sql as dp_sql
@@ -26,7 +29,7 @@ from govern.privacy.dp.query import DpQuery
 from govern.privacy.dp.service import DpRelease, DpService
 from govern.privacy.dp.sql import DpSql
 
-__all__ = ["release_dp", "sql_types", "translate_sql"]
+__all__ = ["describe_sql", "release_dp", "release_table", "sql_types", "translate_sql"]
 
 R = TypeVar("R")
 
@@ -77,3 +80,39 @@ def sql_types(translated: DpSql, release: DpRelease) -> list[str]:
     types = release.prepared.plan.types
     return [types.get(src) or ("int64" if functions.get(src) == "count" else "double")
             for _display, src in translated.outputs]
+
+
+def release_table(ex: Exchange, dp: DpService, translated: DpSql) -> pa.Table:
+    """Release DP SQL as the rows a SQL surface sends (the PostgreSQL wire, Flight SQL): group
+    columns, then one noisy value per aggregate, typed as :func:`sql_types` says."""
+
+    def render(release: DpRelease) -> pa.Table:
+        names, values, _intervals = dp_sql.result_table(translated, release.result.rows)
+        types = [_arrow(t) for t in sql_types(translated, release)]
+        columns = [pa.array([row[i] for row in values], types[i]) for i in range(len(names))]
+        return pa.Table.from_arrays(columns, schema=pa.schema([pa.field(n, t) for n, t in zip(names, types,
+                                                                                               strict=True)]))
+
+    _release, table = release_dp(ex, dp, translated.query, render)
+    return table
+
+
+def describe_sql(ex: Exchange, governor: Governor, translated: DpSql) -> pa.Schema:
+    """The result schema of DP SQL without releasing anything (nothing is computed or charged)."""
+    ex.authorize(translated.query.dataset, "query_dp")
+    schema = governor.schema(translated.query.dataset, ex.state)
+    functions = {a.output_name: a.function for a in translated.query.aggregates}
+    fields = []
+    for display, src in translated.outputs:
+        if src in schema.names and src not in functions:
+            fields.append(pa.field(display, schema.field(src).type))
+        else:
+            fields.append(pa.field(display, pa.int64() if functions.get(src) == "count" else pa.float64()))
+    return pa.schema(fields)
+
+
+def _arrow(name: str) -> pa.DataType:
+    try:
+        return pa.type_for_alias(name)
+    except ValueError:
+        return pa.string()

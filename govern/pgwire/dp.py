@@ -14,16 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import pyarrow as pa
-
 from govern.deliver.gateway import Gateway
 from govern.deliver.lifecycle import Exchange
-from govern.deliver.releases import release_dp, sql_types, translate_sql
+from govern.deliver.releases import describe_sql, release_table, translate_sql
 from govern.errors import InvalidRequest, SqlError
 from govern.pgwire.cursor import Columns, Cursor
 from govern.pgwire.session import Session
 from govern.privacy.dp import sql as dp_sql
-from govern.privacy.dp.service import DpRelease
 
 __all__ = ["dp_cursor", "dp_describe", "is_dp"]
 
@@ -55,15 +52,7 @@ def dp_cursor(gw: Gateway, ex: Exchange, session: Session, text: str, params: li
         raise SqlError("differentially private SQL takes no parameters", sqlstate="0A000")
     ex.permitted("query_dp")
     translated = _translate(ex, session, text)
-
-    def render(release: DpRelease) -> pa.Table:
-        names, values, _intervals = dp_sql.result_table(translated, release.result.rows)
-        types = [_arrow(t) for t in sql_types(translated, release)]
-        columns = [pa.array([row[i] for row in values], types[i]) for i in range(len(names))]
-        return pa.Table.from_arrays(columns, schema=pa.schema([pa.field(n, t) for n, t in zip(names, types,
-                                                                                               strict=True)]))
-
-    _release, table = release_dp(ex, gw.dp, translated.query, render)
+    table = release_table(ex, gw.dp, translated)
     return Cursor([(f.name, f.type) for f in table.schema], iter(table.to_batches()))
 
 
@@ -71,20 +60,4 @@ def dp_describe(gw: Gateway, ex: Exchange, session: Session, text: str) -> Colum
     """Column names and types of a DP SQL statement, without running it (nothing is charged)."""
     ex.permitted("query_dp")
     translated = _translate(ex, session, text)
-    ex.authorize(translated.query.dataset, "query_dp")
-    schema = gw.governor.schema(translated.query.dataset, ex.state)
-    functions = {a.output_name: a.function for a in translated.query.aggregates}
-    out: Columns = []
-    for display, src in translated.outputs:
-        if src in schema.names and src not in functions:
-            out.append((display, schema.field(src).type))
-        else:
-            out.append((display, pa.int64() if functions.get(src) == "count" else pa.float64()))
-    return out
-
-
-def _arrow(name: str) -> pa.DataType:
-    try:
-        return pa.type_for_alias(name)
-    except ValueError:
-        return pa.string()
+    return [(f.name, f.type) for f in describe_sql(ex, gw.governor, translated)]
