@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     pg_idle_timeout: float = 3_600.0  # seconds a wire session may wait between messages
     pg_session_lifetime: float = 86_400.0  # seconds a wire session may last in all
 
+    # Arrow Flight SQL server of `govern serve` (ADBC, pyarrow.flight); see docs/flight.md
+    flight_host: str = "127.0.0.1"
+    flight_port: int | None = 8815  # 0 or null: no Flight SQL server
+
     # Analyst SQL (POST /v1/sql and the PostgreSQL wire server); see docs/sql.md
     sql_timeout: float = 30.0  # seconds a query may run before it is interrupted
     sql_max_length: int = 100_000  # characters of SQL text

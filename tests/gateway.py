@@ -67,11 +67,13 @@ class Server:
     world: World
     log: Path
     pg_port: int | None = None  # the PostgreSQL wire port (None: disabled with --pg-port 0)
+    flight_port: int | None = None  # the Arrow Flight SQL port (None: disabled with --flight-port 0)
 
 
 def start_server(world: World, *extra: str, env: dict[str, str] | None = None) -> Server:
-    """``govern serve`` on a free HTTP port and (unless ``--pg-port`` is in ``extra``) a free
-    PostgreSQL wire port, so that servers of parallel tests never collide."""
+    """``govern serve`` on a free HTTP port and (unless ``--pg-port`` / ``--flight-port`` is in
+    ``extra``) free PostgreSQL wire and Flight SQL ports, so that servers of parallel tests never
+    collide."""
     port = free_port()
     pg_port: int | None = None
     if "--pg-port" not in extra:
@@ -80,6 +82,11 @@ def start_server(world: World, *extra: str, env: dict[str, str] | None = None) -
     else:
         given = int(extra[extra.index("--pg-port") + 1])
         pg_port = given or None
+    if "--flight-port" not in extra:
+        flight_port: int | None = free_port()
+        extra = (*extra, "--flight-port", str(flight_port))
+    else:
+        flight_port = int(extra[extra.index("--flight-port") + 1]) or None
     log = world.directory / f"server-{port}.log"
     fh = log.open("w")
     exe = Path(sys.executable).parent / "govern"
@@ -92,7 +99,7 @@ def start_server(world: World, *extra: str, env: dict[str, str] | None = None) -
             raise RuntimeError(f"gateway exited early:\n{log.read_text()}")
         try:
             if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
-                return Server(url, proc, world, log, pg_port)
+                return Server(url, proc, world, log, pg_port, flight_port)
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.kill()

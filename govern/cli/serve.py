@@ -1,4 +1,4 @@
-"""``govern serve``: the gateway (HTTP and the PostgreSQL wire)."""
+"""``govern serve``: the gateway (HTTP, the PostgreSQL wire and Arrow Flight SQL)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import click
+from pyarrow.lib import ArrowException
 
 from govern.cli._common import config_option, fail, load, report
 from govern.errors import GovernError
@@ -17,11 +18,16 @@ from govern.errors import GovernError
 @click.option("--port", type=int, default=None, help="HTTP port (default 8000).")
 @click.option("--pg-port", type=int, default=None,
               help="PostgreSQL wire port (default from settings: 6432; 0 disables it).")
+@click.option("--flight-port", type=int, default=None,
+              help="Arrow Flight SQL port (default from settings: 8815; 0 disables it).")
 @click.option("--no-watch", is_flag=True, help="Do not hot-reload policy files.")
-def serve(config: str | None, host: str | None, port: int | None, pg_port: int | None, no_watch: bool) -> None:
-    """Run the gateway (HTTP, and the PostgreSQL wire protocol for psql and BI tools)."""
+def serve(config: str | None, host: str | None, port: int | None, pg_port: int | None, flight_port: int | None,
+          no_watch: bool) -> None:
+    """Run the gateway (HTTP, the PostgreSQL wire protocol for psql and BI tools, and Arrow
+    Flight SQL for ADBC)."""
     import uvicorn
 
+    from govern.flight.server import FlightServerThread
     from govern.pgwire.server import PgServerThread
     from govern.server.app import create_app
     from govern.server.connections import IdleClosingH11
@@ -46,15 +52,31 @@ def serve(config: str | None, host: str | None, port: int | None, pg_port: int |
         except OSError as exc:
             fail(f"error: cannot listen for PostgreSQL clients on {settings.pg_host}:{wire_port}: "
                   f"{exc.strerror or exc} (set pg_port, or --pg-port 0 to disable)")
+    grpc_port = settings.flight_port if flight_port is None else flight_port
+    fl: FlightServerThread | None = None
+    if grpc_port:
+        fl = FlightServerThread(gateway, settings.flight_host, grpc_port)
+        try:
+            fl.start()
+        except (OSError, ArrowException) as exc:
+            if pg is not None:
+                pg.stop()
+            fail(f"error: cannot listen for Flight SQL clients on {settings.flight_host}:{grpc_port}: {exc} "
+                 "(set flight_port, or --flight-port 0 to disable)")
     click.echo(f"govern gateway on http://{h}:{p} (policy {gateway.governor.state.policy.version})")
     if pg is not None:
         click.echo(f"govern PostgreSQL wire on {settings.pg_host}:{pg.port} "
                    "(user = principal, password = API key, database = purpose)")
+    if fl is not None:
+        click.echo(f"govern Flight SQL on grpc://{settings.flight_host}:{fl.port} "
+                   "(user = principal, password = API key; purpose: x-purpose header or catalog)")
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: Any = None) -> None:
             if pg is not None:  # stop SQL sessions before the gateway closes its audit log
                 await asyncio.to_thread(pg.stop)
+            if fl is not None:
+                await asyncio.to_thread(fl.stop)
             await super().shutdown(sockets)
 
     config_ = uvicorn.Config(app, host=h, port=p, log_level=settings.log_level, access_log=False,
@@ -64,3 +86,5 @@ def serve(config: str | None, host: str | None, port: int | None, pg_port: int |
     finally:
         if pg is not None:
             pg.stop()
+        if fl is not None:
+            fl.stop()
