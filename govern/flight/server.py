@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+import types
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -54,6 +56,7 @@ from govern.flight.sessions import TOKEN_PREFIX, Sessions
 __all__ = ["FlightServerThread", "GovernFlightServer"]
 
 log = logging.getLogger("govern.flight")
+R = TypeVar("R")
 
 ACTIONS = {
     "CreatePreparedStatement": "Validate and describe a query; the handle carries it (no server state).",
@@ -64,6 +67,16 @@ ACTIONS = {
 }
 _INVALID_NAME, _INVALID_VALUE = 1, 2  # SetSessionOptionsResult.ErrorValue
 _CLOSED = 1  # CloseSessionResult.Status
+
+
+def anonymous(function: Callable[..., R]) -> Callable[..., R]:
+    """``function`` with its code's file name replaced by ``<govern.flight>``: a traceback
+    through it shows neither a server path nor a source line."""
+    code = function.__code__.replace(co_filename="<govern.flight>")
+    clone = types.FunctionType(code, function.__globals__, function.__name__, function.__defaults__,
+                               function.__closure__)
+    clone.__doc__, clone.__qualname__ = function.__doc__, function.__qualname__
+    return clone
 
 
 class GovernFlightServer(flight.FlightServerBase):
@@ -153,10 +166,19 @@ class GovernFlightServer(flight.FlightServerBase):
         return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])], -1, -1)
 
     def get_schema(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
-        with self.calls.exchange(context, "GetSchema", "describe") as ex:
-            self.calls.enter(ex, context, purpose=False)
-            schema, _ticket = self._describe(ex, context, descriptor)
+        try:
+            with self.calls.exchange(context, "GetSchema", "describe") as ex:
+                self.calls.enter(ex, context, purpose=False)
+                schema, _ticket = self._describe(ex, context, descriptor)
+        except flight.FlightError as error:
+            error.__traceback__ = None
+            raise error from None
         return flight.SchemaResult(schema)
+
+    # pyarrow (through 26) turns a FlightError raised by get_schema into a Python traceback in
+    # the status, not into its Flight status (its other RPCs do): the refusal above is raised
+    # with no frames of its own, and this method's frame names no file or source line.
+    get_schema = anonymous(get_schema)  # type: ignore[assignment]
 
     def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> flight.FlightDataStream:
         with self.calls.exchange(context, "DoGet", "sql") as ex:
