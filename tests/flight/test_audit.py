@@ -141,7 +141,7 @@ def test_metadata_commands(flight_server, name, fields, rows) -> None:
 def test_get_tables_of_a_purpose_not_entitled_is_refused(flight_server) -> None:
     client = flight_server.client()
     descriptor = command("CommandGetTables", catalog="treatment")
-    refused, record = one(flight_server, lambda: client.get_flight_info(descriptor, flight_server.options()),
+    refused, _record = one(flight_server, lambda: client.get_flight_info(descriptor, flight_server.options()),
                           "denied", "catalog", "GetFlightInfo")
     assert isinstance(refused, flight.FlightUnauthorizedError) and "may not act under purpose" in str(refused)
 
@@ -220,7 +220,7 @@ def test_session_options_need_a_session_and_an_entitled_purpose(flight_server) -
     assert table.column("n")[0].as_py() > 0  # the session's catalog is the purpose
     one(flight_server, lambda: list(client.do_action(flight.Action("CloseSession", b""), session)), "ok", "session",
         "DoAction:CloseSession")
-    refused, record = one(flight_server, lambda: client.get_schema(statement("SELECT 1"), session), "denied",
+    refused, _record = one(flight_server, lambda: client.get_schema(statement("SELECT 1"), session), "denied",
                           "describe", "GetSchema")
     assert "session has ended" in str(refused)  # a closed session's token is dead
 
