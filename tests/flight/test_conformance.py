@@ -49,7 +49,7 @@ def cases(demo_world) -> list[tuple[str, str]]:
     gov = Governor(load_settings(demo_world.config, watch_policies=False))
     out = [(who, purpose) for who in sorted(gov.state.policy.principals)
            for purpose in gov.state.decider.purposes(local_principal(gov.state.policy, who))]
-    return out + [("eve", "analytics")]  # eve may use no purpose: refused everywhere
+    return [*out, ("eve", "analytics")]  # eve may use no purpose: refused everywhere
 
 
 def http_sql(server, who: str, purpose: str, sql: str) -> pa.Table | str:
