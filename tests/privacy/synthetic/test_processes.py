@@ -20,7 +20,7 @@ def _without_sdv(tmp_path: Path) -> dict[str, str]:
     site = tmp_path / "no-sdv"
     site.mkdir()
     (site / "sitecustomize.py").write_text("import sys\nsys.modules['sdv'] = None\n")
-    return {**os.environ, "PYTHONPATH": str(site)}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
 
 
 def _audit(server, world) -> list[dict]:  # type: ignore[no-untyped-def]
