@@ -70,7 +70,9 @@ T = TypeVar("T")
 # them an existing dataset is answered exactly like an unknown one (no existence oracle).
 ACTIONS_SEEN: tuple[str, ...] = ("read", "query_dp", "read_synthetic", "read_encrypted", "reidentify",
                                  "administer")
-_DENIED = frozenset({400, 401, 403, 404, 405, 406, 409, 411, 413, 415, 416, 422, 428, 429, 431})
+# 501: a request form govern refuses by design (a protocol message, a Flight command) — a denial,
+# not a failure of the gateway.
+_DENIED = frozenset({400, 401, 403, 404, 405, 406, 409, 411, 413, 415, 416, 422, 428, 429, 431, 501})
 
 
 def outcome_of(status: int) -> str:

@@ -241,5 +241,5 @@ def test_every_wire_message_leaves_one_record_per_refusal_and_data_response(wire
     assert recs == []
     messages, recs = run((b"F", b"\x00\x00\x00\x01"))  # FunctionCall
     assert [fields(body)["C"] for kind, body in messages if kind == b"E"] == ["08P01"]
-    assert outcomes(recs) == [("message", "error")]  # 501: not implemented
+    assert outcomes(recs) == [("message", "denied")]  # 501: refused by design
     raw.close()

@@ -100,7 +100,7 @@ def test_statement_refusals(flight_server) -> None:
     # pyarrow reports GetSchema's refusals as UNKNOWN with a frame list: no server path, no source
     assert "invalid API key" in str(refused) and "govern/" not in str(refused) and record.principal is None
     refused, _ = one(flight_server, lambda: client.get_flight_info(command("CommandStatementUpdate", query="DELETE"),
-                                                                   options), "error", "describe", "GetFlightInfo")
+                                                                   options), "denied", "describe", "GetFlightInfo")
     assert "not supported" in str(refused) and "Traceback" not in str(refused)
     refused, _ = one(flight_server, lambda: client.do_get(flight.Ticket(b"junk"), options), "denied", "sql", "DoGet")
     assert "not a Flight SQL message" in str(refused)
@@ -189,11 +189,11 @@ def test_other_actions_and_listings(flight_server) -> None:
     client, options = flight_server.client(), flight_server.options()
     actions, _ = one(flight_server, lambda: client.list_actions(options), "ok", "catalog", "ListActions")
     assert {a.type for a in actions} >= {"CreatePreparedStatement", "SetSessionOptions"}
-    refused, _ = one(flight_server, lambda: list(client.list_flights(options=options)), "error", "catalog",
+    refused, _ = one(flight_server, lambda: list(client.list_flights(options=options)), "denied", "catalog",
                      "ListFlights")
     assert "not supported" in str(refused)
     refused, _ = one(flight_server, lambda: list(client.do_action(flight.Action("BeginTransaction", b""), options)),
-                     "error", "session", "DoAction:unknown")  # 501: recorded as an error
+                     "denied", "session", "DoAction:unknown")  # 501: refused by design
     assert "not supported" in str(refused)
 
 
