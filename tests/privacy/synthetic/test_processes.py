@@ -50,7 +50,7 @@ def test_without_the_synthetic_extra_the_gateway_answers_501(world, tmp_path: Pa
         assert rows.status_code == 200
         records = [r for r in _audit(server, world) if r["action"] == "read_synthetic"]
         assert [r["status"] for r in records] == [501, 501, 403]
-        assert records[0]["outcome"] == "error" and records[0]["principal"] == "bob"
+        assert records[0]["outcome"] == "denied" and records[0]["principal"] == "bob"
     finally:
         stop_server(server)
 
