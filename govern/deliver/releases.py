@@ -10,12 +10,15 @@ recorded as served when it was not::
 
 A result the surface cannot represent (a sum that overflowed to infinity with bounds of 1e308)
 is refused *before* the charge; a charge that fails (over budget, ledger down) leaves the
-computed result unseen.
+computed result unseen. If rendering or the ``ok`` record then fails, no byte of the result has
+left the process, so the charge is refunded (``BudgetLedger.refund``, once per request id);
+after the record is written the charge stays, whatever happens to the connection.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -23,7 +26,7 @@ import pyarrow as pa
 
 from govern.deliver.governor import Governor
 from govern.deliver.lifecycle import Exchange
-from govern.errors import InvalidRequest
+from govern.errors import GovernError, InvalidRequest
 from govern.privacy.dp import sql as dp_sql
 from govern.privacy.dp.query import DpQuery
 from govern.privacy.dp.service import DpRelease, DpService
@@ -32,6 +35,7 @@ from govern.privacy.dp.sql import DpSql
 __all__ = ["describe_sql", "release_dp", "release_table", "sql_types", "translate_sql"]
 
 R = TypeVar("R")
+log = logging.getLogger("govern.deliver")
 
 
 def release_dp(ex: Exchange, dp: DpService, query: DpQuery, render: Callable[[DpRelease], R]) -> tuple[DpRelease, R]:
@@ -52,9 +56,20 @@ def release_dp(ex: Exchange, dp: DpService, query: DpQuery, render: Callable[[Dp
                     budget_left=charged.status.to_dict()["left"], keys=prepared.plan.key_source,
                     threshold=result.threshold)
     release = DpRelease(prepared, result, charged, {**prepared.timings, **result.timings})
-    out = render(release)
-    ex.finish(rows=len(result.rows))
+    try:
+        out = render(release)
+        ex.finish(rows=len(result.rows))
+    except BaseException:
+        _refund(dp, ex.request_id)  # nothing left the process: the release was never seen
+        raise
     return release, out
+
+
+def _refund(dp: DpService, request_id: str) -> None:
+    try:
+        dp.ledger.refund(request_id)
+    except GovernError:  # the ledger is down too: the charge stays (over-counting is safe)
+        log.warning("a charge for an unreleased result could not be refunded", extra={"request_id": request_id})
 
 
 def _representable(release: dict[str, Any]) -> None:
