@@ -5,7 +5,7 @@ error types, datasets the catalog's."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class Metrics:
@@ -19,6 +19,14 @@ class Metrics:
         self.bytes = Counter("govern_bytes_total", "Bytes delivered", ["dataset"], registry=self.registry)
         self.denials = Counter("govern_denials_total", "Refused requests by reason", ["reason"],
                                registry=self.registry)
+
+        self.policy = Gauge("govern_policy_version_info", "The policy version this instance serves "
+                            "(value: since when, unix seconds)", ["version"], registry=self.registry)
+
+    def serving(self, version: str, since: float) -> None:
+        """The one policy version this instance serves now (the fleet compares them)."""
+        self.policy.clear()
+        self.policy.labels(version=version).set(since)
 
     def delivered(self, datasets: list[str], rows: int, nbytes: int) -> None:
         for name in datasets:
