@@ -99,7 +99,8 @@ class Fleet:
         return fleet
 
     def _launch(self, i: int) -> Server:
-        return start_server(self.world, "--pg-port", "0", "--flight-port", "0", *self.extra[i], env=self.env)
+        return start_server(self.world, "--pg-port", "0", "--flight-port", "0", *self.extra[i], env=self.env,
+                            timeout=120)  # a restart under load on a busy 2-core machine
 
     def kill(self, i: int) -> None:
         proc = self.servers[i].process

@@ -19,8 +19,8 @@ A run produces
    client's request id, ``extra.client_request_id``), an ``ok`` record only to an operation that
    succeeded or may have (``ok``/``unknown``, never ``fail``), and no operation has two records;
 4. **the budget holds**: the ledger's committed epsilon per budget never exceeds its limit; every
-   ``ok`` release is charged; and the epsilon of ``ok`` releases plus that of ``unknown`` ones
-   (counted as spent) stays within the limit as well;
+   ``ok`` release is charged; and the epsilon of ``ok`` releases plus that of ``unknown`` ones the
+   ledger charged (an unknown outcome counted as spent) stays within the limit as well;
 5. **policy converges**: after each reload every instance served the new version within the bound;
 6. **cut streams look cut**: a stream the client saw end like a complete one (``ok``) has an
    ``ok`` record with the same row count; one whose record says ``aborted``/``error`` was not
@@ -149,7 +149,11 @@ def check_records(ops: Sequence[Op], records: Sequence[Rec]) -> list[str]:
 
 
 def check_budget(ops: Sequence[Op], charges: Sequence[Charge], limits: dict[str, float],
-                 tolerance: float = 1e-9) -> list[str]:
+                 server_id: dict[str, str] | None = None, tolerance: float = 1e-9) -> list[str]:
+    """The ledger's committed epsilon per budget is within its limit; and from the clients' side,
+    the releases that were delivered (``ok``) plus the ``unknown`` ones the ledger charged — an
+    unknown outcome counts as spent — fit within it too. (An unknown release the ledger never
+    charged cannot have been delivered: a release is charged before any byte of it leaves.)"""
     out: list[str] = []
     committed: dict[str, float] = defaultdict(float)
     for c in charges:
@@ -160,15 +164,18 @@ def check_budget(ops: Sequence[Op], charges: Sequence[Charge], limits: dict[str,
             out.append(f"budget {budget}: charged {spent:g} but it has no limit")
         elif spent > limit + tolerance:
             out.append(f"budget {budget}: committed epsilon {spent:g} exceeds the limit {limit:g}")
+    charged = {c.request_id for c in charges}
+    ids = server_id or {}
     client: dict[str, float] = defaultdict(float)
     for op in ops:
-        if op.budget is None or op.outcome == "fail":
+        if op.budget is None:
             continue
-        client[op.budget] += op.epsilon  # ok, and unknown counted as spent
+        if op.outcome == "ok" or (op.outcome == "unknown" and ids.get(op.id) in charged):
+            client[op.budget] += op.epsilon
     for budget, spent in client.items():
         limit = limits.get(budget, 0.0)
         if spent > limit + tolerance:
-            out.append(f"budget {budget}: ok + unknown releases spent {spent:g} > limit {limit:g}")
+            out.append(f"budget {budget}: delivered + unknown-but-charged releases spent {spent:g} > limit {limit:g}")
     return out
 
 
@@ -199,9 +206,9 @@ def check(ops: Sequence[Op], records: Sequence[Rec], charges: Sequence[Charge], 
     report = Report()
     report.violations += check_chain(records)
     report.violations += check_records(ops, records)
-    report.violations += check_budget(ops, charges, limits)
-    charged = {c.request_id for c in charges}
     server_id = {r.client_id: r.request_id for r in records if r.client_id is not None}
+    report.violations += check_budget(ops, charges, limits, server_id)
+    charged = {c.request_id for c in charges}
     report.violations += check_charged(ops, charged, server_id)
     report.violations += check_policy(reloads, bound)
     report.stats = summarize(ops, records, reloads)

@@ -76,8 +76,15 @@ def test_an_overspent_ledger_fails() -> None:
 
 
 def test_unknown_releases_count_as_spent() -> None:
-    ops = [*OPS, Op("c7", "dp", 2, "unknown", epsilon=0.5, budget="alice/patients")]
-    assert violations(ops=ops) == ["budget alice/patients: ok + unknown releases spent 1.25 > limit 1"]
+    ops = [*OPS, Op("c7", "dp", 2, "unknown", epsilon=0.75, budget="alice/patients")]
+    records = [*RECORDS[:4], *chain(*[(r.request_id, r.client_id, r.outcome) for r in RECORDS[:4]],
+                                    ("s7", "c7", "ok"))[4:]]
+    charges = [*CHARGES, Charge("s7", "alice/patients", 0.75)]
+    assert violations(ops=ops, records=records, charges=charges) == [
+        "budget alice/patients: committed epsilon 1.25 exceeds the limit 1",
+        "budget alice/patients: delivered + unknown-but-charged releases spent 1.25 > limit 1"]
+    # an unknown release the ledger never charged was never delivered: it does not count
+    assert violations(ops=ops) == []
 
 
 def test_a_delivered_but_uncharged_release_fails() -> None:
