@@ -117,8 +117,8 @@ class Fleet:
         self.servers[i] = self._launch(i)
         return self.servers[i]
 
-    def readyz(self, i: int) -> dict:
-        return httpx.get(self.servers[i].url + "/readyz", timeout=5).json()
+    def readyz(self, i: int, timeout: float = 5) -> dict:
+        return httpx.get(self.servers[i].url + "/readyz", timeout=timeout).json()
 
     def close(self) -> None:
         for s in self.servers:

@@ -8,16 +8,22 @@ Every audit record names the version it was decided under.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
+from govern.config import Settings
 from govern.deliver.fleet import converged, fleet_status
 from tests.fleet.cluster import Cluster, Fleet, wait_until
 from tests.gateway import World
+
+pytestmark = pytest.mark.xdist_group("fleet-policy")  # one fleet for the module's tests
 
 BOUND = 5.0  # seconds from the edit to every instance serving the new version
 
@@ -78,3 +84,23 @@ def test_a_request_is_decided_under_the_version_its_record_names(fleet: Fleet, f
         [(version,)] = conn.execute("SELECT policy_version FROM policy_audit_log WHERE request_id = %s",
                                     (r.headers["x-request-id"],)).fetchall()
     assert version == served
+
+
+DEPLOYMENT = Path(__file__).resolve().parents[2] / "docs" / "deployment.md"
+
+
+def test_the_deployment_docs_examples_match_what_runs(fleet: Fleet) -> None:
+    text = DEPLOYMENT.read_text()
+    yaml_block = re.search(r"```yaml\n(.*?)```", text, re.S)
+    json_block = re.search(r"```json\n(.*?)```", text, re.S)
+    assert yaml_block and json_block
+    import yaml
+
+    settings = Settings(**yaml.safe_load(yaml_block.group(1)))  # every key is a real setting
+    assert settings.audit_url == settings.ledger_url and settings.audit_url.startswith("postgresql://")
+    documented = json.loads(json_block.group(1))
+    live = fleet.readyz(0)
+    assert set(documented) == set(live)
+    # the serve command the docs show is the one the fleet runs (config, port, wire ports)
+    for flag in ("--config", "--port", "--pg-port", "--flight-port"):
+        assert flag in text
