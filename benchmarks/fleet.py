@@ -52,7 +52,7 @@ def demo_world(root: Path) -> World:
     catalog = info.directory / "policies" / "catalog.yaml"
     text = catalog.read_text()
     # a budget the load never exhausts (the history run keeps the small one and runs out)
-    catalog.write_text(text.replace("budget:\n      epsilon: 5\n", "budget:\n      epsilon: 5000000\n", 1))
+    catalog.write_text(text.replace("budget:\n      epsilon: 5\n", "budget:\n      epsilon: 900000\n", 1))
     return World(info.directory, json.loads((info.directory / "keys.json").read_text()))
 
 
@@ -185,7 +185,7 @@ def cmd_history(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="govern-fleet-bench-") as tmp:
         world = demo_world(Path(tmp))
         catalog = world.directory / "policies" / "catalog.yaml"
-        catalog.write_text(catalog.read_text().replace("epsilon: 5000000\n", "epsilon: 5\n", 1))
+        catalog.write_text(catalog.read_text().replace("epsilon: 900000\n", "epsilon: 5\n", 1))
         per_round = max(1, args.ops // args.rounds)
         for k in range(args.rounds):
             setup = Setup.create(world, Path(tmp) / f"r{k}")
@@ -205,6 +205,9 @@ def cmd_history(args: argparse.Namespace) -> dict[str, Any]:
                   f"{report.stats['outcomes']}; convergence {report.stats['convergence']}")
             for v in report.violations[:10]:
                 print("  VIOLATION", v)
+            if args.json:  # after every round: a long run cut short keeps what it measured
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(results, indent=2, default=str))
     total = sum(r["stats"]["ops"] for r in results["rounds"])
     bad = sum(len(r["violations"]) for r in results["rounds"])
     print(f"\n{total} operations, {bad} violation(s)")
