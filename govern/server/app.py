@@ -1,15 +1,14 @@
 """The FastAPI application factory. Nothing is configured at import time.
 
 ``create_app(settings)`` builds the gateway (:func:`govern.deliver.gateway.build_gateway`),
-installs the exchange middleware (one request lifecycle and one audit record per request,
-:mod:`govern.server.exchange`), the single error mapping (every error is
+installs the exchange middleware (one request lifecycle and one audit record per request, and
+the answer to a crash: :mod:`govern.server.exchange`), the single error mapping (every error is
 ``application/problem+json``, and records its refusal on the request's exchange) and one
 router per resource.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,8 +30,6 @@ from govern.server.routes import audit, datasets, dp, encrypted, health, policy,
 from govern.sql.isolation import SqlService
 
 __all__ = ["create_app"]
-
-log = logging.getLogger("govern.access")
 
 
 def _exchange(request: Request) -> Exchange | None:
@@ -98,14 +95,6 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_servic
         await _settle(request, exc.status_code, slug, detail)
         return problem_response(exc.status_code, slug, detail, detail, request_id=request_id_var.get(),
                                 headers=dict(exc.headers) if exc.headers else None)
-
-    @app.exception_handler(Exception)
-    async def crashed(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", extra={"route": request.url.path})
-        await _refuse(request, exc)
-        return problem_response(500, "internal", "Internal error",
-                                "the gateway failed to handle this request; it has been logged",
-                                request_id=request_id_var.get())
 
     app.add_middleware(ExchangeMiddleware, gateway=gw)
     for module in (health, datasets, sql, dp, audit, policy, encrypted, synthetic):
