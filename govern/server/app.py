@@ -17,13 +17,15 @@ from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from govern import __version__
 from govern.config import Settings
 from govern.deliver.gateway import Gateway, build_gateway
 from govern.deliver.lifecycle import Exchange
 from govern.errors import GovernError
-from govern.server.exchange import ExchangeMiddleware
+from govern.server.contract import describe
+from govern.server.exchange import METHODS, ExchangeMiddleware
 from govern.server.logs import configure_logging, request_id_var
 from govern.server.problems import from_error, problem_response
 from govern.server.routes import audit, datasets, dp, encrypted, health, policy, sql, synthetic
@@ -48,6 +50,14 @@ async def _settle(request: Request, status: int, slug: str, detail: str) -> None
     exchange = _exchange(request)
     if exchange is not None and not exchange.settled:
         await run_in_threadpool(exchange.close_as, status, f"{slug}: {detail}", slug)
+
+
+def _allowed(request: Request) -> str:
+    """The ``Allow`` of a 405: each method for which some route matches the request's path in
+    full (asked through the routes' public ``matches``; FastAPI nests included routers)."""
+    routes = request.app.router.routes
+    return ", ".join(m for m in sorted(METHODS)
+                     if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes))
 
 
 def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_service: SqlService | None = None) -> FastAPI:
@@ -93,9 +103,13 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_servic
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
         await _settle(request, exc.status_code, slug, detail)
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:  # every method of the path: GET and HEAD are separate routes
+            headers["Allow"] = _allowed(request)
         return problem_response(exc.status_code, slug, detail, detail, request_id=request_id_var.get(),
-                                headers=dict(exc.headers) if exc.headers else None)
+                                headers=headers or None)
 
+    app.openapi = lambda: describe(app)  # type: ignore[method-assign]
     app.add_middleware(ExchangeMiddleware, gateway=gw)
     for module in (health, datasets, sql, dp, audit, policy, encrypted, synthetic):
         app.include_router(module.router)
