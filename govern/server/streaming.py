@@ -201,10 +201,10 @@ class ReadStream(StreamingResponse):
         rest = self.body_iterator
 
         async def resumed() -> AsyncIterator[Chunk]:
-            for chunk in held:
-                yield chunk
-            async for chunk in rest:
-                yield chunk
+            for part in held:
+                yield part
+            async for more in rest:
+                yield more  # type: ignore[misc]  # Starlette types its iterator loosely
 
         self.body_iterator = resumed()
 
