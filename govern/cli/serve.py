@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import click
@@ -35,6 +36,7 @@ def serve(config: str | None, host: str | None, port: int | None, pg_port: int |
     from govern.pgwire.server import PgServerThread
     from govern.server.app import create_app
     from govern.server.connections import IdleClosingH11
+    from govern.server.logs import log_everything_as_json
     from govern.storage.scan import use_jemalloc
 
     use_jemalloc()  # a long-running server: the allocator that returns freed memory (docs/performance.md)
@@ -71,13 +73,16 @@ def serve(config: str | None, host: str | None, port: int | None, pg_port: int |
                 pg.stop()
             fail(f"error: cannot listen for Flight SQL clients on {settings.flight_host}:{grpc_port}: {exc} "
                  "(set flight_port, or --flight-port 0 to disable)")
-    click.echo(f"govern gateway on {scheme}://{h}:{p} (policy {gateway.governor.state.policy.version})")
+    log_everything_as_json(settings.log_level)  # uvicorn, sqlglot, SDV, warnings, tracebacks: one JSON line each
+    log = logging.getLogger("govern.serve")
+    log.info(f"govern gateway on {scheme}://{h}:{p} (policy {gateway.governor.state.policy.version})",
+             extra={"url": f"{scheme}://{h}:{p}", "policy_version": gateway.governor.state.policy.version})
     if pg is not None:
-        click.echo(f"govern PostgreSQL wire on {settings.pg_host}:{pg.port} "
-                   "(user = principal, password = API key, database = purpose)")
+        log.info(f"govern PostgreSQL wire on {settings.pg_host}:{pg.port} "
+                 "(user = principal, password = API key, database = purpose)")
     if fl is not None:
-        click.echo(f"govern Flight SQL on grpc://{settings.flight_host}:{fl.port} "
-                   "(user = principal, password = API key; purpose: x-purpose header or catalog)")
+        log.info(f"govern Flight SQL on grpc://{settings.flight_host}:{fl.port} "
+                 "(user = principal, password = API key; purpose: x-purpose header or catalog)")
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: Any = None) -> None:
