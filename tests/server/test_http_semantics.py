@@ -58,3 +58,32 @@ def test_parquet_carries_its_content_length(server) -> None:
     assert int(r.headers["content-length"]) == len(r.content)
     assert "transfer-encoding" not in r.headers
     assert pq.read_table(io.BytesIO(r.content)).num_rows == 2_000
+
+
+def test_docs_state_each_routes_error_statuses_as_the_description_does(client) -> None:
+    """docs/api.md's table of error statuses per route is the description's, row by row."""
+    import re
+    from pathlib import Path
+
+    from govern.server.contract import GOVERNED
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    section = doc.split("## The contract", 1)[1].split("\n## ", 1)[0]
+    paths = client.get("/openapi.json").json()["paths"]
+    base = {str(s) for s in GOVERNED}
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 10
+    seen = set()
+    for row in rows:
+        cell, statuses = row.split(" | ")[:2]
+        methods = set(re.findall(r"`(GET|HEAD|POST)`?", cell))
+        expected = set(re.findall(r"\d{3}", statuses))
+        for path in re.findall(r"(/v1[^`\s,]*)", cell):
+            for method in methods:
+                documented = set(paths[path][method.lower()]["responses"])
+                assert documented - {"200", "202"} == base | expected, (method, path)
+                seen.add((method, path))
+    for path, operations in paths.items():
+        for method in operations:
+            if path.startswith("/v1"):
+                assert (method.upper(), path) in seen, f"{method.upper()} {path} is not in docs/api.md's table"
