@@ -134,6 +134,13 @@ class AccessDenied(GovernError):
     sqlstate = "42501"
 
 
+class TicketStale(AccessDenied):
+    """A ticket whose plan or data moved since it was issued (policy change, rewritten files)."""
+
+    slug = "ticket-stale"
+    title = "Ticket no longer valid"
+
+
 class NotFound(GovernError):
     status = 404
     slug = "not-found"
