@@ -53,3 +53,18 @@ def laplace(values: Sequence[float], scale: float) -> list[float]:
     mechanism = make_laplace(vector_domain(atom_domain(T=float, nan=False)), l1_distance(T=float),
                              scale=float(scale))
     return [float(v) for v in mechanism([float(v) for v in values])]
+
+
+def threshold(counts: Sequence[float], k: int, contributions: int, epsilon: float) -> list[bool]:
+    """Which of ``counts`` fall below ``k`` after Laplace noise: the ``he_min_rows`` rule as an
+    epsilon-DP mechanism, so it answers no exact question about anyone.
+
+    The counts are of disjoint groups (a row lies in one group; an ungrouped release has one
+    count), so one privacy unit moves them by at most ``contributions`` in L1: Laplace noise of
+    scale ``contributions / epsilon`` makes the vector of noisy counts epsilon-DP, and comparing
+    each with ``k`` is post-processing. The noisy counts themselves are never released.
+    """
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise ValueError("epsilon must be positive")
+    noisy = laplace(counts, max(contributions, 1) / epsilon)
+    return [v < k for v in noisy]
