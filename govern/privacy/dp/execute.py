@@ -302,14 +302,22 @@ def _spilled(pl: Any, frame: Any) -> Iterator[Any]:
 
 
 def _prepare(pl: Any, plan: DpPlan, data: pa.Table) -> Any:
+    """Row-wise preparation. Non-finite values are handled here, inside the mechanism, so that no
+    release ever fails on the data: NaN is missing (like NULL: not counted, not summed, its own
+    NULL group), +inf and -inf are clamped to the bounds like any value outside them."""
     frame = pl.from_arrow(data)
     assert isinstance(frame, pl.DataFrame)
+    floats = [name for name, dtype in frame.schema.items() if dtype.is_float()]
+    if floats:
+        frame = frame.with_columns([pl.col(c).fill_nan(None) for c in floats])
     exprs = []
     for d in plan.derived:
         src = pl.col(d.source)
         if d.how == "scaled_sum":
             lo, hi = d.bounds  # type: ignore[misc]
-            exprs.append((src.cast(pl.Float64).clip(lo, hi) * d.scale).round().cast(pl.Int64).alias(d.name))
+            # a missing value adds 0, as in SQL's SUM (OpenDP would impute its bounds' midpoint)
+            exprs.append((src.cast(pl.Float64).clip(lo, hi) * d.scale).round().cast(pl.Int64).fill_null(0)
+                         .alias(d.name))
         elif d.how == "float":
             lo, hi = d.bounds  # type: ignore[misc]
             exprs.append(src.cast(pl.Float64).clip(lo, hi).alias(d.name))
@@ -338,7 +346,9 @@ def _expr(pl: Any, dp: Any, p: Primitive) -> Any:
         return pl.col(p.column).dp.count(signed=True).alias(p.id)
     if p.kind == "sum":
         lo, hi = p.bounds  # type: ignore[misc]
-        return pl.col(p.column).dp.sum((round(lo * p.scale), round(hi * p.scale))).alias(p.id)
+        # the clamp range widened to hold 0 (a missing value): under adding or removing a person
+        # the sensitivity, max(|low|, |high|), is unchanged
+        return pl.col(p.column).dp.sum((round(min(lo, 0.0) * p.scale), round(max(hi, 0.0) * p.scale))).alias(p.id)
     return pl.col(p.column).dp.quantile(p.q, list(p.candidates or ())).alias(p.id)
 
 
