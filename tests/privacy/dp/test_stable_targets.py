@@ -22,7 +22,7 @@ def world() -> pa.Table:
     rng = np.random.default_rng(3)
     pid = np.repeat(np.arange(PEOPLE), ROWS_EACH)
     x = rng.choice([0.0, 10.0], size=len(pid))  # which rows are kept matters a lot for the sum
-    g = np.array(["a", "b", "c"])[pid % 3]
+    g = np.array(["a", "b", "c", "d"])[pid % 4]
     return pa.table({"pid": pid, "g": g, "x": x})
 
 
@@ -33,13 +33,14 @@ def test_intervals_cover_the_target_in_300_releases_with_contributions_below_the
     reference = {r["g"]: r["sum_x"]["value"] for r in run(table, {**body, "epsilon": 100.0},
                                                              bounds={"x": (0, 10)}, public=("g",)).rows}
     hits = total = 0
-    for _ in range(100):  # 100 releases × 3 groups (independent noise): 300 intervals
+    for _ in range(300):  # 300 releases × 4 groups (parallel composition: independent noise)
         for row in run(table, {**body, "epsilon": 1.0}, bounds={"x": (0, 10)}, public=("g",)).rows:
             low, high = row["sum_x"]["interval"]
             hits += low <= reference[row["g"]] <= high
             total += 1
-    assert total == 300
-    # nominal 95 %; with a stable target, < 93 % has probability ~1e-2 … use 0.93 as the issue asks
+    assert total == 1200
+    # nominal ≥ 95 %: with a fixed target, below 93 % over 1,200 intervals is 3.2 standard
+    # deviations away (p < 1e-3); with a moving target it was 56 %
     assert hits / total >= 0.93, hits / total
 
 
@@ -65,5 +66,5 @@ def test_grouping_by_a_non_public_column_works_for_any_contributions() -> None:
     for k in (1, 2, 3, 5):
         result = run(table, {"aggregates": [{"function": "count"}], "group_by": ["g"], "contributions": k,
                              "epsilon": 2.0, "delta": 1e-6})
-        assert {r["g"] for r in result.rows} == {"a", "b", "c"}, k  # ~330 people a group: far above the cut
+        assert {r["g"] for r in result.rows} == {"a", "b", "c", "d"}, k  # 50 people a group: above the cut
         assert result.threshold is not None and result.threshold > k
