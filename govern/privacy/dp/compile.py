@@ -253,6 +253,9 @@ class _Builder:
         if agg.function in ("sum", "mean"):
             lo, hi = self.bounds(agg, dtype)
             scale = _sum_scale(lo, hi, pa.types.is_integer(dtype))
+            if round(lo * scale) == round(hi * scale):  # from the request alone: never a data-dependent error
+                raise InvalidRequest(f"{agg.function}({column}): bounds [{lo:g}, {hi:g}] are too narrow to sum "
+                                     "(every value would round to the same number); use wider bounds or rescale")
             prepared = f"{PREFIX}sum_{column}_{_tag(lo)}_{_tag(hi)}"
             self.derived.setdefault(prepared, Derived(prepared, column, "scaled_sum", (lo, hi), scale))
             s = self.primitive("sum", column=prepared, scale=scale, bounds=(lo, hi))
