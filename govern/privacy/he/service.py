@@ -244,7 +244,7 @@ class HeService:
         scales: dict[str, float] = {}
         for kind, share in comp.parts().items():
             names = [k for k in exact if k.split("@")[0] == kind]
-            error = error_bound(_padded(plain.rows), comp.magnitude(kind, shape), comp.depth(kind))
+            error = error_bound(plain.rows, comp.magnitude(kind, shape), comp.depth(kind))
             scale = noise_scale(comp.sensitivity(kind, shape, self.settings.he_max_contributions),
                                 eps_values * share, error, self.settings.he_flood_bits)
             scales[kind] = scale
@@ -371,10 +371,6 @@ def _scale_report(query: Query, scales: tuple[np.ndarray, np.ndarray]) -> dict[s
 
 def _chunks(rows: int) -> int:
     return max(1, -(-rows // PARAMETERS.slots))
-
-
-def _padded(rows: int) -> int:
-    return _chunks(rows) * PARAMETERS.slots
 
 
 def _chunk(vector: np.ndarray, i: int) -> np.ndarray:
