@@ -219,8 +219,7 @@ class SqlEngine:
         text = resolve.rewrite(statement, refs)
         if guard.min_group is not None:
             assert isinstance(statement.tree, exp.Select)  # check_aggregate insisted
-            view = f"{refs[0].view}_suppressed"
-            guard.min_group, text = result_policies.rewrite(guard.min_group, statement.tree, refs, view)
+            guard.min_group = result_policies.rewrite(guard.min_group, statement.tree, refs, values, refs[0].view)
         return _Prepared(statement, refs, plans, schemas, text, values, state, purpose, usage is not None, guard)
 
     def _readable(self, principal: Principal, purpose: str, state: PolicyState) -> dict[str, str]:
@@ -301,14 +300,14 @@ class SqlEngine:
                    query: result_policies.MinGroupQuery) -> tuple[pa.Table, int]:
         """The analyst's groups with those under ``min_group`` folded (or refused); the answer
         carries the number in its schema metadata (``govern.suppressed_groups``)."""
-        groups = sandbox.query(prepared.sql, prepared.params).to_arrow_table()
+        groups = sandbox.query(query.groups_sql, None).to_arrow_table()
         if groups.num_rows > self.settings.max_rows:
             raise _too_many(self.settings.max_rows)
 
-        def remainder(_keys: pa.Table) -> pa.Table:
-            return sandbox.query(query.remainder_sql, prepared.params).to_arrow_table()
+        def run(sql: str) -> pa.Table:
+            return sandbox.query(sql, None).to_arrow_table()
 
-        done = result_policies.suppress(query, groups, remainder, sandbox.register_table)
+        done = result_policies.suppress(query, groups, run, sandbox.register_table)
         meta = {b"govern.suppressed_groups": str(done.suppressed_groups).encode()}
         return done.table.replace_schema_metadata(meta), done.suppressed_groups
 

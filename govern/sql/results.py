@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -43,6 +44,7 @@ from sqlglot import exp
 
 from govern.errors import AccessDenied, SqlError
 from govern.plan.model import AccessPlan, KAnonymity, MinGroup
+from govern.plan.predicates import literal
 from govern.sql.resolve import RESERVED_PREFIX, Reference
 from govern.sql.validate import DIALECT, Statement, position_of
 
@@ -62,8 +64,10 @@ class MinGroupQuery:
     outputs: int  # output columns the analyst asked for (hidden counts follow)
     units: tuple[tuple[int, str], ...]  # (reference index, privacy unit) counted when count = units
     key_exprs: tuple[exp.Expr, ...] = ()  # the group keys, as written (filled by ``rewrite``)
+    groups_sql: str = ""  # every group with its hidden keys and counts (filled by ``rewrite``)
     remainder_sql: str = ""  # aggregates of the folded groups (filled by ``rewrite``)
-    suppressed_view: str = ""
+    suppressed_view: str = ""  # prefix of the views the enforcement registers
+    final_tail: str = ""  # the analyst's WHERE/HAVING, ORDER BY, LIMIT over the combined groups
 
 
 @dataclass
@@ -106,6 +110,7 @@ def guard(statement: Statement, refs: Sequence[Reference], plans: dict[str, Acce
         out.min_group = check_aggregate(statement, refs, specs)
         for ref in refs:
             ref.materialize = True  # the groups are counted, then the folded ones re-aggregated
+            ref.filter = None  # groups fold by the whole data: a filter pushed into the read would move them
     return out
 
 
@@ -295,9 +300,22 @@ def _check_aggregate_item(node: exp.Expr, keys: set[tuple[str | None, str]], tex
         raise _refuse(text, node, f"{what}: output group keys or aggregates only")
 
 
-def rewrite(query: MinGroupQuery, tree: exp.Select, refs: Sequence[Reference], view: str) -> tuple[MinGroupQuery, str]:
-    """After the views are substituted: the group query (the analyst's, with hidden counts) and
-    the remainder query (its aggregates over the rows of the groups listed in ``view``)."""
+def rewrite(query: MinGroupQuery, tree: exp.Select, refs: Sequence[Reference], params: Sequence[Any],
+            view: str) -> MinGroupQuery:
+    """After the views are substituted, the three queries that enforce ``min_group``:
+
+    1. *groups*: the analyst's aggregate over the whole grouping — **without** its ``WHERE``,
+       ``HAVING``, ``ORDER BY`` and ``LIMIT`` — plus hidden columns: the group keys, the
+       aggregates ``HAVING``/``ORDER BY`` use, the row and unit counts;
+    2. *remainder*: the same aggregates over the rows of the folded groups (listed in a view);
+    3. *final*: the analyst's ``WHERE`` (on keys), ``HAVING``, ``ORDER BY`` and ``LIMIT`` applied
+       to the shown groups and the remainder row.
+
+    Which groups are folded therefore depends only on the data sources and the grouping, never
+    on the filters: two queries differing in a filter cannot fold different groups and so
+    cannot isolate one group by difference. The analyst's parameters are bound as literals.
+    """
+    tree = _bind(tree.copy(), params)
     aliases = {r.index: r.node.alias_or_name for r in refs}
     counts: list[exp.Expr] = [exp.alias_(exp.Count(this=exp.Star()), f"{_HIDDEN}_rows", quoted=True)]
     for i, (index, unit) in enumerate(query.units):
@@ -306,62 +324,115 @@ def rewrite(query: MinGroupQuery, tree: exp.Select, refs: Sequence[Reference], v
     items = list(tree.expressions)
     keys = _group_keys(tree, items, "", "")
     key_items = [exp.alias_(k.copy(), f"{_HIDDEN}_k{i}", quoted=True) for i, k in enumerate(keys)]
-    group_sql = tree.copy().select(*key_items, *counts, append=True).sql(dialect=DIALECT, comments=False)
+    used: dict[str, exp.Expr] = {}  # aggregates of HAVING / ORDER BY, by their SQL
+    for clause in ("having", "order"):
+        part = tree.args.get(clause)
+        for agg in part.find_all(exp.AggFunc) if part is not None else ():
+            used.setdefault(agg.sql(dialect=DIALECT), agg)
+    agg_names = {text: f"{_HIDDEN}_h{j}" for j, text in enumerate(used)}
+    agg_items = [exp.alias_(agg.copy(), agg_names[text], quoted=True) for text, agg in used.items()]
+
+    groups = tree.copy()
+    for clause in ("where", "having", "order", "limit", "offset"):
+        groups.set(clause, None)
+    groups = groups.select(*key_items, *agg_items, *counts, append=True)
+
     remainder = tree.copy()
-    for clause in ("group", "having", "order", "limit", "offset"):
+    for clause in ("where", "group", "having", "order", "limit", "offset"):
         remainder.set(clause, None)
     outputs = [item for i, item in enumerate(remainder.expressions) if i not in query.keys]
-    remainder.set("expressions", [*(outputs or [exp.Literal.number(1)]), *counts])
+    remainder.set("expressions", [*(outputs or [exp.Literal.number(1)]), *agg_items, *counts])
     if keys:
         match = exp.and_(*(exp.NullSafeEQ(this=exp.column(f"k{i}", table="s"), expression=k.copy())
                            for i, k in enumerate(keys)))
-        exists = exp.Exists(this=exp.select("1").from_(exp.to_table(view).as_("s")).where(match))
+        exists = exp.Exists(this=exp.select("1").from_(exp.to_table(f"{view}_suppressed").as_("s")).where(match))
         remainder = remainder.where(exists, append=True)
-    done = MinGroupQuery(query.spec, query.keys, query.outputs, query.units, tuple(keys),
-                         remainder.sql(dialect=DIALECT, comments=False), view)
-    return done, group_sql
+
+    key_names = {_col_key(k): f"{_HIDDEN}_k{i}" for i, k in enumerate(keys)}
+    positions = {item.alias.lower(): i for i, item in enumerate(items) if isinstance(item, exp.Alias)}
+
+    def to_combined(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.AggFunc) and node.sql(dialect=DIALECT) in agg_names:
+            return exp.column(agg_names[node.sql(dialect=DIALECT)], quoted=True)
+        if isinstance(node, exp.Column):
+            name = key_names.get(_col_key(node))
+            if name is None and not node.table and node.name.lower() in positions:
+                name = f"c{positions[node.name.lower()]}"
+            if name is None:
+                name = next((v for (t, n), v in key_names.items() if n == node.name.lower()), None)
+            if name is not None:
+                return exp.column(name, quoted=True)
+        if isinstance(node, exp.Ordered) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+            position = int(node.this.name) - 1
+            return node.__class__(**{**node.args, "this": exp.column(f"c{position}", quoted=True)})
+        return node
+
+    final = exp.select("*").from_(exp.to_table(f"{view}_groups"))
+    conditions = [part.this.transform(to_combined) for part in (tree.args.get("where"), tree.args.get("having"))
+                  if part is not None]
+    if conditions:
+        final = final.where(exp.and_(*conditions))
+    for clause in ("order", "limit", "offset"):
+        part = tree.args.get(clause)
+        if part is not None:
+            final.set(clause, part.transform(to_combined))
+    tail = final.sql(dialect=DIALECT, comments=False).split(f"{view}_groups", 1)[1]
+    return MinGroupQuery(query.spec, query.keys, query.outputs, query.units, tuple(keys),
+                         groups.sql(dialect=DIALECT, comments=False), remainder.sql(dialect=DIALECT, comments=False),
+                         view, tail)
 
 
-def suppress(query: MinGroupQuery, groups: pa.Table, run: Callable[[pa.Table], pa.Table],
+def _bind(tree: exp.Select, params: Sequence[Any]) -> exp.Select:
+    def replace(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Placeholder) and str(node.this or "").isdigit():
+            value = params[int(str(node.this)) - 1]
+            return literal(float(value) if isinstance(value, Decimal) else value)
+        return node
+
+    return tree.transform(replace)  # type: ignore[return-value]
+
+
+def suppress(query: MinGroupQuery, groups: pa.Table, run: Callable[[str], pa.Table],
              register: Callable[[str, pa.Table], None]) -> SuppressedResult:
-    """Apply ``min_group`` to the group query's result (``groups``: the analyst's columns, then
-    the hidden counts). ``run(suppressed keys)`` runs the remainder query after ``register``
-    made the keys visible to it."""
+    """Apply ``min_group`` to the *groups* query's result, then the analyst's filters, order
+    and limit (``run(sql)`` runs a query in the sandbox, ``register`` adds a view to it)."""
     spec = query.spec
-    outputs = groups.select(list(range(query.outputs)))
     sizes = _sizes(groups, query)
     small = [i for i, s in enumerate(sizes) if s < spec.k]
-    if not small:
-        return SuppressedResult(outputs, 0)
-    if spec.semantics == "error":
+    if small and spec.semantics == "error":
         raise AccessDenied(f"{len(small)} group(s) of the result hold fewer than {spec.k} "
                            f"{'privacy units' if spec.count == 'units' else 'rows'} (min_group, error "
-                           "semantics): group by coarser keys or filter less", suppressed_groups=len(small))
+                           "semantics): group by coarser keys", suppressed_groups=len(small))
     folded = set(small)
-    order = sorted((i for i in range(groups.num_rows) if i not in folded), key=lambda i: (sizes[i], i))
-    key_table = groups.select([f"{_HIDDEN}_k{i}" for i in range(len(query.key_exprs))])
-    for _ in range(MAX_FOLDS):
-        row = _remainder(query, key_table, folded, run, register)
-        if _sizes(row, query)[0] >= spec.k or not order:
-            break
-        folded.add(order.pop(0))  # secondary suppression: the smallest shown group joins the remainder
-    else:
-        folded.update(order)
-        order = []
-        row = _remainder(query, key_table, folded, run, register)
-    reaches = _sizes(row, query)[0] >= spec.k
-    kept = outputs.take(pa.array(sorted(set(range(groups.num_rows)) - folded), pa.int64()))
-    values: list[Any] = []
-    aggregates = iter(range(query.outputs - len(query.keys)))
-    for i, _f in enumerate(outputs.schema):
-        if i in query.keys:
-            values.append(None)
+    names = groups.column_names
+    combined = groups.rename_columns([f"c{i}" if i < query.outputs else n for i, n in enumerate(names)])
+    if folded:
+        order = sorted((i for i in range(groups.num_rows) if i not in folded), key=lambda i: (sizes[i], i))
+        keys = groups.select([f"{_HIDDEN}_k{i}" for i in range(len(query.key_exprs))])
+        for _ in range(MAX_FOLDS):
+            row = _remainder(query, keys, folded, run, register)
+            if _sizes(row, query)[0] >= spec.k or not order:
+                break
+            folded.add(order.pop(0))  # secondary suppression: the smallest shown group joins the remainder
         else:
-            value = row.column(next(aggregates))[0].as_py()
-            values.append(value if reaches else None)
-    remainder = pa.table([pa.array([v], type=f.type) for v, f in zip(values, outputs.schema, strict=True)],
-                         schema=outputs.schema)
-    return SuppressedResult(pa.concat_tables([kept, remainder]), len(folded))
+            folded.update(order)
+            row = _remainder(query, keys, folded, run, register)
+        reaches = _sizes(row, query)[0] >= spec.k
+        kept = combined.take(pa.array(sorted(set(range(groups.num_rows)) - folded), pa.int64()))
+        values = iter(row.columns)
+        cells: list[pa.Array] = []
+        for i, f in enumerate(combined.schema):
+            is_key = i in query.keys or f.name.startswith(f"{_HIDDEN}_k")
+            is_count = f.name.startswith((f"{_HIDDEN}_rows", f"{_HIDDEN}_u"))
+            value = None if is_key else next(values)[0].as_py()
+            if not reaches and not is_count:
+                value = None
+            cells.append(pa.array([value], type=f.type))
+        combined = pa.concat_tables([kept, pa.Table.from_arrays(cells, schema=combined.schema)])
+    register(f"{query.suppressed_view}_groups", combined)
+    select = ", ".join(f'"c{i}" AS "{names[i].replace(chr(34), chr(34) * 2)}"' for i in range(query.outputs))
+    answer = run(f'SELECT {select} FROM "{query.suppressed_view}_groups"{query.final_tail}')
+    return SuppressedResult(answer, len(folded))
 
 
 def _sizes(table: pa.Table, query: MinGroupQuery) -> list[int]:
@@ -372,12 +443,13 @@ def _sizes(table: pa.Table, query: MinGroupQuery) -> list[int]:
     return [int(v or 0) for v in table.column(f"{_HIDDEN}_rows").to_pylist()]
 
 
-def _remainder(query: MinGroupQuery, keys: pa.Table, folded: set[int], run: Callable[[pa.Table], pa.Table],
+def _remainder(query: MinGroupQuery, keys: pa.Table, folded: set[int], run: Callable[[str], pa.Table],
                register: Callable[[str, pa.Table], None]) -> pa.Table:
     chosen = keys.take(pa.array(sorted(folded), pa.int64()))
     if chosen.num_columns:  # one group without keys: the remainder is the whole query
-        register(query.suppressed_view, chosen.rename_columns([f"k{i}" for i in range(chosen.num_columns)]))
-    return run(chosen)
+        register(f"{query.suppressed_view}_suppressed",
+                 chosen.rename_columns([f"k{i}" for i in range(chosen.num_columns)]))
+    return run(query.remainder_sql)
 
 
 def _refuse(text: str, node: exp.Expr, message: str) -> SqlError:
