@@ -319,3 +319,28 @@ def test_row_level_results_are_k_anonymous_over_the_quasi_identifiers(engine: Sq
     rows, _ = run(engine, "SELECT birth_date, zip, count(*) AS n FROM patients GROUP BY ALL HAVING count(*) < 5",
                   who="bob", purpose="research")
     assert rows == []
+
+
+# -- the documented example, through the CLI ------------------------------------------------------------
+def test_the_documented_result_block_loads_and_govern_policy_explain_shows_it(world) -> None:
+    from click.testing import CliRunner
+
+    from govern.cli import main
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "policies.md").read_text()
+    block = docs.split("<!-- result-example -->\n```yaml\n", 1)[1].split("```", 1)[0]
+    result = block.split("    result:\n", 1)[1]
+    catalog = world.directory / "policies" / "catalog.yaml"
+    anchor = "    synthesizer:\n      type: gaussian_copula"
+    catalog.write_text(catalog.read_text().replace(anchor, "    result:\n" + result + anchor, 1))
+    policy, problems = read_policy(world.directory / "policies")
+    assert problems == [] and policy is not None
+    assert set(policy.datasets["patients"].results) == {"analytics", "quality-improvement", "research", "*"}
+    out = CliRunner().invoke(main, ["policy", "explain", "alice", "patients", "--purpose", "quality-improvement",
+                                    "--config", str(world.config)])
+    assert out.exit_code == 0, out.output
+    assert "results: result policy of 'patients' for purpose 'quality-improvement' (catalog.yaml:" in out.output
+    assert "smaller groups refuse the whole query" in out.output
+    out = CliRunner().invoke(main, ["policy", "explain", "carol", "patients", "--purpose", "governance",
+                                    "--config", str(world.config), "--format", "json"])
+    assert json.loads(out.output)["result"]["min_group"] == {"k": 5, "count": "rows", "semantics": "remainder"}
