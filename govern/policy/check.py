@@ -229,6 +229,16 @@ def check_results(policy: PolicySet, problems: ProblemCollector) -> None:
                              f"result of '{ds.name}': unknown purpose '{purpose}' (no rule uses it)")
 
 
+def check_synthesizers(policy: PolicySet, problems: ProblemCollector) -> None:
+    """A DP synthesizer's ``steward`` is a declared principal (its budget pays for the fit)."""
+    for ds in policy.datasets.values():
+        spec = ds.extra.get("synthesizer")
+        steward = getattr(spec, "steward", None)
+        if steward is not None and steward not in policy.principals:
+            problems.add("catalog.yaml", getattr(spec, "line", None) or ds.line,
+                         f"synthesizer of '{ds.name}': steward '{steward}' is not a principal of principals.yaml")
+
+
 CHECKS: tuple[Callable[[PolicySet, ProblemCollector], None], ...] = (
     check_model,
     check_rules,
@@ -236,6 +246,7 @@ CHECKS: tuple[Callable[[PolicySet, ProblemCollector], None], ...] = (
     check_principals,
     check_budgets,
     check_results,
+    check_synthesizers,
 )
 
 
