@@ -19,11 +19,10 @@ from govern.policy.load import read_policy
 from govern.privacy.synthetic.service import REPORT_METADATA_KEY, SyntheticService
 from tests.gateway import World, make_client
 
-MST = """    synthesizer:
-      type: mst
-      steward: carol
-      params: {epsilon: %s, delta: 1.0e-6, bounds: {birth_date: [1925, 2010]}}
-      generate: {zip: postcode}"""
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "synthetic.md"
+# the example of docs/synthetic.md, with epsilon as a parameter
+MST = (DOCS.read_text().split("<!-- mst-example -->\n```yaml\n", 1)[1].split("```", 1)[0]
+       .split("  patients:\n", 1)[1].rstrip("\n").replace("epsilon: 2 ", "epsilon: %s "))
 SDV = """    synthesizer:
       type: gaussian_copula
       generate: {zip: postcode}"""
@@ -59,7 +58,9 @@ def test_fit_charges_the_steward_then_samples_with_the_same_report(small: Path, 
     assert dp["spent"]["epsilon"] == 2.0 and dp["spent"]["delta"] <= 1e-6
     varying = [c for c, d in dp["domains"].items() if d["size"] > 1]
     assert len(dp["tree"]) == len(varying) - 1 >= 2  # a spanning tree over the columns that vary
-    assert dp["domains"]["charges"] == {"how": "bins", "size": 16} and dp["domains"]["diagnosis"]["how"] == "released"
+    assert dp["domains"]["charges"] == {"how": "bins", "size": 16}
+    assert dp["domains"]["diagnosis"] == {"how": "public", "size": 6}  # declared in params.domains
+    assert dp["domains"]["birth_date"] == {"how": "bins", "size": 86}  # 1925..2010
     assert manifest["reports"]["quality"]["score"] is not None
     with make_client(world) as c:
         [charge] = c.app.state.gateway.ledger.charges(principal="carol")
@@ -110,8 +111,8 @@ def test_the_catalog_checks_a_dp_synthesizer(small: Path, tmp_path: Path) -> Non
     world = world_of(small, tmp_path)
     catalog = world.directory / "policies" / "catalog.yaml"
     text = catalog.read_text()
-    catalog.write_text(text.replace("      steward: carol\n      params: {epsilon: 2, delta: 1.0e-6,",
-                                    "      params: {bins: 1, delta: 1.0e-6,"))
+    catalog.write_text(text.replace("      steward: carol ", "     ").replace("epsilon: 2 ", "# no epsilon ")
+                     .replace("bins: 16", "bins: 1"))
     _, problems = read_policy(world.directory / "policies")
     messages = " | ".join(p.message for p in problems)
     assert "mst needs params.epsilon" in messages and "bins must be an integer in [2, 256]" in messages
@@ -120,3 +121,21 @@ def test_the_catalog_checks_a_dp_synthesizer(small: Path, tmp_path: Path) -> Non
     _, problems = read_policy(world.directory / "policies")
     assert [p.message for p in problems] == [
         "synthesizer of 'patients': steward 'mallory' is not a principal of principals.yaml"]
+
+
+def test_values_rarer_than_the_threshold_are_never_released() -> None:
+    """A column without a public domain: its values go through OpenDP's Laplace threshold; one
+    person's value (a category of one row) never comes out, common ones do."""
+    import pandas as pd
+
+    from govern.privacy.synthetic.mst import MstSynthesizer, domains_for
+
+    frame = pd.DataFrame({"diagnosis": ["Asthma"] * 400 + ["Influenza"] * 300 + ["Kuru"],
+                          "charges": [1000.0] * 400 + [9000.0] * 301})
+    for _ in range(5):
+        model = MstSynthesizer(1.0, 1e-6, 8, domains_for({"diagnosis": "categorical", "charges": "numerical"},
+                                                          {"charges": (0, 10000)}, set(), {}))
+        model.fit_frame(frame)
+        assert model.describe()["domains"]["diagnosis"]["how"] == "released"
+        assert set(model.sample_frame(2000, 1)["diagnosis"]) == {"Asthma", "Influenza"}
+        assert 0 < model.spent["delta"] <= 1e-6

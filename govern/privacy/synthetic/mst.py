@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from govern.errors import SyntheticError
+from govern.errors import SyntheticError, Unsupported
 
 __all__ = ["NULL", "ColumnDomain", "MstSynthesizer", "domains_for"]
 
@@ -49,9 +49,14 @@ SHARES = {"domains": 0.2, "one_way": 0.2, "select": 0.2}  # the rest: two-way ma
 
 
 def _opendp() -> Any:
-    from govern.privacy.dp.execute import opendp
-
-    return opendp()
+    """OpenDP with ``contrib`` enabled. Fits run one at a time in a fit process (or the CLI), so
+    the import needs none of the DP service's thread care; a gateway without OpenDP answers 501."""
+    try:
+        import opendp.prelude as dp
+    except ImportError:
+        raise Unsupported("the DP synthesizer needs OpenDP: pip install 'govern[synthetic]'") from None
+    dp.enable_features("contrib")
+    return dp
 
 
 @dataclass
