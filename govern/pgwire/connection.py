@@ -563,6 +563,8 @@ class Connection:
                     raise NotFound(f'prepared statement "{result.deallocate}" does not exist', sqlstate="26000")
             if result.discard or result.tag in ("COMMIT", "ROLLBACK"):
                 await self._close_portals(keep_unnamed=True)
+        for notice in cursor.notices:  # e.g. the groups a min_group result policy folded away
+            self.send(wire.error_response("01000", notice, severity="NOTICE", notice=True))
         self.send(wire.command_complete(cursor.command_tag()))
 
     async def _close_portal(self, portal: Portal | None) -> None:
