@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import struct
 import time
@@ -25,9 +26,6 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
-
-import sqlglot
-from sqlglot import exp
 
 from govern.deliver.gateway import Gateway
 from govern.deliver.lifecycle import Call, Password
@@ -42,6 +40,7 @@ from govern.errors import (
     Unsupported,
 )
 from govern.pgwire import protocol as wire
+from govern.pgwire.catalog import catalog_parameter_types
 from govern.pgwire.cursor import CHUNK_ROWS, Columns, Cursor, describe_rows
 from govern.pgwire.protocol import Fields, ProtocolViolation, error_response, sqlstate
 from govern.pgwire.session import REPORTED, Session
@@ -368,12 +367,15 @@ class Connection:
         if len(wire.split_statements(text)) > 1:
             raise SqlError("cannot insert multiple commands into a prepared statement", sqlstate="42601",
                            text=text)
-        nparams = 0
+        inferred: list[int] = []
         if kind == "query":  # validated now (audited, under a read slot), as PostgreSQL parses at Parse
-            nparams = await self.work(self.runner.parse, text)
+            inferred = await self.work(self.runner.parse, text)
         elif kind == "catalog":
-            nparams = _catalog_parameters(text)
-        self.statements[name] = Statement(name, text, kind, oids, nparams)
+            inferred = catalog_parameter_types(text, _catalog_parameters(text))
+        # a type the client names wins; the others are inferred (govern.pgwire.params)
+        types = [oids[i] if i < len(oids) and oids[i] else inferred[i] if i < len(inferred) else 25
+                 for i in range(max(len(oids), len(inferred)))]
+        self.statements[name] = Statement(name, text, kind, types, len(inferred))
         self.send(wire.PARSE_COMPLETE)
 
     async def bind(self, f: Fields) -> None:
@@ -405,10 +407,7 @@ class Connection:
         if what == b"S":
             statement = self._statement(name)
             columns = await self._describe(statement, None)
-            nparams = max(statement.nparams, len(statement.param_oids))
-            oids = [statement.param_oids[i] if i < len(statement.param_oids) and statement.param_oids[i] else 25
-                    for i in range(nparams)]
-            self.send(wire.parameter_description(oids))
+            self.send(wire.parameter_description(statement.param_oids))
             self.send(wire.NO_DATA if columns is None else describe_rows(columns, []))
             return
         if what != b"P":
@@ -599,11 +598,7 @@ def _is_show(text: str) -> bool:
 
 
 def _catalog_parameters(text: str) -> int:
-    try:
-        tree = sqlglot.parse_one(text, read="postgres")
-    except Exception:  # the catalog reports the syntax error when it runs
-        return 0
-    numbers = [int(p.name) for p in tree.find_all(exp.Parameter) if p.name.isdigit()]
+    numbers = [int(n) for n in re.findall(r"\$(\d+)", wire.strip_comments(text))]
     return max(numbers, default=0)
 
 
