@@ -280,8 +280,28 @@ def _post_order(node: exp.Expr, fn: Any) -> exp.Expr:
     return fn(node)
 
 
+# regproc columns hold function names here; PostgreSQL compares them with 0 as oids ('-' is 0)
+_REGPROC_COLUMNS = frozenset({"typinput", "typoutput", "typreceive", "typsend", "typmodin", "typmodout",
+                              "typanalyze", "typsubscript", "amhandler"})
+
+
+def _regproc_zero(node: exp.Expr) -> exp.Expr | None:
+    """``typreceive != 0`` → ``coalesce(typreceive, '-') != '-'``."""
+    if not isinstance(node, (exp.EQ, exp.NEQ)):
+        return None
+    for column, other in ((node.this, node.expression), (node.expression, node.this)):
+        if isinstance(column, exp.Column) and column.name.lower() in _REGPROC_COLUMNS \
+                and isinstance(other, exp.Literal) and not other.is_string and other.this == "0":
+            left = exp.func("coalesce", column.copy(), exp.Literal.string("-"))
+            return type(node)(this=left, expression=exp.Literal.string("-"))
+    return None
+
+
 def _translate(node: exp.Expr) -> exp.Expr:
     """One PostgreSQL catalog construct → its DuckDB form over govern's catalog."""
+    regproc = _regproc_zero(node)
+    if regproc is not None:
+        return regproc
     if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier) \
             and node.this.name.lower() == "pg_catalog" and isinstance(node.expression, exp.Func):
         return node.expression

@@ -210,6 +210,16 @@ def _known_columns() -> dict[str, set[str]]:
 KNOWN_COLUMNS = _known_columns()
 
 
+# PostgreSQL's own I/O function names (clients such as ADBC pick their decoders by typreceive)
+_UNDERSCORED = frozenset({"date", "time", "timestamp", "timestamptz", "interval", "numeric", "uuid", "json",
+                          "jsonb"})
+
+
+def _io_functions(name: str) -> tuple[str, str, str, str]:
+    sep = "_" if name in _UNDERSCORED else ""
+    return f"{name}{sep}in", f"{name}{sep}out", f"{name}{sep}recv", f"{name}{sep}send"
+
+
 def catalog_rows(ctx: CatalogContext) -> dict[str, list[tuple[Any, ...]]]:
     """The contents of govern's catalog tables for ``ctx`` (schemas only; never a data row)."""
     desc = ctx.descriptions or {}
@@ -252,7 +262,8 @@ def catalog_rows(ctx: CatalogContext) -> dict[str, list[tuple[Any, ...]]]:
                                  "pg_catalog", pg.name, str(num), "NO", "NO", None, "NEVER", None, "NO"))
     types = [(t.oid, t.name, PG_CATALOG_OID, OWNER_OID, t.size, t.size in (1, 2, 4, 8), "b", t.category,
               False, True, ",", 0, "array_subscript_handler" if t.element else "-", t.element, t.array,
-              f"{t.name}in", f"{t.name}out", f"{t.name}recv", f"{t.name}send", "-", "-", "-",
+              *(_io_functions(t.name) if not t.element
+                else ("array_in", "array_out", "array_recv", "array_send")), "-", "-", "-",
               "d" if t.size == 8 else "i", "p" if t.size > 0 else "x", False, 0, -1, 0,
               100 if t.category == "S" else 0, None, None, None) for t in PG_TYPES.values()]
     # the session's settings, and the compile-time limits clients read (pgjdbc's getImportedKeys

@@ -41,6 +41,7 @@ from govern.errors import (
 )
 from govern.pgwire import protocol as wire
 from govern.pgwire.catalog import catalog_parameter_types
+from govern.pgwire.copy import copy_chunks, copy_out_response, parse_copy
 from govern.pgwire.cursor import CHUNK_ROWS, Columns, Cursor, describe_rows
 from govern.pgwire.protocol import Fields, ProtocolViolation, error_response, sqlstate
 from govern.pgwire.session import REPORTED, Session
@@ -346,6 +347,9 @@ class Connection:
         if kind == "empty":
             self.send(wire.EMPTY_QUERY)
             return
+        if kind == "copy":
+            await self._copy(text)
+            return
         cursor = await self._start(kind, text, [])
         if cursor.columns is not None:
             cursor.prepare([], self.session)
@@ -431,6 +435,10 @@ class Connection:
             self.send(wire.command_complete("SELECT 0" if statement.kind in ("query", "catalog") else "SET"))
             return
         await self._check_transaction(statement.kind, statement.text)
+        if statement.kind == "copy":
+            portal.done = True
+            await self._copy(statement.text)
+            return
         cursor = await self._portal_cursor(portal)
         if cursor.columns is not None:
             if not await self._stream(cursor, max(0, max_rows)):
@@ -499,6 +507,38 @@ class Connection:
             return await self.work(self.runner.catalog, text, params)
         return await self.work(self.runner.query, text, params)
 
+    async def _copy(self, text: str) -> None:
+        """``COPY (query) TO STDOUT``: the query through its usual audited path, its rows as
+        CopyData (:mod:`govern.pgwire.copy`)."""
+        assert self.runner is not None and self.session is not None
+        spec = parse_copy(text)
+        kind = classify(spec.query, self.runner.datasets())
+        if kind not in ("query", "catalog"):
+            raise Unsupported("COPY needs a query: COPY (SELECT …) TO STDOUT", sqlstate="0A000")
+        cursor = await self._start(kind, spec.query, [])
+        if cursor.columns is None:
+            raise Unsupported("COPY needs a query that returns rows", sqlstate="0A000")
+        self.active = cursor
+        try:
+            chunks = copy_chunks(cursor, spec, self.session.tz)
+            self.send(copy_out_response(spec, len(cursor.columns)))
+            while True:
+                chunk = await self.work(next, chunks, None)
+                if chunk is None:
+                    break
+                self.send(chunk)
+                await self.flush()
+        except BaseException:
+            try:
+                await self.work(cursor.close)
+            except asyncio.CancelledError:
+                cursor.close()
+            raise
+        finally:
+            self.active = None
+        self.send(wire.message(b"c"))
+        self.send(wire.command_complete(f"COPY {cursor.sent}"))
+
     async def _portal_cursor(self, portal: Portal) -> Cursor:
         assert self.session is not None
         if portal.cursor is None:
@@ -514,7 +554,7 @@ class Connection:
     async def _describe(self, statement: Statement, params: list[Any] | None) -> Columns | None:
         assert self.runner is not None
         runner, text = self.runner, statement.text
-        if statement.kind == "empty":
+        if statement.kind in ("empty", "copy"):
             return None
         if statement.kind == "local":
             if not _is_show(text):

@@ -32,6 +32,7 @@ from govern.errors import AuthenticationFailed, GovernError, PurposeNotEntitled,
 from govern.identity.principal import Principal
 from govern.pgwire import dp as wire_dp
 from govern.pgwire.catalog import Catalog, CatalogContext, is_catalog_query, output_names
+from govern.pgwire.copy import is_copy
 from govern.pgwire.cursor import Columns, Cursor
 from govern.pgwire.params import infer_parameter_types
 from govern.pgwire.protocol import strip_comments
@@ -55,6 +56,8 @@ def classify(text: str, datasets: set[str]) -> str:
     body = strip_comments(text).strip().rstrip(";").strip()
     if not body:
         return "empty"
+    if is_copy(body):
+        return "copy"
     if is_local(body):
         return "local"
     if is_catalog_query(body, datasets):

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from govern.audit.log import open_audit_log
 from govern.config import load_settings
 from tests.gateway import Server, World, start_server, stop_server
 
@@ -29,16 +29,18 @@ def dsn(server: Server, who: str = "alice", purpose: str = "analytics", scheme: 
 
 
 def audit_records(server: Server, since: int = 0) -> list[dict[str, Any]]:
-    """The wire server's audit records after sequence number ``since`` (read-only SQLite)."""
-    state = load_settings(server.world.config).state_dir
-    con = sqlite3.connect(f"file:{state / 'audit.db'}?mode=ro", uri=True)
+    """The gateway's audit records after sequence number ``since``."""
+    settings = load_settings(server.world.config)
+    log = open_audit_log(f"sqlite:///{(settings.state_dir / 'audit.db').resolve()}")
     try:
-        con.row_factory = sqlite3.Row
-        rows = con.execute("SELECT seq, action, outcome, rows, detail, extra FROM audit_log WHERE seq > ? "
-                           "ORDER BY seq", (since,)).fetchall()
+        out, seq = [], since
+        while page := log.records(after_seq=seq, limit=1000):
+            out += [{"seq": r.seq, "action": r.action, "outcome": r.outcome, "rows": r.rows, "extra": r.extra}
+                    for r in page]
+            seq = page[-1].seq
+        return out
     finally:
-        con.close()
-    return [{**dict(r), "extra": json.loads(r["extra"] or "{}")} for r in rows]
+        log.close()
 
 
 def last_seq(server: Server) -> int:
