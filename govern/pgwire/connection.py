@@ -27,6 +27,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import sqlglot
+from sqlglot import exp
+
 from govern.deliver.gateway import Gateway
 from govern.deliver.lifecycle import Call, Password
 from govern.errors import (
@@ -45,6 +48,7 @@ from govern.pgwire.copy import copy_chunks, copy_out_response, parse_copy
 from govern.pgwire.cursor import CHUNK_ROWS, Columns, Cursor, describe_rows
 from govern.pgwire.protocol import Fields, ProtocolViolation, error_response, sqlstate
 from govern.pgwire.session import REPORTED, Session
+from govern.pgwire.sqlcursors import parse_declare, parse_execute, parse_fetch, parse_prepare
 from govern.pgwire.statements import SessionEnded, Statements, classify
 from govern.pgwire.types import decode_param
 
@@ -350,6 +354,9 @@ class Connection:
         if kind == "copy":
             await self._copy(text)
             return
+        if kind in _SQL_STATEMENTS:
+            await self._sql_statement(kind, text, [], [], describe=True)
+            return
         cursor = await self._start(kind, text, [])
         if cursor.columns is not None:
             cursor.prepare([], self.session)
@@ -376,6 +383,12 @@ class Connection:
             inferred = await self.work(self.runner.parse, text)
         elif kind == "catalog":
             inferred = catalog_parameter_types(text, _catalog_parameters(text))
+        elif kind == "declare":  # the cursor's query is validated now, its parameters typed
+            query = parse_declare(text).query
+            if classify(query, self.runner.datasets()) == "query":
+                inferred = await self.work(self.runner.parse, query)
+            else:
+                inferred = catalog_parameter_types(query, _catalog_parameters(query))
         # a type the client names wins; the others are inferred (govern.pgwire.params)
         types = [oids[i] if i < len(oids) and oids[i] else inferred[i] if i < len(inferred) else 25
                  for i in range(max(len(oids), len(inferred)))]
@@ -438,6 +451,11 @@ class Connection:
         if statement.kind == "copy":
             portal.done = True
             await self._copy(statement.text)
+            return
+        if statement.kind in _SQL_STATEMENTS:
+            portal.done = True
+            await self._sql_statement(statement.kind, statement.text, portal.params, portal.formats,
+                                      describe=False)
             return
         cursor = await self._portal_cursor(portal)
         if cursor.columns is not None:
@@ -507,6 +525,65 @@ class Connection:
             return await self.work(self.runner.catalog, text, params)
         return await self.work(self.runner.query, text, params)
 
+    async def _sql_statement(self, kind: str, text: str, params: list[Any], formats: list[int], *,
+                             describe: bool) -> None:
+        """DECLARE / FETCH / MOVE / PREPARE / EXECUTE (:mod:`govern.pgwire.sqlcursors`);
+        ``describe``: send the RowDescription first (the simple query protocol)."""
+        assert self.runner is not None and self.session is not None
+        if kind == "declare":
+            declare = parse_declare(text)
+            if not self.session.in_transaction:
+                raise SqlError("DECLARE CURSOR can only be used in transaction blocks", sqlstate="25P01")
+            if declare.name in self.portals:
+                raise SqlError(f'cursor "{declare.name}" already exists', sqlstate="42P03")
+            inner = classify(declare.query, self.runner.datasets())
+            if inner not in ("query", "catalog"):
+                raise SqlError("DECLARE needs a query: DECLARE name CURSOR FOR SELECT …", sqlstate="42601")
+            statement = Statement(declare.name, declare.query, inner, [])
+            self.portals[declare.name] = Portal(declare.name, statement, params, [1] if declare.binary else [])
+            self.send(wire.command_complete("DECLARE CURSOR"))
+            return
+        if kind == "fetch":
+            fetch = parse_fetch(text)
+            portal = self._portal(fetch.name)
+            cursor = await self._portal_cursor(portal)
+            if describe and not fetch.move:
+                self.send(cursor.row_description(portal.formats))
+            before = cursor.sent
+            if fetch.count >= 0 and not cursor.finished:
+                if fetch.move:
+                    while not cursor.finished and (fetch.count == 0 or cursor.sent - before < fetch.count):
+                        want = CHUNK_ROWS if fetch.count == 0 else min(CHUNK_ROWS, fetch.count - (cursor.sent - before))
+                        await self.work(cursor.fetch, want)
+                else:
+                    await self._stream(cursor, fetch.count)
+            self.send(wire.command_complete(f"{'MOVE' if fetch.move else 'FETCH'} {cursor.sent - before}"))
+            return
+        if kind == "prepare":
+            prepare = parse_prepare(text)
+            if prepare.name in self.statements:
+                raise SqlError(f'prepared statement "{prepare.name}" already exists', sqlstate="42P05")
+            inner = classify(prepare.query, self.runner.datasets())
+            if inner not in ("query", "catalog"):
+                raise SqlError("PREPARE needs a query: PREPARE name AS SELECT …", sqlstate="0A000")
+            types = await self.work(self.runner.parse, prepare.query) if inner == "query" else []
+            self.statements[prepare.name] = Statement(prepare.name, prepare.query, inner, types, len(types))
+            self.send(wire.command_complete("PREPARE"))
+            return
+        # EXECUTE name (arguments)
+        execute = parse_execute(text)
+        prepared = self._statement(execute.name)
+        values = sql_arguments(execute.arguments)
+        values = [decode_param(prepared.param_oids[i] if i < len(prepared.param_oids) else 25, False,
+                               None if v is None else v.encode("utf-8"), i + 1) for i, v in enumerate(values)]
+        cursor = await self._start(prepared.kind, prepared.text, values)
+        assert cursor.columns is not None
+        cursor.prepare(formats, self.session)
+        if describe:
+            self.send(cursor.row_description(formats))
+        await self._stream(cursor, 0)
+        self.send(wire.command_complete(cursor.command_tag()))
+
     async def _copy(self, text: str) -> None:
         """``COPY (query) TO STDOUT``: the query through its usual audited path, its rows as
         CopyData (:mod:`govern.pgwire.copy`)."""
@@ -554,8 +631,16 @@ class Connection:
     async def _describe(self, statement: Statement, params: list[Any] | None) -> Columns | None:
         assert self.runner is not None
         runner, text = self.runner, statement.text
-        if statement.kind in ("empty", "copy"):
+        if statement.kind in ("empty", "copy", "declare", "prepare"):
             return None
+        if statement.kind == "fetch":
+            target = self._portal(parse_fetch(text).name)
+            if target.cursor is not None:
+                return target.cursor.columns
+            return await self._describe(target.statement, target.params)
+        if statement.kind == "execute":
+            prepared = self._statement(parse_execute(text).name)
+            return await self._describe(prepared, None)
         if statement.kind == "local":
             if not _is_show(text):
                 return None
@@ -600,8 +685,12 @@ class Connection:
             elif result.deallocate:
                 if self.statements.pop(result.deallocate, None) is None:
                     raise NotFound(f'prepared statement "{result.deallocate}" does not exist', sqlstate="26000")
-            if result.discard or result.tag in ("COMMIT", "ROLLBACK"):
+            if result.discard or result.tag in ("COMMIT", "ROLLBACK") or result.close == "ALL":
                 await self._close_portals(keep_unnamed=True)
+            elif result.close:
+                if result.close not in self.portals:
+                    raise NotFound(f'cursor "{result.close}" does not exist', sqlstate="34000")
+                await self._close_portal(self.portals.pop(result.close))
         self.send(wire.command_complete(cursor.command_tag()))
 
     async def _close_portal(self, portal: Portal | None) -> None:
@@ -630,6 +719,35 @@ def _format(formats: list[int], i: int) -> int:
     if i >= len(formats):
         raise InvalidRequest("fewer format codes than parameters", sqlstate="08P01")
     return formats[i]
+
+
+_SQL_STATEMENTS = ("declare", "fetch", "prepare", "execute")
+
+
+def sql_arguments(text: str) -> list[str | None]:
+    """The values of ``EXECUTE name (1, 'a', NULL)`` as text (NULL: None), for decoding by the
+    prepared statement's parameter types."""
+    if not text.strip():
+        return []
+    try:
+        tree = sqlglot.parse_one(f"SELECT {text}", read="postgres")
+    except Exception:
+        raise SqlError("syntax error in EXECUTE arguments", sqlstate="42601") from None
+    out: list[str | None] = []
+    for node in (tree.selects if isinstance(tree, exp.Select) else []):
+        while isinstance(node, (exp.Cast, exp.Paren)):
+            node = node.this
+        if isinstance(node, exp.Null):
+            out.append(None)
+        elif isinstance(node, exp.Literal):
+            out.append(node.this)
+        elif isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal):
+            out.append("-" + node.this.this)
+        elif isinstance(node, exp.Boolean):
+            out.append("true" if node.this else "false")
+        else:
+            raise SqlError("EXECUTE arguments must be constants", sqlstate="0A000")
+    return out
 
 
 def _is_show(text: str) -> bool:

@@ -221,7 +221,8 @@ def run_local(text: str, session: Session) -> LocalResult:
     if head == "UNLISTEN":
         return LocalResult("UNLISTEN")
     if head == "CLOSE":
-        name = " ".join(words[1:]).strip('"')
+        raw = " ".join(words[1:])
+        name = raw[1:-1].replace('""', '"') if raw.startswith('"') and raw.endswith('"') else raw.lower()
         if not name:
             raise InvalidRequest("syntax error in CLOSE: write CLOSE name or CLOSE ALL", sqlstate="42601")
         return LocalResult("CLOSE CURSOR ALL" if name.upper() == "ALL" else "CLOSE CURSOR",

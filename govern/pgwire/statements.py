@@ -37,6 +37,7 @@ from govern.pgwire.cursor import Columns, Cursor
 from govern.pgwire.params import infer_parameter_types
 from govern.pgwire.protocol import strip_comments
 from govern.pgwire.session import Session, is_local, run_local
+from govern.pgwire.sqlcursors import sql_kind
 from govern.sql.validate import validate
 
 __all__ = ["SessionEnded", "Statements", "classify"]
@@ -58,6 +59,9 @@ def classify(text: str, datasets: set[str]) -> str:
         return "empty"
     if is_copy(body):
         return "copy"
+    sql_statement = sql_kind(body)
+    if sql_statement is not None:
+        return sql_statement
     if is_local(body):
         return "local"
     if is_catalog_query(body, datasets):
