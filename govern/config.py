@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     pg_port: int | None = 6432  # 0 or null: no PostgreSQL wire server
     pg_idle_timeout: float = 3_600.0  # seconds a wire session may wait between messages
     pg_session_lifetime: float = 86_400.0  # seconds a wire session may last in all
+    pg_tls_cert: Path | None = None  # PEM certificate (chain): answer SSLRequest with TLS (govern keys tls)
+    pg_tls_key: Path | None = None  # PEM private key of pg_tls_cert
+    pg_tls_required: bool = True  # with a certificate: refuse non-loopback clients that do not use TLS
 
     # Arrow Flight SQL server of `govern serve` (ADBC, pyarrow.flight); see docs/flight.md
     flight_host: str = "127.0.0.1"
@@ -181,7 +184,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             raise InvalidRequest(f"{p}: settings must be a mapping")
         file_values = _resolve_secret_refs(raw, p.parent)
         for key in ("policy_dir", "data_root", "state_dir", "masking_key_file", "he_key_dir",
-                    "audit_checkpoint_file"):
+                    "audit_checkpoint_file", "pg_tls_cert", "pg_tls_key"):
             if key in file_values and file_values[key] is not None:
                 v = Path(file_values[key])
                 file_values[key] = v if v.is_absolute() else (p.parent / v)

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import re
 import secrets
+import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlglot
@@ -52,7 +55,7 @@ from govern.pgwire.sqlcursors import parse_declare, parse_execute, parse_fetch, 
 from govern.pgwire.statements import SessionEnded, Statements, classify
 from govern.pgwire.types import decode_param
 
-__all__ = ["Connection", "Host"]
+__all__ = ["Connection", "Host", "tls_context"]
 
 log = logging.getLogger("govern.pgwire")
 
@@ -72,6 +75,7 @@ class Host:
     logins: Executor
     work: Executor
     cancel: Callable[[int, int], Awaitable[None]]
+    tls: ssl.SSLContext | None = None  # with pg_tls_cert/pg_tls_key: SSLRequest is answered 'S'
 
 
 @dataclass
@@ -166,18 +170,36 @@ class Connection:
             await self.writer.wait_closed()
 
     async def cancel(self) -> None:
+        if self.runner is not None:
+            self.runner.cancelled.set()  # a query still running in its worker stops (57014)
         cursor = self.active
         if cursor is not None:
             await self.work(cursor.close)
 
     # -- startup ---------------------------------------------------------------------------------
     async def startup(self) -> bool:
+        tls = False
         while True:
             code, payload = await wire.read_startup(self.reader, 10_000)
+            if code == wire.SSL_REQUEST and self.host.tls is not None and not tls:
+                self.writer.write(b"S")  # standard negotiation: 'S', then the TLS handshake
+                await self.writer.drain()
+                await self.writer.start_tls(self.host.tls)
+                tls = True
+                continue
             if code in (wire.SSL_REQUEST, wire.GSSENC_REQUEST):
                 self.writer.write(wire.SSL_REFUSED)
                 await self.writer.drain()
                 continue
+            break
+        if code != wire.CANCEL_REQUEST:
+            self.gw.metrics.pg_connections.labels(outcome="tls" if tls else "plain").inc()
+        if not tls and self.host.tls is not None and self.gw.settings.pg_tls_required \
+                and not _loopback(self.writer):
+            await self._fatal("28000", "this server requires TLS for clients not on this machine",
+                              hint="connect with sslmode=require")
+            return False
+        while True:
             if code == wire.CANCEL_REQUEST:
                 if len(payload) >= 8:
                     pid, secret = struct.unpack("!iI", payload[:8])
@@ -748,6 +770,23 @@ def sql_arguments(text: str) -> list[str | None]:
         else:
             raise SqlError("EXECUTE arguments must be constants", sqlstate="0A000")
     return out
+
+
+def _loopback(writer: asyncio.StreamWriter) -> bool:
+    peer = writer.get_extra_info("peername")
+    host = peer[0] if isinstance(peer, tuple) and peer else ""
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return not host  # a Unix socket
+        
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The wire server's TLS context (TLS 1.2 or later) for ``pg_tls_cert``/``pg_tls_key``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert), str(key))
+    return context
 
 
 def _is_show(text: str) -> bool:

@@ -20,6 +20,7 @@ slot and the query's deadline are taken, and exactly one audit record is written
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -79,6 +80,7 @@ class Statements:
         self.pid = pid
         self.service = gateway.sql_service
         self._catalog: Catalog | None = None
+        self.cancelled = threading.Event()  # a CancelRequest for the statement now running
         self._catalog_key: tuple[str, str, tuple[Any, ...]] | None = None
 
     @property
@@ -154,7 +156,8 @@ class Statements:
                 return wire_dp.dp_cursor(self.gw, ex, self.session, text, params)
         with self.exchange("query", "sql", text) as ex:
             self.enter(ex)
-            result = run_query(ex, self.service, text, params)
+            self.cancelled.clear()
+            result = run_query(ex, self.service, text, params, cancel=self.cancelled)
             try:
                 return self._cursor(ex, named(text, result.schema), _guarded(result.reader), result.close)
             except BaseException:

@@ -406,7 +406,7 @@ _TEXT_PARAMS: dict[int, Callable[[str], Any]] = {
     20: int, 21: int, 23: int, 26: int,
     700: float, 701: float,
     1700: Decimal,
-    1082: lambda s: dt.date.fromisoformat(s.strip()),
+    1082: lambda s: dt.date.fromisoformat(s.strip().split()[0]),  # pgjdbc's setDate sends '2020-01-01 +00'
     1083: lambda s: dt.time.fromisoformat(s.strip()),
     1114: lambda s: _parse_timestamp(s).replace(tzinfo=None),
     1184: _parse_timestamp,
