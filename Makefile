@@ -15,6 +15,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml setup.py govern/mask/_hmac.c adapters/spark/pyproject.toml
 	@test -f /usr/include/openssl/sha.h || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq libssl-dev)
+	@test -f /usr/share/java/postgresql.jar || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq libpostgresql-jdbc-java)
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e '.[server,client,dev,dp,he,synthetic,monitor]' -e adapters/spark
 	@touch $(STAMP)

@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     pg_port: int | None = 6432  # 0 or null: no PostgreSQL wire server
     pg_idle_timeout: float = 3_600.0  # seconds a wire session may wait between messages
     pg_session_lifetime: float = 86_400.0  # seconds a wire session may last in all
+    pg_tls_cert: Path | None = None  # PEM certificate (chain): answer SSLRequest with TLS (govern keys tls)
+    pg_tls_key: Path | None = None  # PEM private key of pg_tls_cert
+    pg_tls_required: bool = True  # with a certificate: refuse non-loopback clients that do not use TLS
 
     # Arrow Flight SQL server of `govern serve` (ADBC, pyarrow.flight); see docs/flight.md
     flight_host: str = "127.0.0.1"
@@ -225,7 +228,7 @@ class SettingsFile(YamlConfigSettingsSource):
 
 # Settings that name files or folders: relative to govern.yaml's folder when written there.
 FILE_PATHS = ("policy_dir", "data_root", "state_dir", "masking_key_file", "he_key_dir", "audit_checkpoint_file",
-              "ssl_certfile", "ssl_keyfile")
+              "ssl_certfile", "ssl_keyfile", "pg_tls_cert", "pg_tls_key")
 
 # The settings file of the Settings being built now (load_settings sets it for one call): how
 # Settings.settings_customise_sources learns which file to read.
