@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     audit_public_keys: dict[str, str] = Field(default_factory=dict)  # key id -> public key (verify only)
     audit_queue_limit: int = Field(default=256, ge=1)  # submitted refusals waiting before coalescing
     ledger_url: str | None = None  # privacy budget ledger; default: sqlite under state_dir
+    # A fleet (several instances over one PostgreSQL audit_url; docs/deployment.md): heartbeat
+    # into <audit_table_prefix>fleet_instances, follow peers' policy reloads (LISTEN/NOTIFY) and
+    # re-read the shared policy folder every fleet_recheck seconds (the convergence bound).
+    instance_id: str | None = None  # default: host:pid:random
+    fleet_heartbeat: float = Field(default=2.0, gt=0.0)
+    fleet_recheck: float = Field(default=30.0, gt=0.0)
+    fleet_follow: bool = True  # reload when a peer announces another policy version
     ledger_table_prefix: str = "govern_"
     dp_workers: int = 2  # differentially private releases computed at once (a bounded pool)
     oidc: OidcSettings | None = None

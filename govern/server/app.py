@@ -70,6 +70,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_servic
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.watch_policies and gw.reloader is not None:
             gw.reloader.start()
+        if gw.fleet is not None:
+            gw.fleet.start()  # heartbeat and follow the peers' policy reloads (govern.deliver.fleet)
         gw.sql_service.start()  # in the background: the first query need not wait for the imports
         try:
             yield

@@ -45,7 +45,7 @@ from govern.privacy.he.params import PARAMETERS, tenseal
 from govern.privacy.he.prepare import PlainView, ViewSpec, prepare, resolve_spec
 from govern.privacy.he.query import Query, add_noise, load_weights, noise_scales, statistics
 from govern.privacy.he.query import evaluate as evaluate_query
-from govern.privacy.he.ratelimit import RateLimiter
+from govern.privacy.he.ratelimit import RateLimiter, SharedRateLimiter
 from govern.privacy.he.token import ViewToken, sign, verify
 from govern.storage import scan as storage_scan
 
@@ -80,7 +80,12 @@ class HeService:
         self.governor = governor
         self.ledger = ledger
         self.keys = KeyStore(key_dir(settings))
-        self.limiter = RateLimiter(settings.he_releases_per_minute, 60.0)
+        self.limiter: RateLimiter | SharedRateLimiter
+        url = settings.ledger_url or ""
+        if url.startswith(("postgresql://", "postgres://")):  # a fleet: one limit across processes
+            self.limiter = SharedRateLimiter(url, settings.ledger_table_prefix, settings.he_releases_per_minute, 60.0)
+        else:
+            self.limiter = RateLimiter(settings.he_releases_per_minute, 60.0)
         self._work = threading.BoundedSemaphore(settings.he_max_concurrent)
 
     # -- shared steps ----------------------------------------------------------------------------
