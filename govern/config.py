@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # Server (used by the gateway)
     host: str = "127.0.0.1"
     port: int = 8000
+    # The console's policy dry run reads proposed policy folders only under this folder
+    # (default: the parent of policy_dir, e.g. a checkout of another branch beside it).
+    console_dry_run_root: Path | None = None
     audit_url: str | None = None  # default: sqlite under state_dir; or postgresql://...
     audit_table_prefix: str = "govern_"
     # Signed checkpoints of the audit chain's head (docs/security.md#audit): keep the file where
@@ -181,7 +184,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             raise InvalidRequest(f"{p}: settings must be a mapping")
         file_values = _resolve_secret_refs(raw, p.parent)
         for key in ("policy_dir", "data_root", "state_dir", "masking_key_file", "he_key_dir",
-                    "audit_checkpoint_file"):
+                    "audit_checkpoint_file", "console_dry_run_root"):
             if key in file_values and file_values[key] is not None:
                 v = Path(file_values[key])
                 file_values[key] = v if v.is_absolute() else (p.parent / v)
