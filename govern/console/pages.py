@@ -306,16 +306,26 @@ def monitoring(v: Viewer, *, dataset: str | None, baseline: str | None) -> dict[
     return out
 
 
+# Each metric's threshold, to put every column on one scale: its worst metric ÷ that threshold.
+def _limits(t: Thresholds) -> dict[str, float]:
+    return {"wasserstein_sigma": t.wasserstein, "jensen_shannon": t.jensen_shannon, "psi": t.psi,
+            "null_rate_delta": t.null_rate}
+
+
 def _drift_plot(report: DriftReport, t: Thresholds) -> Any:
+    """One bar per compared column: its worst metric as a multiple of that metric's threshold
+    (1 = the threshold), so numeric and categorical columns read on one axis."""
+    limits = _limits(t)
     items = []
     for c in report.columns:
         if not c.comparable:
             continue
-        metric = "wasserstein_sigma" if "wasserstein_sigma" in c.metrics else (
-            "jensen_shannon" if "jensen_shannon" in c.metrics else "null_rate_delta")
-        items.append((f"{c.column} ({metric.split('_')[0]})", float(c.metrics.get(metric, 0.0)), c.drifted))
+        ratios = {m: abs(v) / limits[m] for m, v in c.metrics.items() if m in limits and limits[m] > 0}
+        worst = max(ratios, key=lambda m: ratios[m]) if ratios else "null_rate_delta"
+        items.append((f"{c.column} ({worst.split('_')[0]})", ratios.get(worst, 0.0), c.drifted))
     return {"against": report.against, "share": report.share, "drifted": report.drifted,
-            "plot": svg.bars(items, title=f"drift against the {report.against} version", threshold=t.wasserstein)}
+            "plot": svg.bars(items, title=f"drift against the {report.against} version (worst metric ÷ its "
+                                          "threshold)", threshold=1.0, unit="×")}
 
 
 def _profile_plots(base: Profile | None, latest: Profile) -> list[dict[str, Any]]:
