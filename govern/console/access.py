@@ -12,7 +12,9 @@ no attributes of its own, so row filters over attributes bind to nothing and dro
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -24,7 +26,8 @@ from govern.plan.model import AccessPlan, ColumnPlan
 from govern.policy.decide import Decider
 from govern.policy.model import PolicySet, local_principal
 
-__all__ = ["Cell", "DatasetMatrix", "Row", "cell_label", "effective_access", "role_subject", "subjects"]
+__all__ = ["Cell", "DatasetMatrix", "MatrixCache", "Row", "cell_label", "effective_access", "role_subject",
+           "subjects"]
 
 # How much a cell lets through, to tell a gain from a loss (docs/console.md).
 RANK = {"denied": 0, "withhold": 0, "mask": 1, "keep": 2}
@@ -121,3 +124,28 @@ def effective_access(policy: PolicySet, decider: Decider, schemas: Mapping[str, 
                 rows.append(plan_row(plan, columns))
         out.append(DatasetMatrix(dataset, columns, tuple(rows)))
     return out
+
+
+class MatrixCache:
+    """The last few matrices, keyed by everything they depend on: the policy version, each
+    dataset's schema as found in storage, the subjects asked about and the purpose. A reload or
+    a changed schema is another key, so a cached matrix is never stale; it only spares
+    recompiling a thousand plans when a steward looks again (docs/performance.md#console)."""
+
+    def __init__(self, size: int = 8) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, list[DatasetMatrix]] = OrderedDict()
+
+    def get(self, key: Hashable, compute: Callable[[], list[DatasetMatrix]]) -> list[DatasetMatrix]:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                return found
+        found = compute()
+        with self._lock:
+            self._entries[key] = found
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return found

@@ -21,7 +21,7 @@ import pyarrow as pa
 from govern.audit import visible as audit_visible
 from govern.audit.record import AuditRecord
 from govern.console import dryrun, svg
-from govern.console.access import effective_access, subjects
+from govern.console.access import MatrixCache, effective_access, subjects
 from govern.console.fleet import instances
 from govern.deliver.gateway import Gateway
 from govern.deliver.governor import Governor, PolicyState
@@ -52,6 +52,7 @@ class Viewer:
     purpose: str
     administered: tuple[str, ...]
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    matrices: MatrixCache = field(default_factory=MatrixCache)
 
     @property
     def state(self) -> PolicyState:
@@ -120,9 +121,12 @@ def catalog(v: Viewer) -> dict[str, Any]:
 def access(v: Viewer, *, purpose: str | None, kind: str, clearance: str, dataset: str | None) -> dict[str, Any]:
     state = v.state
     schemas, errors = v.schemas([dataset] if dataset else None)
-    who = subjects(state.policy, kind, clearance)
-    matrices = effective_access(state.policy, state.decider, schemas, who, purpose=purpose or None,
-                                key_id=_key_id(v))
+    key_id = _key_id(v)
+    key = (state.policy.version, tuple((n, s.to_string()) for n, s in schemas.items()), kind, clearance,
+           purpose or None, key_id)
+    matrices = v.matrices.get(key, lambda: effective_access(
+        state.policy, state.decider, schemas, subjects(state.policy, kind, clearance), purpose=purpose or None,
+        key_id=key_id))
     return {"matrices": matrices, "errors": errors, "purposes": sorted(state.policy.purposes),
             "purpose": purpose or "", "kind": kind, "clearance": clearance, "levels": LEVELS,
             "dataset": dataset or "", "datasets": v.administered}

@@ -9,6 +9,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from govern.console.access import MatrixCache
 from govern.console.pages import Viewer
 from govern.console.session import COOKIE, PRE_COOKIE, Session, Sessions
 from govern.deliver.gateway import Gateway
@@ -32,6 +33,7 @@ class Console:
         self.gateway = gateway
         self.sessions = sessions or Sessions()
         self.started = datetime.now(UTC)
+        self.matrices = MatrixCache()
         self.env = Environment(loader=PackageLoader("govern.console", "templates"),
                                autoescape=select_autoescape(default=True, default_for_string=True),
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -50,7 +52,8 @@ class Console:
             ex.declare(request.headers.get("x-purpose"), request.query_params.get("purpose"))
         administered = tuple(ex.permitted("administer"))
         assert ex.principal is not None and ex.purpose is not None
-        return Viewer(self.gateway, ex, ex.principal, ex.purpose, administered, self.started), session
+        return Viewer(self.gateway, ex, ex.principal, ex.purpose, administered, self.started,
+                      self.matrices), session
 
     @staticmethod
     def csrf_ok(session: Session, value: str | None) -> bool:
