@@ -16,6 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -25,6 +26,8 @@ from govern.plan.compile import compile_plan
 from govern.plan.model import AccessPlan, ColumnPlan
 from govern.policy.decide import Decider
 from govern.policy.model import PolicySet, local_principal
+
+T = TypeVar("T")
 
 __all__ = ["Cell", "DatasetMatrix", "MatrixCache", "Row", "cell_label", "effective_access", "role_subject",
            "subjects"]
@@ -127,25 +130,26 @@ def effective_access(policy: PolicySet, decider: Decider, schemas: Mapping[str, 
 
 
 class MatrixCache:
-    """The last few matrices, keyed by everything they depend on: the policy version, each
-    dataset's schema as found in storage, the subjects asked about and the purpose. A reload or
-    a changed schema is another key, so a cached matrix is never stale; it only spares
-    recompiling a thousand plans when a steward looks again (docs/performance.md#console)."""
+    """The last few matrices (and their rendered tables), keyed by everything they depend on:
+    the policy version, each dataset's schema as found in storage, the subjects asked about and
+    the purpose. A reload or a changed schema is another key, so a cached matrix is never stale;
+    it spares recompiling a thousand plans when a steward looks again
+    (docs/performance.md#the-steward-console)."""
 
-    def __init__(self, size: int = 8) -> None:
+    def __init__(self, size: int = 16) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._entries: OrderedDict[Hashable, list[DatasetMatrix]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
 
-    def get(self, key: Hashable, compute: Callable[[], list[DatasetMatrix]]) -> list[DatasetMatrix]:
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
         with self._lock:
-            found = self._entries.get(key)
-            if found is not None:
+            if key in self._entries:
                 self._entries.move_to_end(key)
+                found: T = self._entries[key]
                 return found
-        found = compute()
+        value = compute()
         with self._lock:
-            self._entries[key] = found
+            self._entries[key] = value
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
-        return found
+        return value

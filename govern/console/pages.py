@@ -23,6 +23,7 @@ from govern.audit.record import AuditRecord
 from govern.console import dryrun, svg
 from govern.console.access import MatrixCache, effective_access, subjects
 from govern.console.fleet import instances
+from govern.console.matrix_html import matrix_table
 from govern.deliver.gateway import Gateway
 from govern.deliver.governor import Governor, PolicyState
 from govern.deliver.lifecycle import Exchange
@@ -122,14 +123,20 @@ def access(v: Viewer, *, purpose: str | None, kind: str, clearance: str, dataset
     state = v.state
     schemas, errors = v.schemas([dataset] if dataset else None)
     key_id = _key_id(v)
-    key = (state.policy.version, tuple((n, s.to_string()) for n, s in schemas.items()), kind, clearance,
-           purpose or None, key_id)
+    key = _matrix_key(state.policy.version, schemas, kind, clearance, purpose or None, key_id)
     matrices = v.matrices.get(key, lambda: effective_access(
         state.policy, state.decider, schemas, subjects(state.policy, kind, clearance), purpose=purpose or None,
         key_id=key_id))
-    return {"matrices": matrices, "errors": errors, "purposes": sorted(state.policy.purposes),
+    tables = v.matrices.get((*key, "html"), lambda: [(m.dataset, matrix_table(m)) for m in matrices])
+    return {"tables": tables, "errors": errors, "purposes": sorted(state.policy.purposes),
             "purpose": purpose or "", "kind": kind, "clearance": clearance, "levels": LEVELS,
             "dataset": dataset or "", "datasets": v.administered}
+
+
+def _matrix_key(version: str, schemas: dict[str, pa.Schema], kind: str, clearance: str, purpose: str | None,
+                key_id: str | None) -> tuple[object, ...]:
+    """Everything a matrix depends on (the viewer only through which datasets it administers)."""
+    return (version, tuple((n, s.to_string()) for n, s in schemas.items()), kind, clearance, purpose, key_id)
 
 
 def _key_id(v: Viewer) -> str | None:
@@ -167,12 +174,13 @@ def dry_run(v: Viewer, folder_text: str | None) -> dict[str, Any]:
             except GovernError as exc:
                 errors[name] = exc.detail
     key_id = _key_id(v)
-    kind_subjects = subjects(state.policy, "principals")
-    names = sorted({p.name for p in kind_subjects} | set(proposed.principals))
-    old_who = [local_principal(state.policy, n) for n in names if n in state.policy.principals]
-    new_who = [local_principal(proposed, n) for n in names if n in proposed.principals]
-    before = effective_access(state.policy, state.decider, current_schemas, old_who, key_id=key_id)
-    after = effective_access(proposed, decider, {n: s for n, s in new_schemas.items()}, new_who, key_id=key_id)
+    before = v.matrices.get(_matrix_key(state.policy.version, current_schemas, "principals", "confidential", None,
+                                        key_id),
+                            lambda: effective_access(state.policy, state.decider, current_schemas,
+                                                     subjects(state.policy, "principals"), key_id=key_id))
+    after = v.matrices.get(_matrix_key(proposed.version, new_schemas, "principals", "confidential", None, key_id),
+                           lambda: effective_access(proposed, decider, new_schemas, subjects(proposed, "principals"),
+                                                    key_id=key_id))
     changes = dryrun.matrix_diff(before, after)
     records = recent_records(v, REPLAY_RECORDS)
     replayed = dryrun.replay(records, proposed, decider, new_schemas, key_id=key_id)
