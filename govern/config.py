@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     # Server (used by the gateway)
     host: str = "127.0.0.1"
     port: int = 8000
+    # The console's policy dry run reads proposed policy folders only under this folder
+    # (default: the parent of policy_dir, e.g. a checkout of another branch beside it).
+    console_dry_run_root: Path | None = None
     audit_url: str | None = None  # default: sqlite under state_dir; or postgresql://...
     audit_table_prefix: str = "govern_"
     # Signed checkpoints of the audit chain's head (docs/security.md#audit): keep the file where
@@ -235,7 +238,8 @@ class SettingsFile(YamlConfigSettingsSource):
 
 # Settings that name files or folders: relative to govern.yaml's folder when written there.
 FILE_PATHS = ("policy_dir", "data_root", "state_dir", "masking_key_file", "he_key_dir", "audit_checkpoint_file",
-              "ssl_certfile", "ssl_keyfile", "pg_tls_cert", "pg_tls_key")
+              "ssl_certfile", "ssl_keyfile", "pg_tls_cert", "pg_tls_key",
+              "console_dry_run_root")
 
 # The settings file of the Settings being built now (load_settings sets it for one call): how
 # Settings.settings_customise_sources learns which file to read.

@@ -21,6 +21,8 @@ from govern.deliver.lifecycle import Call, Exchange, Lifecycle
 from govern.deliver.metrics import Metrics
 from govern.errors import AuditError
 from govern.identity.authenticate import Authenticator
+from govern.monitor.prometheus import DriftCollector
+from govern.monitor.store import ProfileStore
 from govern.policy.reload import PolicyReloader, ReloadStatus
 from govern.privacy.budget.ledger import BudgetLedger, open_ledger
 from govern.privacy.dp.service import DpService
@@ -113,7 +115,10 @@ def build_gateway(settings: Settings, *, governor: Governor | None = None, audit
     authenticator = Authenticator(lambda: governor.state.policy, settings.oidc)
     reloader = PolicyReloader(settings.policy_dir, governor.state.policy, governor.swap_policy,
                               debounce_ms=settings.reload_debounce_ms)
-    gateway = Gateway(settings, governor, audit, authenticator, reloader, Metrics(), sql_service=sql_service)
+    metrics = Metrics()
+    # drift alerts of the stored profiles (docs/monitoring.md), read at each scrape of /metrics
+    metrics.registry.register(DriftCollector(ProfileStore.under(settings.state_dir), settings))
+    gateway = Gateway(settings, governor, audit, authenticator, reloader, metrics, sql_service=sql_service)
     reloader.report = gateway.reloaded
     audit_url = settings.audit_url or ""
     if audit_url.startswith(("postgresql://", "postgres://")):

@@ -21,6 +21,8 @@ from starlette.routing import Match
 
 from govern import __version__
 from govern.config import Settings
+from govern.console import routes as console_routes
+from govern.console.service import Console
 from govern.deliver.gateway import Gateway, build_gateway
 from govern.deliver.lifecycle import Exchange
 from govern.errors import GovernError
@@ -85,6 +87,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_servic
         lifespan=lifespan,
     )
     app.state.gateway = gw
+    app.state.console = Console(gw)  # the steward console at /console (govern.console)
 
     @app.exception_handler(GovernError)
     async def governed(request: Request, exc: GovernError) -> Response:
@@ -115,4 +118,5 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_servic
     app.add_middleware(ExchangeMiddleware, gateway=gw)
     for module in (health, datasets, sql, dp, audit, policy, encrypted, synthetic):
         app.include_router(module.router)
+    app.include_router(console_routes.router)
     return app

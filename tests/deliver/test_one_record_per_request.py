@@ -97,6 +97,37 @@ def _synthetic_report(c: Client, _t: TestClient, _w: World) -> None:
     c.send("GET", f"/v1/datasets/patients/synthetic/reports/{report['id']}")
 
 
+def _steward(c: Client, w: World) -> httpx.Client:
+    """carol (governance) on the console, with a bearer header, through the recording transport."""
+    return httpx.Client(base_url="http://testserver", transport=c._http._transport, follow_redirects=False,
+                        headers={**w.auth("carol"), "X-Purpose": "governance"})
+
+
+def _page(path: str) -> Callable[[Client, TestClient, World], None]:
+    def served(c: Client, _t: TestClient, w: World) -> None:
+        assert _steward(c, w).get(path).status_code == 200
+    return served
+
+
+def _console_post(path: str, form: dict[str, str], status: int = 303) -> Callable[[Client, TestClient, World], None]:
+    def served(c: Client, _t: TestClient, w: World) -> None:
+        r = _steward(c, w).post(path, data=form)
+        assert r.status_code == status, r.text
+    return served
+
+
+def _console_signin(c: Client, _t: TestClient, w: World) -> None:
+    """The browser's way: the sign-in page (a 401), then the form with its double-submit token."""
+    import re
+
+    browser = httpx.Client(base_url="http://testserver", transport=c._http._transport, follow_redirects=False)
+    page = browser.get("/console")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = browser.post("/console/signin", data={"token": w.keys["carol"], "purpose": "governance", "csrf": token})
+    assert r.status_code == 303 and "govern_console" in r.cookies
+    assert browser.get("/console/fleet").status_code == 200
+
+
 EXAMPLES: dict[Route, Example] = {
     ("GET", "/v1/datasets"): Example(lambda c, t, w: c.datasets()),
     ("GET", "/v1/datasets/{name}"): Example(lambda c, t, w: c.describe("patients"), {"name": "patients"}),
@@ -125,6 +156,22 @@ EXAMPLES: dict[Route, Example] = {
         {"name": "patients"}, {}),
     ("GET", "/v1/datasets/{name}/synthetic/reports/{report_id}"): Example(
         _synthetic_report, {"name": "patients", "report_id": "nope"}),
+    # the steward console (govern.console): every page view and action, one record each
+    ("GET", "/console"): Example(lambda c, t, w: _steward(c, w).get("/console")),
+    ("POST", "/console/signin"): Example(_console_signin, body={}),
+    ("POST", "/console/signout"): Example(_console_post("/console/signout", {}), body={}),
+    ("GET", "/console/catalog"): Example(_page("/console/catalog")),
+    ("GET", "/console/access"): Example(_page("/console/access")),
+    ("GET", "/console/dry-run"): Example(_page("/console/dry-run")),
+    ("POST", "/console/dry-run"): Example(_console_post("/console/dry-run", {"folder": "policies"}, 200), body={}),
+    ("GET", "/console/audit"): Example(_page("/console/audit")),
+    ("GET", "/console/budgets"): Example(_page("/console/budgets")),
+    ("GET", "/console/fleet"): Example(_page("/console/fleet")),
+    ("GET", "/console/monitoring"): Example(_page("/console/monitoring")),
+    ("POST", "/console/monitoring/profile"): Example(
+        _console_post("/console/monitoring/profile", {"dataset": "patients"}), body={}),
+    ("POST", "/console/catalog/accept"): Example(
+        _console_post("/console/catalog/accept", {"dataset": "patients", "column": "phone"}), body={}),
 }
 
 
