@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     batch_size: int = 32_768  # rows; peak memory of a streamed read scales with it (docs/performance.md)
     mask_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     max_rows: int = 10_000_000
+    # Scan manifests (docs/adapters.md#tier-1): stored rows per fragment, lifetime of a fragment ticket
+    fragment_rows: int = Field(default=1_000_000, ge=1)
+    fragment_ticket_ttl: float = Field(default=3_600.0, gt=0)
 
     # Server (used by the gateway)
     host: str = "127.0.0.1"

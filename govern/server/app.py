@@ -30,7 +30,17 @@ from govern.server.contract import describe
 from govern.server.exchange import METHODS, ExchangeMiddleware
 from govern.server.logs import configure_logging, request_id_var
 from govern.server.problems import from_error, problem_response
-from govern.server.routes import audit, datasets, dp, encrypted, health, policy, sql, synthetic
+from govern.server.routes import (
+    audit,
+    datasets,
+    dp,
+    encrypted,
+    health,
+    policy,
+    scans,
+    sql,
+    synthetic,
+)
 from govern.sql.isolation import SqlService
 
 __all__ = ["create_app"]
@@ -116,7 +126,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_servic
 
     app.openapi = lambda: describe(app)  # type: ignore[method-assign]
     app.add_middleware(ExchangeMiddleware, gateway=gw)
-    for module in (health, datasets, sql, dp, audit, policy, encrypted, synthetic):
+    for module in (health, datasets, scans, sql, dp, audit, policy, encrypted, synthetic):
         app.include_router(module.router)
     app.include_router(console_routes.router)
     return app

@@ -62,6 +62,7 @@ class Example:
     path: dict[str, str] = field(default_factory=dict)  # path parameters for the refusals
     body: dict[str, Any] | None = None  # a body for the refusals (POST)
     query: dict[str, str] = field(default_factory=dict)  # query parameters for the refusals
+    after_auth: int = 403  # the refusal of alice under a purpose she does not have (401: the route takes tickets)
 
 
 def _rows(c: Client, _t: TestClient, _w: World) -> None:
@@ -72,6 +73,13 @@ def _reidentify(c: Client, t: TestClient, w: World) -> None:
     carol = Client("http://testserver", w.keys["carol"], "governance", transport=c._http._transport)
     token = carol.read("patients", columns=["patient_id"], limit=1).column(0)[0].as_py()
     carol.send("POST", "/v1/datasets/patients/reidentify", json={"tokens": [token]}, idempotent=False)
+
+
+def _scan(c: Client, _t: TestClient, _w: World) -> None:
+    manifest = c.send("POST", "/v1/datasets/patients/scan", json={"columns": ["zip"]}, idempotent=False).json()
+    first = manifest["fragments"][0]
+    holder = Client("http://testserver", first["ticket"], transport=c._http._transport)  # the ticket only
+    assert holder.send("GET", first["url"]).content
 
 
 def _he_view(c: Client, _t: TestClient, _w: World) -> None:
@@ -133,6 +141,8 @@ EXAMPLES: dict[Route, Example] = {
     ("GET", "/v1/datasets/{name}"): Example(lambda c, t, w: c.describe("patients"), {"name": "patients"}),
     ("GET", "/v1/datasets/{name}/rows"): Example(_rows, {"name": "patients"}),
     ("POST", "/v1/datasets/{name}/reidentify"): Example(_reidentify, {"name": "patients"}, {"tokens": ["k1:00"]}),
+    ("POST", "/v1/datasets/{name}/scan"): Example(_scan, {"name": "patients"}, {}),
+    ("GET", "/v1/fragments/{fragment_id}"): Example(_scan, {"fragment_id": "0"}, after_auth=401),
     ("POST", "/v1/sql"): Example(lambda c, t, w: c.sql("select count(*) from patients"),
                                  body={"sql": "select 1"}),
     ("POST", "/v1/datasets/{name}/dp"): Example(
@@ -202,7 +212,7 @@ def test_each_refusal_and_each_response_leaves_one_record(gateway, route: Route)
     method, template = route
     example = EXAMPLES[route]
     url = template.format(**example.path)
-    cases = [({}, 401), (world.auth("alice"), 403)]  # nobody; alice under a purpose she does not have
+    cases = [({}, 401), (world.auth("alice"), example.after_auth)]  # nobody; alice under a purpose she does not have
     for headers, status in cases:
         h = {**headers, "X-Purpose": "astrology"}
         params = {"principal": "bob"} if url == "/v1/budget" else example.query
