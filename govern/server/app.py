@@ -27,7 +27,17 @@ from govern.errors import GovernError
 from govern.server.exchange import ExchangeMiddleware
 from govern.server.logs import configure_logging, request_id_var
 from govern.server.problems import from_error, problem_response
-from govern.server.routes import audit, datasets, dp, encrypted, health, policy, sql, synthetic
+from govern.server.routes import (
+    audit,
+    datasets,
+    dp,
+    encrypted,
+    health,
+    policy,
+    sharing,
+    sql,
+    synthetic,
+)
 from govern.sql.isolation import SqlService
 
 __all__ = ["create_app"]
@@ -108,6 +118,6 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_servic
                                 request_id=request_id_var.get())
 
     app.add_middleware(ExchangeMiddleware, gateway=gw)
-    for module in (health, datasets, sql, dp, audit, policy, encrypted, synthetic):
+    for module in (health, datasets, sql, dp, audit, policy, encrypted, synthetic, sharing):
         app.include_router(module.router)
     return app
