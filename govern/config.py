@@ -163,6 +163,17 @@ class Settings(BaseSettings):
     sql_worker_memory: str = "3GB"
     sql_batch_bytes: int = 67_108_864
 
+    # Masked materializations (govern.storage.materialized; docs/sharing.md): masked Parquet per
+    # (plan hash, data version), served to repeated /rows reads, Delta Sharing files, Spark fragments
+    materialize_max_bytes: int = Field(default=1 << 30, ge=0)  # bytes the store keeps (LRU); 0: off
+    materialize_url: str | None = None  # s3://bucket/prefix; default: state_dir/materialized
+    materialize_on_read: bool = True  # a /rows read without columns, filter or limit builds one lazily
+
+    # Delta Sharing (/delta-sharing; docs/sharing.md)
+    sharing_file_ttl: float = Field(default=900.0, gt=0)  # seconds a file URL (its ticket) stays valid
+    sharing_profile_ttl: float = Field(default=30 * 86_400.0, gt=0)  # seconds a profile's bearer token lives
+    sharing_public_url: str | None = None  # base of file URLs (behind a proxy); default: the request's
+
     # Homomorphically encrypted views (CKKS); see docs/encryption.md
     he_key_dir: Path | None = None  # default: state_dir/he_keys (folders 0700, key files 0600)
     he_max_rows: int = 1_000_000  # rows of one encrypted view (pass a limit for more)

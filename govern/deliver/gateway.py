@@ -18,6 +18,7 @@ from govern.config import Settings
 from govern.deliver.fleet import Fleet
 from govern.deliver.governor import Governor
 from govern.deliver.lifecycle import Call, Exchange, Lifecycle
+from govern.deliver.materialize import Materializer
 from govern.deliver.metrics import Metrics
 from govern.errors import AuditError
 from govern.identity.authenticate import Authenticator
@@ -46,6 +47,8 @@ class Gateway:
         self.reloader = reloader
         self.metrics = metrics
         self.lifecycle = Lifecycle(settings, governor, authenticator, audit, metrics)
+        # Masked materializations (govern.deliver.materialize): repeated reads, Delta Sharing files
+        self.materializer = Materializer(governor, settings=settings)
         # The privacy budget ledger (govern.privacy.budget): every noisy release is charged here.
         self.ledger = ledger if ledger is not None else open_ledger(settings, governor.budget_for)
         self.dp = DpService(settings, governor, self.ledger)  # differential privacy (govern.privacy.dp)

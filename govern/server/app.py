@@ -38,6 +38,7 @@ from govern.server.routes import (
     health,
     policy,
     scans,
+    sharing,
     sql,
     synthetic,
 )
@@ -126,7 +127,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_servic
 
     app.openapi = lambda: describe(app)  # type: ignore[method-assign]
     app.add_middleware(ExchangeMiddleware, gateway=gw)
-    for module in (health, datasets, scans, sql, dp, audit, policy, encrypted, synthetic):
+    for module in (health, datasets, scans, sql, dp, audit, policy, encrypted, synthetic, sharing):
         app.include_router(module.router)
     app.include_router(console_routes.router)
     return app
