@@ -43,6 +43,7 @@ FIELDS: tuple[str, ...] = (
 _JSON_FIELDS = frozenset({"columns", "extra"})
 _ADDED_COLUMNS = (("policy_version", "TEXT"),)
 MAX_PAGE = 1000
+MAX_LATEST = 100_000  # the console's audit explorer and policy dry run read a recent window
 _VERIFY_PAGE = 1000
 
 
@@ -163,6 +164,21 @@ class AuditStore:
                           f"WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?")
         rows = self.db.read("read", lambda cur: cur.execute(sql, (*params, limit)).fetchall())
         return [row_to_record(r) for r in rows]
+
+    def latest(self, limit: int, principal: str | None = None, dataset: str | None = None) -> list[AuditRecord]:
+        """The newest ``limit`` records (of ``principal`` / ``dataset``), oldest first."""
+        if not 1 <= limit <= MAX_LATEST:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_LATEST}")
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
+        for column, value in (("principal", principal), ("dataset", dataset)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = self.db.sql(f"SELECT {', '.join(FIELDS)} FROM {{p}}audit_log "
+                          f"WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?")
+        rows = self.db.read("read", lambda cur: cur.execute(sql, (*params, limit)).fetchall())
+        return [row_to_record(r) for r in reversed(rows)]
 
     def pending(self) -> list[tuple[str, str]]:
         sql = self.db.sql("SELECT request_id, time FROM {p}audit_pending ORDER BY time, request_id")

@@ -18,9 +18,12 @@ from govern.config import Settings
 from govern.deliver.fleet import Fleet
 from govern.deliver.governor import Governor
 from govern.deliver.lifecycle import Call, Exchange, Lifecycle
+from govern.deliver.materialize import Materializer
 from govern.deliver.metrics import Metrics
 from govern.errors import AuditError
 from govern.identity.authenticate import Authenticator
+from govern.monitor.prometheus import DriftCollector
+from govern.monitor.store import ProfileStore
 from govern.policy.reload import PolicyReloader, ReloadStatus
 from govern.privacy.budget.ledger import BudgetLedger, open_ledger
 from govern.privacy.dp.service import DpService
@@ -44,6 +47,8 @@ class Gateway:
         self.reloader = reloader
         self.metrics = metrics
         self.lifecycle = Lifecycle(settings, governor, authenticator, audit, metrics)
+        # Masked materializations (govern.deliver.materialize): repeated reads, Delta Sharing files
+        self.materializer = Materializer(governor, settings=settings)
         # The privacy budget ledger (govern.privacy.budget): every noisy release is charged here.
         self.ledger = ledger if ledger is not None else open_ledger(settings, governor.budget_for)
         self.dp = DpService(settings, governor, self.ledger)  # differential privacy (govern.privacy.dp)
@@ -113,7 +118,10 @@ def build_gateway(settings: Settings, *, governor: Governor | None = None, audit
     authenticator = Authenticator(lambda: governor.state.policy, settings.oidc)
     reloader = PolicyReloader(settings.policy_dir, governor.state.policy, governor.swap_policy,
                               debounce_ms=settings.reload_debounce_ms)
-    gateway = Gateway(settings, governor, audit, authenticator, reloader, Metrics(), sql_service=sql_service)
+    metrics = Metrics()
+    # drift alerts of the stored profiles (docs/monitoring.md), read at each scrape of /metrics
+    metrics.registry.register(DriftCollector(ProfileStore.under(settings.state_dir), settings))
+    gateway = Gateway(settings, governor, audit, authenticator, reloader, metrics, sql_service=sql_service)
     reloader.report = gateway.reloaded
     audit_url = settings.audit_url or ""
     if audit_url.startswith(("postgresql://", "postgres://")):

@@ -119,7 +119,7 @@ class BudgetLedger:
             raise InvalidRequest("a charge needs the request id it pays for")
         now = self._clock()
         budget = self._budget(who, dataset)
-        key = (who.name, dataset, period_key(budget.period, now))
+        key = (who.name, budget.lineage or dataset, period_key(budget.period, now))
         try:
             spent = self.store.charge(key, _limit(budget), cost, time=_iso(now), request_id=request_id, kind=kind)
         except Overspend as over:
@@ -142,7 +142,7 @@ class BudgetLedger:
         now = self._clock()
         budget = self._budget(who, dataset)
         period = period_key(budget.period, now)
-        spent = self.store.spent((who.name, dataset, period))
+        spent = self.store.spent((who.name, budget.lineage or dataset, period))
         limit = _limit(budget)
         if spent.epsilon + cost[0] > limit[0] or spent.delta + cost[1] > limit[1]:
             raise self._refusal(who.name, dataset, budget, period, now, spent, epsilon, delta)
@@ -156,7 +156,8 @@ class BudgetLedger:
         if budget is None:
             return BudgetStatus(who.name, dataset, None, None, None, 0.0, 0.0, 0, 0.0, 0.0)
         period = period_key(budget.period, now)
-        return self._status(who.name, dataset, budget, period, now, self.store.spent((who.name, dataset, period)))
+        spent = self.store.spent((who.name, budget.lineage or dataset, period))  # the lineage's account
+        return self._status(who.name, dataset, budget, period, now, spent)
 
     def charges(self, *, principal: str | None = None, dataset: str | None = None,
                 request_id: str | None = None, after_id: int = 0, limit: int = 100) -> list[dict[str, Any]]:

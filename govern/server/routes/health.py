@@ -11,12 +11,15 @@ from govern.server.problems import problem_response
 router = APIRouter(tags=["health"])
 
 
+@router.head("/healthz", summary="Liveness (headers only)")
 @router.get("/healthz", summary="Liveness: the process is up")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: policy loaded and valid, storage reachable")
+@router.head("/readyz", summary="Readiness (headers only)", responses={503: {"description": "Not ready"}})
+@router.get("/readyz", summary="Readiness: policy loaded and valid, storage reachable",
+            responses={503: {"description": "Not ready: the policy problems and unreachable storage"}})
 def readyz(request: Request) -> Response:
     gw = request.app.state.gateway
     status = gw.reloader.status() if gw.reloader else None
