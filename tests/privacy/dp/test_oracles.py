@@ -118,3 +118,15 @@ def test_degenerate_bounds_release_or_refuse_without_a_500(dp_client, nan_world:
     r = dp_client.post("/v1/sql", headers={**nan_world.auth("bob"), **BOB},
                        json={"sql": sql, "bounds": {"charges": bounds}})
     assert r.status_code in (200, 400), r.text
+
+
+def test_a_nan_key_of_a_public_group_column_is_the_null_group() -> None:
+    """NaN in a ``public_values`` float column would become a NaN group key that no surface can
+    send (JSON has no NaN): a refusal only when the data holds a NaN. It is the NULL group."""
+    from tests.privacy.dp.conftest import run
+
+    table = pa.table({"pid": [1, 2, 3, 4], "g": [1.0, 2.0, float("nan"), None], "x": [1.0, 2.0, 3.0, 4.0]})
+    result = run(table, {"aggregates": [{"function": "count"}], "group_by": ["g"], "epsilon": 1.0}, public=("g",))
+    keys = [r["g"] for r in result.rows]
+    assert sorted(keys, key=lambda k: (k is None, k)) == [1.0, 2.0, None]
+    json.dumps(result.rows, allow_nan=False)
