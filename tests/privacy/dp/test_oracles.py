@@ -130,3 +130,24 @@ def test_a_nan_key_of_a_public_group_column_is_the_null_group() -> None:
     keys = [r["g"] for r in result.rows]
     assert sorted(keys, key=lambda k: (k is None, k)) == [1.0, 2.0, None]
     json.dumps(result.rows, allow_nan=False)
+
+
+def test_a_failure_while_reading_the_data_is_charged_like_an_answer(demo_world, tmp_path) -> None:
+    """Whatever fails once the data is being read (here: a corrupt data page, the footer intact)
+    is an answer that may depend on the data, so it costs the release's epsilon: no failure of
+    the compute step is free."""
+    d = tmp_path / "world"
+    shutil.copytree(demo_world.directory, d, ignore=shutil.ignore_patterns("audit.db*", "ledger.db*"))
+    path = d / "data" / "patients.parquet"
+    meta = pq.ParquetFile(path).metadata
+    column = meta.schema.names.index("charges")
+    start = meta.row_group(0).column(column).data_page_offset
+    raw = bytearray(path.read_bytes())
+    raw[start + 16:start + 400] = b"\xff" * 384  # scribble over the charges page
+    path.write_bytes(bytes(raw))
+    world = World(d, json.loads((d / "keys.json").read_text()))
+    with make_client(world) as c:
+        r = c.post("/v1/datasets/patients/dp", headers={**world.auth("bob"), **BOB},
+                   json={"aggregates": [{"function": "sum", "column": "charges"}], "epsilon": 0.25})
+        assert r.status_code >= 500, r.text
+        assert [ch["epsilon"] for ch in c.app.state.gateway.ledger.charges(principal="bob")] == [0.25]
