@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from govern.deliver.gateway import Gateway
@@ -43,4 +43,14 @@ def this_instance(gateway: Gateway, started: datetime) -> InstanceStatus:
 
 def instances(gateway: Gateway, started: datetime) -> list[InstanceStatus]:
     """Every instance the console knows of, this one first."""
-    return [this_instance(gateway, started)]
+    me = this_instance(gateway, started)
+    fleet = gateway.fleet
+    if fleet is None:
+        return [me]
+    try:
+        members = fleet.members()
+    except Exception:  # the shared database is unreachable: this instance is all we know
+        return [me]
+    peers = [InstanceStatus(m.instance_id, m.policy_version, m.since, url=m.endpoint)
+             for m in members if m.instance_id != fleet.instance_id]
+    return [replace(me, name=fleet.instance_id), *peers]

@@ -136,6 +136,11 @@ class Fleet:
             self._thread.join(timeout=5)
             self._thread = None
 
+    def members(self) -> list[Instance]:
+        """Every live instance of this fleet, this one included (for the console's Fleet page).
+        Alive: a heartbeat within three intervals."""
+        return fleet_status(self._dsn, self.prefix, stale_after=max(3 * self.heartbeat, 5.0))
+
     def announce(self) -> None:
         """Record the version this instance now serves and tell every peer (best effort: a peer
         that misses it catches up at its next recheck)."""

@@ -11,9 +11,11 @@ recorded as served when it was not::
 Bounds that could overflow are refused from the request before anything is read. Any failure
 once the data is being read (a 5xx, a result that is not a finite number) is charged before it
 is raised: a failure that depends on the data is an answer about it and never free (issue 18).
-A charge that fails (over budget, ledger down) leaves the computed result unseen. If rendering or the ``ok`` record then fails, no byte of the result has
-left the process, so the charge is refunded (``BudgetLedger.refund``, once per request id);
-after the record is written the charge stays, whatever happens to the connection.
+A charge that fails (over budget, ledger down) leaves the computed result unseen. If the audit
+store then refuses the ``ok`` record, no byte of the result has left the process and the failure
+says nothing about the data, so the charge is refunded (``BudgetLedger.refund``, once per request
+id); a rendering failure stays charged (it may depend on the data), and after the record is
+written the charge stays, whatever happens to the connection.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import pyarrow as pa
 
 from govern.deliver.governor import Governor
 from govern.deliver.lifecycle import Exchange
-from govern.errors import AccessDenied, GovernError, InvalidRequest
+from govern.errors import AccessDenied, AuditError, GovernError, InvalidRequest
 from govern.plan.model import AccessPlan
 from govern.plan.predicates import referenced_columns
 from govern.privacy.dp import sql as dp_sql
@@ -72,11 +74,11 @@ def release_dp(ex: Exchange, dp: DpService, query: DpQuery, render: Callable[[Dp
     if suppressed is not None:
         ex.extra["suppressed_groups"] = suppressed
     release = DpRelease(prepared, result, charged, {**prepared.timings, **result.timings})
+    out = render(release)  # a failure here may depend on the data: it stays charged (issue 18)
     try:
-        out = render(release)
         ex.finish(rows=len(result.rows))
-    except BaseException:
-        _refund(dp, ex.request_id)  # nothing left the process: the release was never seen
+    except AuditError:
+        _refund(dp, ex.request_id)  # the store refused the record: nothing left the process
         raise
     return release, out
 

@@ -104,3 +104,26 @@ def test_the_deployment_docs_examples_match_what_runs(fleet: Fleet) -> None:
     # the serve command the docs show is the one the fleet runs (config, port, wire ports)
     for flag in ("--config", "--port", "--pg-port", "--flight-port"):
         assert flag in text
+
+
+def test_the_console_fleet_page_lists_every_instance(fleet: Fleet, cluster: Cluster, fleet_world: World) -> None:
+    from datetime import UTC, datetime
+
+    from govern.config import load_settings
+    from govern.console.fleet import instances
+    from govern.deliver.gateway import build_gateway
+
+    settings = load_settings(fleet_world.config, watch_policies=False, audit_url=cluster.url,
+                             ledger_url=cluster.url, audit_table_prefix="policy_", ledger_table_prefix="policy_")
+    gateway = build_gateway(settings)
+    try:
+        rows = instances(gateway, datetime.now(UTC))
+    finally:
+        gateway.close()
+    assert rows[0].this and rows[0].name == gateway.fleet.instance_id
+    peers = {r.name: r for r in rows[1:]}
+    assert set(peers) == {fleet.readyz(i)["instance"] for i in range(3)}
+    served = fleet.readyz(0)["policy_version"]
+    assert {r.policy_version for r in peers.values()} == {served}
+    assert {r.url for r in peers.values()} == {s.url for s in fleet.servers}
+    assert all(r.since.year >= 2025 for r in peers.values())
