@@ -7,7 +7,9 @@ The controls come from the plans (``AccessPlan.result``), never from policy file
 **projection** — a projected column may be used only
 
 - as a ``GROUP BY`` key that is not output,
-- as one side of an equality between two columns in a ``JOIN … ON`` (or in ``USING``),
+- as one side of an equality between two columns in a ``JOIN … ON`` (or in ``USING``), the
+  other a column of a dataset read by the same ``SELECT`` (not a subquery, CTE or table
+  function: a join with a value the analyst wrote is a membership test),
 - inside ``count(…)`` / ``count(DISTINCT …)``.
 
 Anything else is refused with its position: output (also through an alias, a CTE, a subquery,
