@@ -15,9 +15,9 @@ PROBE = "SELECT count(*) AS n FROM patients WHERE patient_id = %s"
 SMALL = "SELECT zip, count(*) AS n FROM patients GROUP BY zip HAVING count(*) < 3"
 
 
-def connect(server: Server) -> psycopg.Connection:
-    return psycopg.connect(host="127.0.0.1", port=server.pg_port, user="alice",
-                           password=server.world.keys["alice"], dbname="analytics", connect_timeout=10)
+def connect(gateway: Server) -> psycopg.Connection:
+    return psycopg.connect(host="127.0.0.1", port=gateway.pg_port, user="alice",
+                           password=gateway.world.keys["alice"], dbname="analytics", connect_timeout=10)
 
 
 def refused(call) -> str:

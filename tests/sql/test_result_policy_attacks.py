@@ -72,9 +72,14 @@ def test_a_projected_column_is_joined_only_to_another_dataset_column(engine: Sql
     assert caught.value.code == "42501" and "projection-only" in caught.value.detail
 
 
-def test_the_join_between_datasets_still_works(engine: SqlEngine) -> None:
-    rows = run(engine, "SELECT count(*) AS n FROM patients p JOIN encounters e ON p.patient_id = e.patient_id")
-    assert rows[0]["n"] > 0
+@pytest.mark.parametrize("sql", [
+    "SELECT count(*) AS n FROM patients p JOIN encounters e ON p.patient_id = e.patient_id",
+    "SELECT count(*) AS n FROM patients JOIN encounters ON patients.patient_id = encounters.patient_id",
+    "SELECT count(*) AS n FROM patients JOIN encounters USING (patient_id)",
+    "SELECT count(*) AS n FROM patients NATURAL JOIN encounters",
+])
+def test_the_join_between_datasets_still_works(engine: SqlEngine, sql: str) -> None:
+    assert run(engine, sql)[0]["n"] > 0
 
 
 def test_using_joins_a_projected_column_only_between_datasets(engine: SqlEngine) -> None:
@@ -94,3 +99,25 @@ def test_a_derived_table_cannot_borrow_a_dataset_alias(engine: SqlEngine) -> Non
                            f"JOIN (SELECT '{value}' AS x) e ON p.patient_id = e.x")
         pytest.fail(f"served: {rows}")
     assert caught.value.code == "42501" and "projection-only" in caught.value.detail
+
+
+MORE = [
+    ("natural", "SELECT count(*) AS n FROM patients NATURAL JOIN (SELECT '{v}' AS patient_id) g"),
+    ("natural-output", "SELECT g.patient_id FROM patients NATURAL JOIN (SELECT '{v}' AS patient_id) g"),
+    ("semi", "SELECT count(*) AS n FROM patients p SEMI JOIN (SELECT '{v}' AS x) g ON p.patient_id = g.x"),
+    ("asof", "SELECT count(*) AS n FROM patients p ASOF JOIN (SELECT '{v}' AS x) g ON p.patient_id >= g.x"),
+    ("in-subquery", "SELECT count(*) AS n FROM patients WHERE patient_id IN (SELECT '{v}')"),
+    ("exists", "SELECT count(*) AS n FROM patients p WHERE EXISTS (SELECT 1 WHERE p.patient_id = '{v}')"),
+    ("lateral", "SELECT count(*) AS n FROM patients p, LATERAL (SELECT 1 AS one WHERE p.patient_id = '{v}') l"),
+    ("struct-pack", "SELECT count(*) AS n FROM patients p JOIN (SELECT {{'patient_id': '{v}'}} AS s) g "
+                    "ON p.patient_id = g.s.patient_id"),
+]
+
+
+@pytest.mark.parametrize(("sql",), [pytest.param(s, id=i) for i, s in MORE])
+def test_other_join_forms_do_not_test_a_projected_value(engine: SqlEngine, sql: str) -> None:
+    value = hidden_value(engine)
+    with pytest.raises(SqlError) as caught:
+        rows = run(engine, sql.format(v=value))
+        pytest.fail(f"served: {rows}")
+    assert caught.value.code == "42501", caught.value
