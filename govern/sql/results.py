@@ -124,8 +124,8 @@ def check_projection(statement: Statement, refs: Sequence[Reference], plans: dic
               and plans[r.dataset].result.projection}  # type: ignore[union-attr]
     ref_ids = {id(r.node) for r in refs}
     for node in tree.walk():
-        natural = isinstance(node, exp.Join) and str(node.args.get("method") or "").upper() == "NATURAL"
-        if natural and not _all_datasets(node, ref_ids):
+        if (isinstance(node, exp.Join) and str(node.args.get("method") or "").upper() == "NATURAL"
+                and not _all_datasets(node, ref_ids)):
             raise _refuse(text, node, "a dataset with projection-only columns is read: NATURAL JOIN only between "
                                       "datasets (it may join a projection-only column to a value you wrote)")
         if isinstance(node, exp.Join) and node.args.get("using") and not _all_datasets(node, ref_ids):
