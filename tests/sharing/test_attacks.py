@@ -97,3 +97,22 @@ def test_an_expired_profile_is_refused(attacked) -> None:
     token = json.loads(path.read_text())["bearerToken"]
     r = httpx.get(f"{attacked.server.url}/delta-sharing/shares", headers={"Authorization": f"Bearer {token}"})
     _refused(attacked, r, 401, "ticket-expired")
+
+
+def test_hostile_ranges_and_a_fragment_ticket_on_a_file_url(attacked) -> None:
+    """A Range whose numbers are too long for Python's int() (4,300 digits) is a 416, not a
+    crash; a ticket for a Spark fragment does not open a shared file."""
+    url = _url(attacked, "bob", "research")
+    huge = "9" * 5000
+    for value in (f"bytes={huge}-", f"bytes=0-{huge}", f"bytes=-{huge}"):
+        r = httpx.get(url, headers={"Range": value})
+        assert r.status_code in (206, 416), (value[:20], r.status_code, r.text[:200])
+        if r.status_code == 416:
+            assert b"PAR1" not in r.content
+    world = attacked.world
+    scan = httpx.post(f"{attacked.server.url}/v1/datasets/patients/scan",
+                      headers={**world.auth("bob"), "X-Purpose": "research"}, json={})
+    assert scan.status_code == 200, scan.text
+    fragment_ticket = scan.json()["fragments"][0]["ticket"]
+    head = url.partition("?ticket=")[0]
+    _refused(attacked, httpx.get(f"{head}?ticket={fragment_ticket}"), 401, "unauthenticated")

@@ -249,6 +249,12 @@ def _file_url(gw: Gateway, request: Request, ex: Exchange, found: Materialized) 
 
 # -- files ---------------------------------------------------------------------------------------------
 
+def _position(digits: str) -> int:
+    """A Range number; past 18 digits it is beyond any file, and ``int()`` of thousands of
+    digits would raise (Python caps str→int at 4,300 digits): a crash, not an answer."""
+    return int(digits) if len(digits) <= 18 else 10**18
+
+
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     """(first, last) byte of a single ``Range: bytes=…``; None for no (or a multi-part) range."""
     if not header:
@@ -259,12 +265,12 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     if m is None or (not m.group(1) and not m.group(2)):
         raise RangeNotSatisfiable("only 'Range: bytes=first-last' is supported", limit=size)
     if not m.group(1):  # the last n bytes
-        n = int(m.group(2))
+        n = _position(m.group(2))
         if n == 0:
             raise RangeNotSatisfiable(f"the range is empty (the file has {size} bytes)", limit=size)
         return max(0, size - n), size - 1
-    first = int(m.group(1))
-    last = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+    first = _position(m.group(1))
+    last = min(_position(m.group(2)), size - 1) if m.group(2) else size - 1
     if first >= size or last < first:
         raise RangeNotSatisfiable(f"the range lies outside the file ({size} bytes)", limit=size)
     return first, last
