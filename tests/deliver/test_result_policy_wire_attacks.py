@@ -81,3 +81,12 @@ def test_small_groups_are_folded_on_every_door(server: Server) -> None:  # noqa:
     assert direct == prepared == fetched
     assert all(n >= 10 for _zip, n in fetched)
     assert len(copied) == len(direct)
+
+
+def test_a_fetch_count_too_long_for_int_is_an_error_not_a_dead_connection(server: Server) -> None:  # noqa: F811
+    with connect(server) as conn:
+        with pytest.raises(psycopg.Error) as caught, conn.transaction():
+            conn.execute("DECLARE c CURSOR FOR SELECT region, count(*) AS n FROM patients GROUP BY region")
+            conn.execute(f"FETCH {'9' * 5000} FROM c").fetchall()
+        assert caught.value.sqlstate and not caught.value.sqlstate.startswith("XX"), caught.value
+        assert conn.execute("SELECT 1 AS one").fetchall() == [(1,)]  # the session lives on
