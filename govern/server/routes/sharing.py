@@ -230,10 +230,10 @@ def _query(gw: Gateway, ex: Exchange, request: Request, share: str, schema: str,
     entry = found.entry
     ex.extra.update({"file_id": entry.file_id, "files": 1, "built": found.built,
                      "hints": sorted(k for k, v in body.model_dump().items() if v is not None)})
-    ex.finish(rows=None)
     lines = [protocol_line(),
              metadata_line(stable_id("table", share, table), entry.schema(), size=entry.size, num_files=1),
              file_line(url, entry.file_id, entry.size, entry.rows, expires * 1000)]
+    ex.finish(rows=None)
     return Response("\n".join(lines) + "\n", media_type=NDJSON, headers=_headers(version))
 
 
