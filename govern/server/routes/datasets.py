@@ -14,13 +14,16 @@ import pyarrow as pa
 from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
 from govern.deliver.gateway import Gateway
 from govern.deliver.governor import GovernedRead, PolicyState
 from govern.deliver.lifecycle import Exchange
 from govern.errors import InvalidRequest, LimitExceeded, StorageError
 from govern.plan.model import AccessPlan
+from govern.plan.predicates import compile_client_filter
 from govern.server.bodies import validate
+from govern.server.contract import errors, json_body
 from govern.server.exchange import (
     bearer,
     body_purpose,
@@ -46,7 +49,8 @@ def _gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-@router.get("", summary="Datasets you may read under the declared purpose")
+@router.head("", summary="Datasets you may read (headers only)", responses=errors())
+@router.get("", summary="Datasets you may read under the declared purpose", responses=errors())
 def list_datasets(request: Request, authorization: Auth = None, x_purpose: PurposeHeader = None,
                   purpose: PurposeQuery = None) -> dict:
     with governed(request, "list", "list") as ex:
@@ -59,7 +63,8 @@ def list_datasets(request: Request, authorization: Auth = None, x_purpose: Purpo
     return {"purpose": p, "datasets": items}
 
 
-@router.get("/{name}", summary="The schema as you see it, with each column's action and why")
+@router.head("/{name}", summary="The schema as you see it (headers only)", responses=errors())
+@router.get("/{name}", summary="The schema as you see it, with each column's action and why", responses=errors())
 def describe_dataset(name: str, request: Request, authorization: Auth = None, x_purpose: PurposeHeader = None,
                      purpose: PurposeQuery = None) -> dict:
     with governed(request, "describe", "describe", name) as ex:
@@ -85,10 +90,15 @@ def describe_dataset(name: str, request: Request, authorization: Auth = None, x_
     return body
 
 
+@router.head(
+    "/{name}/rows",
+    summary="The headers of a read (media type, plan hash) without reading: the same checks, no rows",
+    responses={200: {"content": {m: {} for m in MEDIA_TYPES.values()}}, **errors(408, 413)},
+)
 @router.get(
     "/{name}/rows",
     summary="Stream the rows you may see (masked, filtered), as Arrow, Parquet, CSV or JSON lines",
-    responses={200: {"content": {m: {} for m in MEDIA_TYPES.values()}}},
+    responses={200: {"content": {m: {} for m in MEDIA_TYPES.values()}}, **errors(408, 413)},
 )
 def read_rows(
     name: str,
@@ -102,7 +112,7 @@ def read_rows(
                                                       "Without it, a read of more than max_rows rows is "
                                                       "refused (413) or cut short, never truncated.")] = None,
     format: Annotated[Literal["arrow", "parquet", "csv", "jsonl"], Query()] = "arrow",
-) -> ReadStream:
+) -> Response:
     gw = _gateway(request)
     cap = gw.settings.max_rows
     with governed(request, "rows", "read", name) as ex:
@@ -116,6 +126,14 @@ def read_rows(
         cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
         if columns is not None and not cols:
             raise InvalidRequest("columns is empty")
+        if request.method == "HEAD":  # the same checks and headers as a read, without reading
+            plan = ex.compile(name, "read")
+            if filter:
+                compile_client_filter(filter)
+            ex.finish()
+            head = Response(media_type=MEDIA_TYPES[format], headers=_read_headers(name, format, plan))
+            del head.headers["content-length"]  # unknown without reading (not 0)
+            return head
         ex.admit()
         stored = _materialized(gw, ex, name, cols, filter, limit, cap)
         if stored is not None and format == "parquet" and cols is None and limit is None:
@@ -142,10 +160,15 @@ def read_rows(
                     opened.reader.close()
 
             stream = ex.stream(lambda finish: encode(format, reader, finish), close=close)
+    return ReadStream(stream, media_type=MEDIA_TYPES[format], headers=_read_headers(name, format, plan),
+                      known_length=format == "parquet")
+
+
+def _read_headers(name: str, format: str, plan: AccessPlan) -> dict[str, str]:
     headers = {"x-govern-plan-hash": plan.hash, "x-govern-policy-version": plan.policy_version or ""}
     if format in ("csv", "jsonl", "parquet"):
         headers["content-disposition"] = f'attachment; filename="{name}.{format}"'
-    return ReadStream(stream, media_type=MEDIA_TYPES[format], headers=headers)
+    return headers
 
 
 def _materialized(gw: Gateway, ex: Exchange, name: str, cols: list[str] | None, filter: str | None,
@@ -236,8 +259,7 @@ class ReidentifyRequest(BaseModel):
 
 
 @router.post("/{name}/reidentify", summary="Reverse tokenize tokens (needs the reidentify action)",
-             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                 "schema": ReidentifyRequest.model_json_schema()}}}})
+             openapi_extra=json_body(ReidentifyRequest), responses=errors(413))
 async def reidentify(name: str, request: Request) -> dict:
     async with governed(request, "reidentify", "reidentify", name) as ex:
         await run_in_threadpool(ex.authenticate, bearer(request))
