@@ -183,7 +183,7 @@ def dry_run(v: Viewer, folder_text: str | None) -> dict[str, Any]:
                                                     key_id=key_id))
     changes = dryrun.matrix_diff(before, after)
     records = recent_records(v, REPLAY_RECORDS)
-    replayed = dryrun.replay(records, proposed, decider, new_schemas, key_id=key_id)
+    replayed = dryrun.replay(records, proposed, decider, new_schemas, key_id=key_id, known=dryrun.read_plans(after))
     out.update(ran=True, problems=[], version=proposed.version, current_version=state.policy.version,
                changes=changes, gains=sum(c.kind == "gain" for c in changes),
                losses=sum(c.kind == "loss" for c in changes), replay=replayed, errors=errors,
