@@ -248,3 +248,32 @@ def test_profiles_drift_plots_and_the_gateways_metrics(console) -> None:
     metrics = client.get("/metrics").text
     assert re.search(r'govern_drift_column\{against="baseline",column="charges",dataset="patients",view="\w+"\} 1.0',
                      metrics)
+
+
+def test_an_oidc_bearer_signs_in_and_its_expiry_ends_the_session(world) -> None:
+    import json
+    import time
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.identity.conftest import public_jwk
+    from tests.server.test_oidc import AUDIENCE, ISSUER, token
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (world.directory / "jwks.json").write_text(json.dumps({"keys": [public_jwk(key, "k-1", use="sig")]}))
+    with (world.directory / "govern.yaml").open("a") as fh:
+        fh.write(f"oidc:\n  issuer: '{ISSUER}'\n  audience: {AUDIENCE}\n  jwks_file: jwks.json\n"
+                 "  roles_claim: groups\n  attribute_claims: {clearance: clearance}\n  leeway_seconds: 0\n")
+    with make_client(world) as client:
+        bearer = token(key, groups=["steward"], clearance="confidential", exp=int(time.time()) + 3)
+        page = client.get("/console")
+        r = client.post("/console/signin", data={"token": bearer, "purpose": "governance",
+                                                 "csrf": form_token(page.text)}, follow_redirects=False)
+        assert r.status_code == 303, r.text
+        r = client.get("/console/access", params={"dataset": "patients"})
+        assert r.status_code == 200 and "carol" in r.text
+        [record] = records(client, r.headers["x-request-id"])
+        assert record.principal.endswith(":frank") and bearer not in str(record)
+        time.sleep(4)
+        r = client.get("/console/catalog")
+        assert r.status_code == 401 and "expired" in r.text
