@@ -303,6 +303,29 @@ async def profile(request: Request) -> Response:
         return console.refusal(request, exc)
 
 
+@router.post("/monitoring/baseline")
+async def baseline(request: Request) -> Response:
+    """Make a profiled data version the baseline of the steward's view: the version drift alerts
+    (``/metrics``) and the Monitoring page compare against."""
+    console = _console(request)
+    ex = _exchange(request, "console.baseline", "console_baseline")
+    try:
+        async with ex:
+            viewer, session = await run_in_threadpool(console.enter, request, ex)
+            form = await _authenticated_form(ex, request)
+            _check_csrf(session, form)
+            dataset, version = form.get("dataset", ""), form.get("data_version", "")
+            if dataset not in viewer.administered:
+                raise NotFound(f"no dataset '{dataset}' is available to you for purpose '{viewer.purpose}'")
+            ex.dataset = dataset
+            ex.extra["data_version"] = version[:64]
+            await run_in_threadpool(pages.set_baseline, viewer, dataset, version)
+            await run_in_threadpool(ex.finish, status=303)
+        return console.secured(RedirectResponse(f"/console/monitoring?dataset={quote(dataset)}", 303))
+    except GovernError as exc:
+        return console.refusal(request, exc)
+
+
 # -- vendored assets (operational routes: no data, not audited) ----------------------------------------
 def _asset(path: str) -> Callable[[], Response]:
     content, media = ASSETS[path]

@@ -248,6 +248,19 @@ def test_profiles_drift_plots_and_the_gateways_metrics(console) -> None:
     metrics = client.get("/metrics").text
     assert re.search(r'govern_drift_column\{against="baseline",column="charges",dataset="patients",view="\w+"\} 1.0',
                      metrics)
+    # make the latest version the baseline of the alerts: nothing left to compare against it
+    latest = re.findall(r'name="data_version" value="(\w+)"', page)
+    assert len(latest) == 1  # the one that is not the baseline yet
+    r = client.post("/console/monitoring/baseline", data={"dataset": "patients", "data_version": latest[0],
+                                                          "csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303
+    assert records(client, r.headers["x-request-id"])[0].action == "console_baseline"
+    assert 'against="baseline"' not in client.get("/metrics").text
+    assert "Drift against the baseline version" not in client.get("/console/monitoring",
+                                                                   params={"dataset": "patients"}).text
+    r = client.post("/console/monitoring/baseline", data={"dataset": "patients", "data_version": "0" * 16,
+                                                          "csrf": csrf})
+    assert r.status_code == 404
 
 
 def test_an_oidc_bearer_signs_in_and_its_expiry_ends_the_session(world) -> None:
