@@ -290,3 +290,21 @@ def test_an_oidc_bearer_signs_in_and_its_expiry_ends_the_session(world) -> None:
         time.sleep(4)
         r = client.get("/console/catalog")
         assert r.status_code == 401 and "expired" in r.text
+
+
+def test_markup_in_what_callers_send_is_shown_as_text(console) -> None:
+    """A caller controls text that lands in audit records (an unknown column's name is echoed in
+    the refusal, a purpose is recorded as declared): the audit page must render it inert."""
+    client, world = console
+    evil = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+    r = client.get("/v1/datasets/patients/rows", params={"columns": f"zip,{evil}", "limit": 1},
+                   headers={**world.auth("alice"), "X-Purpose": "analytics"})
+    assert r.status_code in (400, 403, 404)
+    r = client.get("/v1/datasets", headers={**world.auth("alice"), "X-Purpose": evil})
+    assert r.status_code == 403
+    sign_in(client, world)
+    recorded = [r for r in client.app.state.gateway.audit.latest(50) if evil in (r.detail or "") or evil == r.purpose]
+    assert any(r.dataset == "patients" for r in recorded)  # the attacker's text is in the log, on your dataset
+    page = client.get("/console/audit", params={"principal": "alice"}).text
+    assert "<script>alert" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # shown, as text
