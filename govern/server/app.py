@@ -24,9 +24,9 @@ from govern.config import Settings
 from govern.deliver.gateway import Gateway, build_gateway
 from govern.deliver.lifecycle import Exchange
 from govern.errors import GovernError
+from govern.logs import configure_logging, request_id_var
 from govern.server.contract import describe
 from govern.server.exchange import METHODS, ExchangeMiddleware
-from govern.server.logs import configure_logging, request_id_var
 from govern.server.problems import from_error, problem_response
 from govern.server.routes import audit, datasets, dp, encrypted, health, policy, sql, synthetic
 from govern.sql.isolation import SqlService

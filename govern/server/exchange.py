@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from govern.deliver.gateway import Gateway
 from govern.deliver.lifecycle import Bearer, Call, Exchange
 from govern.errors import ClientGone, InvalidRequest, LimitExceeded
-from govern.server.logs import request_id_var
+from govern.logs import request_id_var
 from govern.server.problems import problem_response
 
 __all__ = ["OPERATIONAL", "ExchangeMiddleware", "bearer", "governed", "load_json", "purpose_candidates",
