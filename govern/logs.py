@@ -90,7 +90,7 @@ def log_everything_as_json(level: str = "info") -> None:
         if args.exc_type is SystemExit:
             return
         crash.error("uncaught exception in a thread", exc_info=args.exc_value,
-                    extra={"thread": args.thread.name if args.thread else None})
+                    extra={"thread_name": args.thread.name if args.thread else None})
 
     sys.excepthook = uncaught
     threading.excepthook = uncaught_in_thread
