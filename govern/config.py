@@ -96,10 +96,16 @@ class Settings(BaseSettings):
     batch_size: int = 32_768  # rows; peak memory of a streamed read scales with it (docs/performance.md)
     mask_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     max_rows: int = 10_000_000
+    # Scan manifests (docs/adapters.md#tier-1): stored rows per fragment, lifetime of a fragment ticket
+    fragment_rows: int = Field(default=1_000_000, ge=1)
+    fragment_ticket_ttl: float = Field(default=3_600.0, gt=0)
 
     # Server (used by the gateway)
     host: str = "127.0.0.1"
     port: int = 8000
+    # The console's policy dry run reads proposed policy folders only under this folder
+    # (default: the parent of policy_dir, e.g. a checkout of another branch beside it).
+    console_dry_run_root: Path | None = None
     audit_url: str | None = None  # default: sqlite under state_dir; or postgresql://...
     audit_table_prefix: str = "govern_"
     # Signed checkpoints of the audit chain's head (docs/security.md#audit): keep the file where
@@ -108,6 +114,13 @@ class Settings(BaseSettings):
     audit_public_keys: dict[str, str] = Field(default_factory=dict)  # key id -> public key (verify only)
     audit_queue_limit: int = Field(default=256, ge=1)  # submitted refusals waiting before coalescing
     ledger_url: str | None = None  # privacy budget ledger; default: sqlite under state_dir
+    # A fleet (several instances over one PostgreSQL audit_url; docs/deployment.md): heartbeat
+    # into <audit_table_prefix>fleet_instances, follow peers' policy reloads (LISTEN/NOTIFY) and
+    # re-read the shared policy folder every fleet_recheck seconds (the convergence bound).
+    instance_id: str | None = None  # default: host:pid:random
+    fleet_heartbeat: float = Field(default=2.0, gt=0.0)
+    fleet_recheck: float = Field(default=30.0, gt=0.0)
+    fleet_follow: bool = True  # reload when a peer announces another policy version
     ledger_table_prefix: str = "govern_"
     dp_workers: int = 2  # differentially private releases computed at once (a bounded pool)
     oidc: OidcSettings | None = None
@@ -129,6 +142,9 @@ class Settings(BaseSettings):
     pg_port: int | None = 6432  # 0 or null: no PostgreSQL wire server
     pg_idle_timeout: float = 3_600.0  # seconds a wire session may wait between messages
     pg_session_lifetime: float = 86_400.0  # seconds a wire session may last in all
+    pg_tls_cert: Path | None = None  # PEM certificate (chain): answer SSLRequest with TLS (govern keys tls)
+    pg_tls_key: Path | None = None  # PEM private key of pg_tls_cert
+    pg_tls_required: bool = True  # with a certificate: refuse non-loopback clients that do not use TLS
 
     # Arrow Flight SQL server of `govern serve` (ADBC, pyarrow.flight); see docs/flight.md
     flight_host: str = "127.0.0.1"
@@ -146,6 +162,17 @@ class Settings(BaseSettings):
     sql_workers: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     sql_worker_memory: str = "3GB"
     sql_batch_bytes: int = 67_108_864
+
+    # Masked materializations (govern.storage.materialized; docs/sharing.md): masked Parquet per
+    # (plan hash, data version), served to repeated /rows reads, Delta Sharing files, Spark fragments
+    materialize_max_bytes: int = Field(default=1 << 30, ge=0)  # bytes the store keeps (LRU); 0: off
+    materialize_url: str | None = None  # s3://bucket/prefix; default: state_dir/materialized
+    materialize_on_read: bool = True  # a /rows read without columns, filter or limit builds one lazily
+
+    # Delta Sharing (/delta-sharing; docs/sharing.md)
+    sharing_file_ttl: float = Field(default=900.0, gt=0)  # seconds a file URL (its ticket) stays valid
+    sharing_profile_ttl: float = Field(default=30 * 86_400.0, gt=0)  # seconds a profile's bearer token lives
+    sharing_public_url: str | None = None  # base of file URLs (behind a proxy); default: the request's
 
     # Homomorphically encrypted views (CKKS); see docs/encryption.md
     he_key_dir: Path | None = None  # default: state_dir/he_keys (folders 0700, key files 0600)
@@ -225,7 +252,8 @@ class SettingsFile(YamlConfigSettingsSource):
 
 # Settings that name files or folders: relative to govern.yaml's folder when written there.
 FILE_PATHS = ("policy_dir", "data_root", "state_dir", "masking_key_file", "he_key_dir", "audit_checkpoint_file",
-              "ssl_certfile", "ssl_keyfile")
+              "ssl_certfile", "ssl_keyfile", "pg_tls_cert", "pg_tls_key",
+              "console_dry_run_root")
 
 # The settings file of the Settings being built now (load_settings sets it for one call): how
 # Settings.settings_customise_sources learns which file to read.

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -296,3 +296,31 @@ def execute(plan: AccessPlan, reader: pa.RecordBatchReader, keys: KeyRing, *,
         raise
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise MaskError(f"masking failed ({type(exc).__name__})") from None
+
+
+def mask_batches(plan: AccessPlan, batches: Iterable[pa.RecordBatch], keys: KeyRing, *,
+                 schema: pa.Schema | None = None, columns: list[str] | None = None,
+                 threads: int = 1) -> Iterator[pa.RecordBatch]:
+    """``plan`` applied to raw record batches: row filters, then every mask — the gateway's
+    bytes, batch by batch, with bounded memory.
+
+    The one engine function a distributed framework builds on (a Ray ``map_batches`` or a Dask
+    ``map_partitions`` over raw files, on *trusted* workers that hold the keys — like Spark's
+    Tier 2): each worker calls it on its own partition's batches. Masks are functions of a row's
+    values and the keys, never of its position, so any split gives the same rows. ``schema``:
+    the raw batches' schema (needed when ``batches`` may be empty; else the first batch's). A
+    batch of another schema, or a failure midway, raises and yields nothing more (fail closed)."""
+    it = iter(batches)
+    first = next(it, None)
+    if first is None and schema is None:
+        raise ValueError("mask_batches: pass schema= when the batches may be empty")
+    raw_schema = schema if schema is not None else first.schema  # type: ignore[union-attr]
+
+    def raw() -> Iterator[pa.RecordBatch]:
+        for b in itertools.chain([first] if first is not None else [], it):
+            if not b.schema.equals(raw_schema):
+                raise MaskError("mask_batches: a batch's schema differs from the others")
+            yield b
+
+    yield from execute(plan, pa.RecordBatchReader.from_batches(raw_schema, raw()), keys, columns=columns,
+                       threads=threads)

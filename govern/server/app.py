@@ -21,6 +21,8 @@ from starlette.routing import Match
 
 from govern import __version__
 from govern.config import Settings
+from govern.console import routes as console_routes
+from govern.console.service import Console
 from govern.deliver.gateway import Gateway, build_gateway
 from govern.deliver.lifecycle import Exchange
 from govern.errors import GovernError
@@ -28,7 +30,18 @@ from govern.logs import configure_logging, request_id_var
 from govern.server.contract import describe
 from govern.server.exchange import METHODS, ExchangeMiddleware
 from govern.server.problems import from_error, problem_response
-from govern.server.routes import audit, datasets, dp, encrypted, health, policy, sql, synthetic
+from govern.server.routes import (
+    audit,
+    datasets,
+    dp,
+    encrypted,
+    health,
+    policy,
+    scans,
+    sharing,
+    sql,
+    synthetic,
+)
 from govern.sql.isolation import SqlService
 
 __all__ = ["create_app"]
@@ -70,6 +83,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_servic
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.watch_policies and gw.reloader is not None:
             gw.reloader.start()
+        if gw.fleet is not None:
+            gw.fleet.start()  # heartbeat and follow the peers' policy reloads (govern.deliver.fleet)
         gw.sql_service.start()  # in the background: the first query need not wait for the imports
         try:
             yield
@@ -83,6 +98,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_servic
         lifespan=lifespan,
     )
     app.state.gateway = gw
+    app.state.console = Console(gw)  # the steward console at /console (govern.console)
 
     @app.exception_handler(GovernError)
     async def governed(request: Request, exc: GovernError) -> Response:
@@ -111,6 +127,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_servic
 
     app.openapi = lambda: describe(app)  # type: ignore[method-assign]
     app.add_middleware(ExchangeMiddleware, gateway=gw)
-    for module in (health, datasets, sql, dp, audit, policy, encrypted, synthetic):
+    for module in (health, datasets, scans, sql, dp, audit, policy, encrypted, synthetic, sharing):
         app.include_router(module.router)
+    app.include_router(console_routes.router)
     return app

@@ -24,6 +24,7 @@ import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from govern.console.assets import ASSET_PATHS
 from govern.deliver.gateway import Gateway
 from govern.deliver.lifecycle import Bearer, Call, Exchange
 from govern.errors import ClientGone, InvalidRequest, LimitExceeded
@@ -36,9 +37,9 @@ __all__ = ["OPERATIONAL", "ExchangeMiddleware", "bearer", "governed", "load_json
 log = logging.getLogger("govern.access")
 
 # Routes that carry no governed data and are not requests of a principal: probes, metrics and
-# the API description. They are not audited (a load balancer's probes would flood the log).
+# the API description, the console's static files. They are not audited (a load balancer's probes would flood the log).
 OPERATIONAL = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-                         "/redoc"})
+                         "/redoc"}) | ASSET_PATHS  # the console's vendored CSS and JS
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 

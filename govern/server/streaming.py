@@ -29,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from govern.deliver.lifecycle import AuditedStream
 
-__all__ = ["CHUNK", "MEDIA_TYPES", "ReadStream", "encode"]
+__all__ = ["CHUNK", "MEDIA_TYPES", "Chunk", "ReadStream", "encode"]
 
 MEDIA_TYPES = {
     "arrow": "application/vnd.apache.arrow.stream",

@@ -134,23 +134,28 @@ def read_rows(
             del head.headers["content-length"]  # unknown without reading (not 0)
             return head
         ex.admit()
-        # Without a limit, read one row past the cap: the extra row shows the cap was hit.
-        opened = gw.governor.read(principal, name, p, columns=cols, filter=filter,
-                                  limit=limit if limit is not None else cap + 1, state=ex.state)
-        ex.plan = opened.plan
-        try:
-            reader = opened.reader if limit is not None else _within_cap(gw, ex.state, opened, cap)
-        except BaseException:
-            opened.reader.close()
-            raise
-
-        def close() -> None:  # the cap's wrapper, then the governed read under it
-            reader.close()
-            if reader is not opened.reader:
+        stored = _materialized(gw, ex, name, cols, filter, limit, cap)
+        if stored is not None:
+            plan, reader = stored
+            close = reader.close
+        else:
+            # Without a limit, read one row past the cap: the extra row shows the cap was hit.
+            opened = gw.governor.read(principal, name, p, columns=cols, filter=filter,
+                                      limit=limit if limit is not None else cap + 1, state=ex.state)
+            plan = ex.plan = opened.plan
+            try:
+                reader = opened.reader if limit is not None else _within_cap(gw, ex.state, opened, cap)
+            except BaseException:
                 opened.reader.close()
+                raise
+
+            def close() -> None:  # the cap's wrapper, then the governed read under it
+                reader.close()
+                if reader is not opened.reader:
+                    opened.reader.close()
 
         stream = ex.stream(lambda finish: encode(format, reader, finish), close=close)
-    return ReadStream(stream, media_type=MEDIA_TYPES[format], headers=_read_headers(name, format, opened.plan),
+    return ReadStream(stream, media_type=MEDIA_TYPES[format], headers=_read_headers(name, format, plan),
                       known_length=format == "parquet")
 
 
@@ -159,6 +164,42 @@ def _read_headers(name: str, format: str, plan: AccessPlan) -> dict[str, str]:
     if format in ("csv", "jsonl", "parquet"):
         headers["content-disposition"] = f'attachment; filename="{name}.{format}"'
     return headers
+
+
+def _materialized(gw: Gateway, ex: Exchange, name: str, cols: list[str] | None, filter: str | None,
+                  limit: int | None, cap: int) -> tuple[AccessPlan, pa.RecordBatchReader] | None:
+    """The read served from the plan's masked materialization (:mod:`govern.deliver.materialize`),
+    or None for the plan-and-mask path. When (docs/sharing.md#materializations):
+
+    - never with a ``filter`` (it is evaluated by the engine, on the masked view);
+    - ``columns`` only when they are visible columns of the plan (projected from the file;
+      anything else takes the engine path, which refuses it with the usual reasons);
+    - with a ``limit``: only when the materialization exists (a peek never builds one);
+    - without a ``limit``: built on this first read when ``materialize_on_read`` is set; a read
+      of more than ``max_rows`` rows is refused (413) before any byte, exactly.
+    """
+    m = gw.materializer
+    if filter is not None or not m.enabled:
+        return None
+    assert ex.principal is not None and ex.purpose is not None
+    plan = gw.governor.plan(ex.principal, name, ex.purpose, state=ex.state)
+    visible = set(plan.visible_names)
+    if cols is not None and (not set(cols) <= visible or len(set(cols)) != len(cols)):
+        return None
+    if limit is None and gw.settings.materialize_on_read:
+        found = m.get_or_build(ex.principal, name, ex.purpose, state=ex.state)
+        plan, entry, built = found.plan, found.entry, found.built
+    else:
+        hit = m.find(plan, m.data_version(name, ex.state))
+        if hit is None:
+            return None
+        entry, built = hit, False
+    ex.plan = plan
+    ex.extra["materialization"] = {"file_id": entry.file_id, "built": built}
+    if limit is None and entry.rows > cap:
+        raise LimitExceeded(f"this read would return {entry.rows} rows, more than max_rows ({cap}); "
+                            f"pass a limit of at most {cap} or a filter", limit=cap)
+    return plan, entry.reader(cols, limit, gw.settings.batch_size)
 
 
 def _within_cap(gw: Gateway, state: PolicyState, result: GovernedRead, cap: int) -> pa.RecordBatchReader:
