@@ -32,7 +32,7 @@ def registered_routes(app: Any) -> set[Route]:
     """(method, path) of every route the app serves, HEAD aside."""
     out: set[Route] = set()
     for path, item in app.openapi()["paths"].items():
-        out |= {(method.upper(), path) for method in item if method != "head"}  # HEAD: GET's twin
+        out |= {(method.upper(), path) for method in item}
     for route in app.routes:  # routes left out of the schema (FastAPI ≥ 0.165 nests included routers)
         contexts = route.effective_route_contexts() if hasattr(route, "effective_route_contexts") else [route]
         for ctx in contexts:
