@@ -28,7 +28,7 @@ from govern.console.assets import ASSET_PATHS
 from govern.deliver.gateway import Gateway
 from govern.deliver.lifecycle import Bearer, Call, Exchange
 from govern.errors import ClientGone, InvalidRequest, LimitExceeded
-from govern.server.logs import request_id_var
+from govern.logs import request_id_var
 from govern.server.problems import problem_response
 
 __all__ = ["OPERATIONAL", "ExchangeMiddleware", "bearer", "governed", "load_json", "purpose_candidates",

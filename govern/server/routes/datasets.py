@@ -130,7 +130,7 @@ def read_rows(
             plan = ex.compile(name, "read")
             if filter:
                 compile_client_filter(filter)
-            ex.finish()
+            ex.finish(rows=0)  # recorded like any request: a HEAD sent no rows
             head = Response(media_type=MEDIA_TYPES[format], headers=_read_headers(name, format, plan))
             del head.headers["content-length"]  # unknown without reading (not 0)
             return head
