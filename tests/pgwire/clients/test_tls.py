@@ -72,3 +72,41 @@ def test_clients_not_on_this_machine_must_use_tls(tls_pg) -> None:
     assert refused.returncode != 0 and "requires TLS" in refused.stderr
     encrypted = psql(tls_pg, address, "require")
     assert encrypted.returncode == 0, encrypted.stderr
+
+
+def test_the_https_recipe_of_docs_security_serves_the_api_over_tls(tls_pg, tmp_path) -> None:
+    import re
+    import time
+
+    import httpx
+
+    from tests.gateway import free_port
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "security.md").read_text()
+    block = re.search(r"```python\n(# https\.py.*?)```", doc, re.S)
+    assert block is not None
+    script = tmp_path / "https.py"
+    script.write_text(block.group(1))
+    port = free_port()
+    d = tls_pg.world.directory
+    proc = subprocess.Popen([sys.executable, str(script), str(d / "govern.yaml"), str(port),
+                             str(d / "tls" / "tls.crt"), str(d / "tls" / "tls.key")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "GOVERN_PG_PORT": "0", "GOVERN_FLIGHT_PORT": "0"})
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                answer = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=str(d / "tls" / "tls.crt"),
+                                   timeout=5)  # the certificate verifies: it is the one served
+                break
+            except httpx.ConnectError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.3)
+        assert answer.status_code == 200
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)  # no clear-text HTTP on that port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
