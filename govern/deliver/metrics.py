@@ -32,6 +32,13 @@ class Metrics:
         self.catalog_unanswered = Counter("govern_pgwire_catalog_unanswered_total",
                                           "Catalog queries the emulation could not answer (an error was sent)",
                                           registry=self.registry)
+        self.policy = Gauge("govern_policy_version_info", "The policy version this instance serves "
+                            "(value: since when, unix seconds)", ["version"], registry=self.registry)
+
+    def serving(self, version: str, since: float) -> None:
+        """The one policy version this instance serves now (the fleet compares them)."""
+        self.policy.clear()
+        self.policy.labels(version=version).set(since)
 
     def delivered(self, datasets: list[str], rows: int, nbytes: int) -> None:
         for name in datasets:

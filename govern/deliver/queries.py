@@ -61,6 +61,8 @@ def _describe(ex: Exchange, result: SqlResult) -> None:
     ex.extra["datasets"] = list(result.datasets)
     if result.cached:
         ex.extra["cached"] = list(result.cached)  # views served from the view cache
+    if result.suppressed_groups is not None:  # a min_group result policy applied
+        ex.extra["suppressed_groups"] = result.suppressed_groups
     ex.extra["plans"] = dict(result.plans)
     read: dict[str, dict[str, str]] = {}
     for name, cols in result.columns.items():

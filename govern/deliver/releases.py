@@ -8,14 +8,18 @@ recorded as served when it was not::
       → compute (bounded pool) → check the result can be represented (finite numbers)
       → charge the ledger → the caller's representation → the one ``ok`` record
 
-A result the surface cannot represent (a sum that overflowed to infinity with bounds of 1e308)
-is refused *before* the charge; a charge that fails (over budget, ledger down) leaves the
-computed result unseen.
+Bounds that could overflow are refused from the request before anything is read. Any failure
+once the data is being read (a 5xx, a result that is not a finite number) is charged before it
+is raised: a failure that depends on the data is an answer about it and never free (issue 18).
+A charge that fails (over budget, ledger down) leaves the computed result unseen. If rendering or the ``ok`` record then fails, no byte of the result has
+left the process, so the charge is refunded (``BudgetLedger.refund``, once per request id);
+after the record is written the charge stays, whatever happens to the connection.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -23,15 +27,19 @@ import pyarrow as pa
 
 from govern.deliver.governor import Governor
 from govern.deliver.lifecycle import Exchange
-from govern.errors import InvalidRequest
+from govern.errors import AccessDenied, GovernError, InvalidRequest
+from govern.plan.model import AccessPlan
+from govern.plan.predicates import referenced_columns
 from govern.privacy.dp import sql as dp_sql
 from govern.privacy.dp.query import DpQuery
 from govern.privacy.dp.service import DpRelease, DpService
 from govern.privacy.dp.sql import DpSql
 
-__all__ = ["describe_sql", "release_dp", "release_table", "sql_types", "translate_sql"]
+__all__ = ["check_result_policy", "describe_sql", "release_dp", "release_table", "sql_types",
+           "suppress_small_groups", "translate_sql"]
 
 R = TypeVar("R")
+log = logging.getLogger("govern.deliver")
 
 
 def release_dp(ex: Exchange, dp: DpService, query: DpQuery, render: Callable[[DpRelease], R]) -> tuple[DpRelease, R]:
@@ -44,27 +52,116 @@ def release_dp(ex: Exchange, dp: DpService, query: DpQuery, render: Callable[[Dp
     assert ex.principal is not None and ex.purpose is not None  # authorize() checked both
     prepared = dp.prepare(ex.principal, ex.purpose, query, state=ex.state)
     ex.plan = prepared.access_plan
+    check_result_policy(prepared.access_plan, query)  # from the request and the plan only
     ex.admit()
-    result = dp.compute(prepared)
-    _representable({"rows": result.rows, "privacy": result.privacy()})
+    try:
+        result = dp.compute(prepared)
+    except BaseException as exc:
+        if _failed_on_data(exc):
+            _charge_failure(ex, dp, prepared)
+        raise
+    if not _representable({"rows": result.rows, "privacy": result.privacy()}):
+        _charge_failure(ex, dp, prepared)  # computed on the data: the refusal is an answer, so it is paid for
+        raise InvalidRequest("the release has a value that is not a finite number (an overflow): use narrower "
+                             "bounds; it was computed on the data, so it was charged")
     charged = dp.charge(prepared, ex.request_id)
     ex.extra.update(epsilon_spent=query.epsilon, delta_spent=query.delta,
                     budget_left=charged.status.to_dict()["left"], keys=prepared.plan.key_source,
                     threshold=result.threshold)
+    suppressed = suppress_small_groups(prepared.access_plan, query, result.rows)
+    if suppressed is not None:
+        ex.extra["suppressed_groups"] = suppressed
     release = DpRelease(prepared, result, charged, {**prepared.timings, **result.timings})
-    out = render(release)
-    ex.finish(rows=len(result.rows))
+    try:
+        out = render(release)
+        ex.finish(rows=len(result.rows))
+    except BaseException:
+        _refund(dp, ex.request_id)  # nothing left the process: the release was never seen
+        raise
     return release, out
 
 
-def _representable(release: dict[str, Any]) -> None:
-    """Refuse (before any charge) a result with a value no surface can send — a statistic, an
-    interval or a noise scale — since JSON has no infinity or NaN, and neither should a release."""
+def check_result_policy(plan: AccessPlan, query: DpQuery) -> None:
+    """The dataset's result policy on a DP release, decided from the request alone (before
+    anything is read or charged): a projection-only column may not be a group key (its values
+    would be output) nor appear in the filter (a predicate on it); under ``min_group`` the
+    release must include a ``count``, the noisy figure small groups are judged by."""
+    policy = plan.result
+    if policy is None:
+        return
+    hidden = set(policy.projection)
+    keyed = sorted(hidden & set(query.group_by))
+    if keyed:
+        raise AccessDenied(f"column(s) {', '.join(keyed)} are projection-only: a release cannot be grouped by them "
+                           "(their values would be output)")
+    if query.filter and hidden & set(referenced_columns(query.filter)):
+        raise AccessDenied("the filter tests a projection-only column: a predicate on it answers questions about "
+                           "its values")
+    if policy.min_group is not None and not any(a.function == "count" for a in query.aggregates):
+        raise InvalidRequest(f"this dataset has a minimum group size ({policy.min_group.k}): include a count "
+                             "aggregate — small groups are judged by its noisy value")
+
+
+def suppress_small_groups(plan: AccessPlan, query: DpQuery, rows: list[dict[str, Any]]) -> int | None:
+    """Drop, after the charge, the groups whose *released* noisy count is below ``min_group``'s
+    k (whatever its ``semantics``: a charged release cannot be refused without the refusal
+    becoming an oracle, and a remainder would need a second release). The decision uses only
+    released DP values, so it is post-processing: it costs no budget and reveals nothing the
+    release did not. ``None`` when no ``min_group`` applies."""
+    policy = plan.result
+    if policy is None or policy.min_group is None:
+        return None
+    k = policy.min_group.k
+    counts = [a.output_name for a in query.aggregates if a.function == "count"]
+    per_unit = query.contributions if policy.min_group.count == "units" else 1
+
+    def small(row: dict[str, Any]) -> bool:
+        values = [v.get("value") if isinstance(v, dict) else v for v in (row.get(c) for c in counts)]
+        return any(v is None or v / per_unit < k for v in values)
+
+    kept = [row for row in rows if not small(row)]
+    suppressed = len(rows) - len(kept)
+    rows[:] = kept
+    return suppressed
+
+
+def _failed_on_data(exc: BaseException) -> bool:
+    """Whether a failure of the compute step may depend on the data, and so must be paid for:
+    anything but a refusal decided from the request, the plan or the load (4xx: bad bounds or
+    keys, no slot, the deadline)."""
+    if isinstance(exc, GovernError):
+        return exc.status >= 500
+    return isinstance(exc, Exception)
+
+
+def _charge_failure(ex: Exchange, dp: DpService, prepared: Any) -> None:
+    """Charge a release that failed once the data was being read: a failure that depends on the
+    data is an answer about it, so it is never free (over-counting is the safe direction)."""
+    try:
+        dp.charge(prepared, ex.request_id)
+    except GovernError:  # over budget or the ledger down: the original failure is what the caller sees
+        log.warning("a failed release could not be charged", extra={"request_id": ex.request_id})
+        return
+    ex.extra.update(epsilon_spent=prepared.query.epsilon, delta_spent=prepared.query.delta, charged_failure=True)
+
+
+def _refund(dp: DpService, request_id: str) -> None:
+    try:
+        dp.ledger.refund(request_id)
+    except GovernError:  # the ledger is down too: the charge stays (over-counting is safe)
+        log.warning("a charge for an unreleased result could not be refunded", extra={"request_id": request_id})
+
+
+def _representable(release: dict[str, Any]) -> bool:
+    """Whether every value of a computed release — a statistic, an interval or a noise scale —
+    is a finite number a surface can send (JSON has no infinity or NaN, and neither should a
+    release). Bounds that could overflow are refused from the request before anything is read
+    (``dp.compile``), so this is defence in depth."""
     try:
         json.dumps(release, allow_nan=False, default=str)
     except ValueError:
-        raise InvalidRequest("the release has a value that is not a finite number (an overflow): use narrower "
-                             "bounds; nothing was charged") from None
+        return False
+    return True
 
 
 def translate_sql(ex: Exchange, text: str, *, epsilon: float | None, delta: float = 0.0, contributions: int = 1,

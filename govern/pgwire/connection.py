@@ -762,6 +762,8 @@ class Connection:
                 if result.close not in self.portals:
                     raise NotFound(f'cursor "{result.close}" does not exist', sqlstate="34000")
                 await self._close_portal(self.portals.pop(result.close))
+        for notice in cursor.notices:  # e.g. the groups a min_group result policy folded away
+            self.send(wire.error_response("01000", notice, severity="NOTICE", notice=True))
         self.send(wire.command_complete(cursor.command_tag()))
 
     async def _close_portal(self, portal: Portal | None) -> None:

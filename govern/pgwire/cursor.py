@@ -37,6 +37,7 @@ class Cursor:
     sent: int = 0  # rows handed to the connection (what CommandComplete counts)
     finished: bool = False
     closed: bool = False
+    notices: list[str] = field(default_factory=list)  # NoticeResponses sent before CommandComplete
     _encoders: list[Callable[[pa.Array], list[bytes | None]]] | None = None
     _pending: list[bytes] = field(default_factory=list)
     _exhausted: bool = False

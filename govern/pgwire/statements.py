@@ -159,7 +159,11 @@ class Statements:
             self.cancelled.clear()
             result = run_query(ex, self.service, text, params, cancel=self.cancelled)
             try:
-                return self._cursor(ex, named(text, result.schema), _guarded(result.reader), result.close)
+                cursor = self._cursor(ex, named(text, result.schema), _guarded(result.reader), result.close)
+                if result.suppressed_groups is not None:  # a min_group result policy applied
+                    cursor.notices.append(f"suppressed_groups={result.suppressed_groups}: groups below the minimum "
+                                          "group size were folded into the remainder row (keys NULL)")
+                return cursor
             except BaseException:
                 result.close()
                 raise

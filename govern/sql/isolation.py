@@ -295,7 +295,8 @@ def _listen(cancels: Connection, env: WorkerEnv) -> None:
 
 def _send_stream(conn: Connection, result: SqlResult, batch_bytes: int) -> None:
     meta = {"schema": result.schema, "datasets": result.datasets, "plans": result.plans,
-            "columns": result.columns, "access_plans": result.access_plans, "cached": result.cached}
+            "columns": result.columns, "access_plans": result.access_plans, "cached": result.cached,
+            "suppressed_groups": result.suppressed_groups}
     conn.send_bytes(_META + pickle.dumps(meta, protocol=pickle.HIGHEST_PROTOCOL))
     for batch in result.reader:
         for data in _encoded(batch, batch_bytes):
@@ -651,7 +652,8 @@ class SqlService:
         schema: pa.Schema = meta["schema"]
         return SqlResult(schema=schema, reader=pa.RecordBatchReader.from_batches(schema, lease.batches(schema)),
                          datasets=meta["datasets"], plans=meta["plans"], columns=meta["columns"],
-                         access_plans=meta["access_plans"], cached=meta["cached"], _on_close=lease.close)
+                         access_plans=meta["access_plans"], cached=meta["cached"],
+                         suppressed_groups=meta.get("suppressed_groups"), _on_close=lease.close)
 
     def describe(self, principal: Principal, purpose: str, sql: str, params: list[Any] | None,
                  policy: PolicySet, deadline: float, settings: Settings | None = None) -> pa.Schema:
