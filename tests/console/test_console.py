@@ -308,3 +308,19 @@ def test_markup_in_what_callers_send_is_shown_as_text(console) -> None:
     page = client.get("/console/audit", params={"principal": "alice"}).text
     assert "<script>alert" not in page and "<img src=x" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # shown, as text
+
+
+def test_a_dry_run_cannot_read_another_datasets_schema_through_a_moved_location(console) -> None:
+    """A steward of patients only proposes a policy whose ``patients`` reads encounters' file:
+    the dry run must not show encounters' columns (nor anything computed from that file)."""
+    client, world = console
+    edit(world.directory / "policies" / "policy.csv", "p, steward, group:clinical, administer, governance, allow",
+         "p, steward, dataset:patients, administer, governance, allow")
+    assert client.app.state.gateway.reloader.check_now().ok
+    proposed = world.directory / "proposed"
+    shutil.copytree(world.directory / "policies", proposed)
+    edit(proposed / "catalog.yaml", "    location: patients.parquet", "    location: encounters.parquet")
+    csrf = sign_in(client, world)
+    r = client.post("/console/dry-run", data={"folder": "proposed", "csrf": csrf})
+    assert r.status_code == 200, r.text[:500]
+    assert "department" not in r.text and "encounters" not in r.text, r.text[:3000]
