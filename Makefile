@@ -15,8 +15,12 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml setup.py govern/mask/_hmac.c adapters/spark/pyproject.toml adapters/kubeflow/pyproject.toml
 	@test -f /usr/include/openssl/sha.h || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq libssl-dev)
+	@test -f /usr/share/java/postgresql.jar || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq libpostgresql-jdbc-java)
+	@# Debian's Chromium drives the console's browser tests (Playwright never downloads one).
+	@test -x /usr/bin/chromium || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq chromium)
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e '.[server,client,dev,dp,he,synthetic,monitor]' -e adapters/spark -e adapters/kubeflow
+	$(PIP) install --quiet --no-deps delta-sharing==1.4.2  # pins pyarrow<=23: see pyproject.toml (dev)
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install govern with every extra the tests need, and the adapters

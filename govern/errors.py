@@ -231,6 +231,14 @@ class Unsupported(GovernError):
     sqlstate = "0A000"
 
 
+class RangeNotSatisfiable(InvalidRequest):
+    """An HTTP ``Range`` that lies outside the file (a Delta Sharing file, docs/sharing.md)."""
+
+    status = 416
+    slug = "range-not-satisfiable"
+    title = "Range not satisfiable"
+
+
 class BudgetExceeded(GovernError):
     """A privacy release would overspend the caller's budget (or no budget is set): refused,
     and nothing was charged. ``extra`` says what was asked, spent and left."""
@@ -315,6 +323,7 @@ ALL_ERRORS: tuple[type[GovernError], ...] = (
     Overloaded,
     ClientGone,
     Unsupported,
+    RangeNotSatisfiable,
     BudgetExceeded,
     LedgerError,
     ReleaseRefused,

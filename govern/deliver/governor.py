@@ -189,10 +189,15 @@ class Governor:
                 ds, pushdown, applied = storage_dictionary.prune(ds, pushdown), None, False
             except (OSError, pa.ArrowException):
                 pass  # the scan itself reports it, with the catalog's location
-        raw = storage_scan.scan(ds, scan_columns(plan, request), pushdown,
-                                self.settings.batch_size, location=entry.location)
         executor = ArrowExecutor(plan, request, keys, threads=self.settings.mask_threads,
                                  row_filter_applied=applied, filter_exact=filter_exact)
+        scanned = scan_columns(plan, request)
+        if client_filter is not None and all(c in ds.schema.names for c in scanned):
+            # An ill-typed filter is the caller's mistake (400): found on an empty batch before
+            # the scan binds it to storage, where it would read as a storage failure (503).
+            executor.output_schema(pa.schema([ds.schema.field(c) for c in scanned]))
+        raw = storage_scan.scan(ds, scanned, pushdown,
+                                self.settings.batch_size, location=entry.location)
         return GovernedRead(plan, request, executor.reader(raw))
 
     def reidentify(self, principal: Principal, dataset: str, purpose: str, tokens: list[str],

@@ -10,12 +10,15 @@ recorded as served when it was not::
 
 A result the surface cannot represent (a sum that overflowed to infinity with bounds of 1e308)
 is refused *before* the charge; a charge that fails (over budget, ledger down) leaves the
-computed result unseen.
+computed result unseen. If rendering or the ``ok`` record then fails, no byte of the result has
+left the process, so the charge is refunded (``BudgetLedger.refund``, once per request id);
+after the record is written the charge stays, whatever happens to the connection.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -23,15 +26,19 @@ import pyarrow as pa
 
 from govern.deliver.governor import Governor
 from govern.deliver.lifecycle import Exchange
-from govern.errors import InvalidRequest
+from govern.errors import AccessDenied, GovernError, InvalidRequest
+from govern.plan.model import AccessPlan
+from govern.plan.predicates import referenced_columns
 from govern.privacy.dp import sql as dp_sql
 from govern.privacy.dp.query import DpQuery
 from govern.privacy.dp.service import DpRelease, DpService
 from govern.privacy.dp.sql import DpSql
 
-__all__ = ["describe_sql", "release_dp", "release_table", "sql_types", "translate_sql"]
+__all__ = ["check_result_policy", "describe_sql", "release_dp", "release_table", "sql_types",
+           "suppress_small_groups", "translate_sql"]
 
 R = TypeVar("R")
+log = logging.getLogger("govern.deliver")
 
 
 def release_dp(ex: Exchange, dp: DpService, query: DpQuery, render: Callable[[DpRelease], R]) -> tuple[DpRelease, R]:
@@ -44,6 +51,7 @@ def release_dp(ex: Exchange, dp: DpService, query: DpQuery, render: Callable[[Dp
     assert ex.principal is not None and ex.purpose is not None  # authorize() checked both
     prepared = dp.prepare(ex.principal, ex.purpose, query, state=ex.state)
     ex.plan = prepared.access_plan
+    check_result_policy(prepared.access_plan, query)  # from the request and the plan only
     ex.admit()
     result = dp.compute(prepared)
     _representable({"rows": result.rows, "privacy": result.privacy()})
@@ -51,10 +59,68 @@ def release_dp(ex: Exchange, dp: DpService, query: DpQuery, render: Callable[[Dp
     ex.extra.update(epsilon_spent=query.epsilon, delta_spent=query.delta,
                     budget_left=charged.status.to_dict()["left"], keys=prepared.plan.key_source,
                     threshold=result.threshold)
+    suppressed = suppress_small_groups(prepared.access_plan, query, result.rows)
+    if suppressed is not None:
+        ex.extra["suppressed_groups"] = suppressed
     release = DpRelease(prepared, result, charged, {**prepared.timings, **result.timings})
-    out = render(release)
-    ex.finish(rows=len(result.rows))
+    try:
+        out = render(release)
+        ex.finish(rows=len(result.rows))
+    except BaseException:
+        _refund(dp, ex.request_id)  # nothing left the process: the release was never seen
+        raise
     return release, out
+
+
+def check_result_policy(plan: AccessPlan, query: DpQuery) -> None:
+    """The dataset's result policy on a DP release, decided from the request alone (before
+    anything is read or charged): a projection-only column may not be a group key (its values
+    would be output) nor appear in the filter (a predicate on it); under ``min_group`` the
+    release must include a ``count``, the noisy figure small groups are judged by."""
+    policy = plan.result
+    if policy is None:
+        return
+    hidden = set(policy.projection)
+    keyed = sorted(hidden & set(query.group_by))
+    if keyed:
+        raise AccessDenied(f"column(s) {', '.join(keyed)} are projection-only: a release cannot be grouped by them "
+                           "(their values would be output)")
+    if query.filter and hidden & set(referenced_columns(query.filter)):
+        raise AccessDenied("the filter tests a projection-only column: a predicate on it answers questions about "
+                           "its values")
+    if policy.min_group is not None and not any(a.function == "count" for a in query.aggregates):
+        raise InvalidRequest(f"this dataset has a minimum group size ({policy.min_group.k}): include a count "
+                             "aggregate — small groups are judged by its noisy value")
+
+
+def suppress_small_groups(plan: AccessPlan, query: DpQuery, rows: list[dict[str, Any]]) -> int | None:
+    """Drop, after the charge, the groups whose *released* noisy count is below ``min_group``'s
+    k (whatever its ``semantics``: a charged release cannot be refused without the refusal
+    becoming an oracle, and a remainder would need a second release). The decision uses only
+    released DP values, so it is post-processing: it costs no budget and reveals nothing the
+    release did not. ``None`` when no ``min_group`` applies."""
+    policy = plan.result
+    if policy is None or policy.min_group is None:
+        return None
+    k = policy.min_group.k
+    counts = [a.output_name for a in query.aggregates if a.function == "count"]
+    per_unit = query.contributions if policy.min_group.count == "units" else 1
+
+    def small(row: dict[str, Any]) -> bool:
+        values = [v.get("value") if isinstance(v, dict) else v for v in (row.get(c) for c in counts)]
+        return any(v is None or v / per_unit < k for v in values)
+
+    kept = [row for row in rows if not small(row)]
+    suppressed = len(rows) - len(kept)
+    rows[:] = kept
+    return suppressed
+
+
+def _refund(dp: DpService, request_id: str) -> None:
+    try:
+        dp.ledger.refund(request_id)
+    except GovernError:  # the ledger is down too: the charge stays (over-counting is safe)
+        log.warning("a charge for an unreleased result could not be refunded", extra={"request_id": request_id})
 
 
 def _representable(release: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from govern.errors import GovernError, MaskError, UnknownColumn
+from govern.errors import GovernError, MaskError, PredicateError, UnknownColumn
 from govern.mask import registry
 from govern.mask.function import MaskContext
 from govern.mask.keys import KeyRing
@@ -199,18 +199,29 @@ class ArrowExecutor:
             batch = batch.filter(keep, null_selection_behavior="drop")
         if self._early_filter:
             assert self.request.filter is not None
-            batch = batch.filter(evaluate(self.request.filter.sql, batch, self._memo),
-                                 null_selection_behavior="drop")
+            batch = batch.filter(self._client_filter(batch), null_selection_behavior="drop")
         cache: dict = {}  # shared by the masks of this batch only (MaskContext.cache)
         arrays = [self._mask_column(self.plan.column(name), batch, kernel_threads, cache) for name in self._computed]
         masked = pa.RecordBatch.from_arrays(arrays, names=self._computed)
         if self._late_filter:
             assert self.request.filter is not None
-            masked = masked.filter(evaluate(self.request.filter.sql, masked, self._memo),
-                                   null_selection_behavior="drop")
+            masked = masked.filter(self._client_filter(masked), null_selection_behavior="drop")
         if len(self._computed) != len(self.request.columns):
             masked = masked.select(list(self.request.columns))
         return masked
+
+    def _client_filter(self, batch: pa.RecordBatch) -> pa.Array:
+        """The caller's filter on ``batch``; a filter that is not boolean or compares values of
+        different types is the caller's mistake (PredicateError, 400), found on the empty batch
+        of :meth:`output_schema` before any row is read."""
+        assert self.request.filter is not None
+        try:
+            return evaluate(self.request.filter.sql, batch, self._memo)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            # On an empty batch the message names types and the caller's own literals; on data
+            # it may quote a stored value, so only its kind is told.
+            why = str(exc).splitlines()[0] if batch.num_rows == 0 else f"it fails on the data ({type(exc).__name__})"
+            raise PredicateError(f"invalid filter: {why}") from None
 
     def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
         empty = pa.RecordBatch.from_pylist([], schema=input_schema)

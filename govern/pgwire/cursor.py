@@ -37,6 +37,7 @@ class Cursor:
     sent: int = 0  # rows handed to the connection (what CommandComplete counts)
     finished: bool = False
     closed: bool = False
+    notices: list[str] = field(default_factory=list)  # NoticeResponses sent before CommandComplete
     _encoders: list[Callable[[pa.Array], list[bytes | None]]] | None = None
     _pending: list[bytes] = field(default_factory=list)
     _exhausted: bool = False
@@ -59,7 +60,9 @@ class Cursor:
         out. Blocking."""
         assert self._encoders is not None
         want = max_rows or CHUNK_ROWS
-        while len(self._pending) < want and not self._exhausted:
+        # one batch of lookahead: a result of exactly ``want`` rows ends now (CommandComplete and
+        # an ``ok`` audit record), not at a later Execute that a client may never send
+        while len(self._pending) <= want and not self._exhausted:
             try:
                 batch = next(self.batches)
             except StopIteration:

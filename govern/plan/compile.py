@@ -10,7 +10,9 @@ The compiler runs a fixed list of passes, each a small function over a :class:`D
                          among several, the most restrictive (registry order) wins;
 4. ``add_cell_rules``  — cell masks where a predicate holds, unless ``unmask`` on the column;
 5. ``add_row_filters`` — row filters with subject attributes bound as literals, unless the
-                         principal may ``bypass_row_filter``.
+                         principal may ``bypass_row_filter``;
+6. ``add_result_policy`` — the dataset's ``result:`` block for the purpose (or the nearest
+                         parent purpose, else ``*``), limited to the columns still visible.
 
 Every column ends with exactly one action and the reason that decided it.
 """
@@ -36,8 +38,10 @@ from govern.plan.model import (
     AccessPlan,
     CellRule,
     ColumnPlan,
+    KAnonymity,
     MaskSpec,
     Reason,
+    ResultPolicy,
     RowFilter,
     clearance_rank,
     level_rank,
@@ -62,6 +66,7 @@ class Draft:
     columns: dict[str, ColumnPlan] = field(default_factory=dict)
     cell_rules: list[CellRule] = field(default_factory=list)
     row_filters: list[RowFilter] = field(default_factory=list)
+    result: ResultPolicy | None = None
 
     def decide(self, obj: str, action: str):  # -> Decision
         return self.decider.decide(self.principal, obj, action, self.purpose)
@@ -257,12 +262,38 @@ def add_row_filters(d: Draft) -> None:
         d.row_filters.append(RowFilter(pred.sql, Reason("row-filter", f"row filter '{rf.name}': {rf.filter}", source)))
 
 
+def add_result_policy(d: Draft) -> None:
+    assert d.dataset is not None
+    ds = d.dataset
+    if not ds.results:
+        return
+    entry = None
+    for purpose in (*d.decider.ancestors("g3", d.purpose), "*"):
+        entry = ds.results.get(purpose)
+        if entry is not None:
+            break
+    if entry is None:
+        return
+    visible = {n for n, c in d.columns.items() if c.visible}
+    k_anonymity = entry.k_anonymity
+    if k_anonymity is not None:
+        qis = tuple((c, levels) for c, levels in k_anonymity.quasi_identifiers if c in visible)
+        k_anonymity = KAnonymity(k_anonymity.k, qis, k_anonymity.max_suppression) if qis else None
+    which = "every purpose" if entry.purpose == "*" else f"purpose '{entry.purpose}'"
+    d.result = ResultPolicy(
+        reason=Reason("result-policy", f"result policy of '{ds.name}' for {which}", d.catalog_source(entry.line)),
+        min_group=entry.min_group,
+        projection=tuple(c for c in entry.projection if c in visible),
+        k_anonymity=k_anonymity)
+
+
 PASSES: tuple[Callable[[Draft], None], ...] = (
     authorize,
     classify,
     choose_masks,
     add_cell_rules,
     add_row_filters,
+    add_result_policy,
 )
 
 
@@ -296,6 +327,7 @@ def compile_plan(
         key_id=key_id,
         policy_version=policy.version,
         decision=draft.decision,
+        result=draft.result,
     )
 
 

@@ -30,7 +30,31 @@ def explain_text(plan: AccessPlan) -> str:
         out.append("  rows:  all rows (no row filter applies)")
     for cr in plan.cell_rules:
         out.append(f"  cells: {cr.column} → {cr.mask} where {cr.when}   [{cr.reason.source}]")
+    out.extend(_result_lines(plan))
     return "\n".join(out)
+
+
+def _result_lines(plan: AccessPlan) -> list[str]:
+    """The result policy: what any answer built from this dataset must look like."""
+    r = plan.result
+    if r is None:
+        return ["  results: no result policy (aggregates and rows as the masks leave them)"]
+    out = [f"  results: {r.reason}"]
+    if r.min_group:
+        m = r.min_group
+        what = "distinct privacy units" if m.count == "units" else "rows"
+        fate = ("folded into one remainder row (keys NULL)" if m.semantics == "remainder"
+                else "refuse the whole query")
+        out.append(f"    min_group: every group of an aggregate holds >= {m.k} {what}; smaller groups {fate}; "
+                   "only count/sum/avg over columns, filters on group keys only")
+    if r.projection:
+        out.append(f"    projection: {', '.join(r.projection)} may be joined (col = col) or grouped on, "
+                   "never output, compared or ordered by")
+    if r.k_anonymity:
+        ka = r.k_anonymity
+        qis = ", ".join(f"{c} [{' > '.join(levels) or 'suppress'}]" for c, levels in ka.quasi_identifiers)
+        out.append(f"    k_anonymity: k={ka.k} over {qis}; at most {ka.max_suppression:g} of rows dropped")
+    return out
 
 
 def render_rows(table: pa.Table, fmt: str) -> str:

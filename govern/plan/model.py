@@ -142,6 +142,65 @@ class RowFilter:
 
 
 @dataclass(frozen=True)
+class MinGroup:
+    """Every group of an aggregate result holds at least ``k`` rows (``count: rows``) or ``k``
+    distinct privacy units (``count: units``); smaller groups are folded into one remainder row
+    (``semantics: remainder``, Snowflake) or refuse the query (``semantics: error``, BigQuery)."""
+
+    k: int
+    count: str = "rows"  # rows | units
+    semantics: str = "remainder"  # remainder | error
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"k": self.k, "count": self.count, "semantics": self.semantics}
+
+
+@dataclass(frozen=True)
+class KAnonymity:
+    """Row-level results are k-anonymous over ``quasi_identifiers``: each column generalizes
+    step by step through its levels (``month``, ``year``, ``bucket:N``, ``prefix:N``, ``*``)
+    until at most ``max_suppression`` of the rows sit in classes smaller than ``k``; those
+    rows are dropped. Computed at query time, nothing stored."""
+
+    k: int
+    quasi_identifiers: tuple[tuple[str, tuple[str, ...]], ...]
+    max_suppression: float = 0.05
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"k": self.k, "quasi_identifiers": {c: list(levels) for c, levels in self.quasi_identifiers},
+                "max_suppression": self.max_suppression}
+
+
+@dataclass(frozen=True)
+class ResultPolicy:
+    """What a result built from this dataset may look like (a ``result:`` block of catalog.yaml
+    for the request's purpose): minimum group size, columns usable but never output
+    (``projection``), k-anonymity of row-level outputs."""
+
+    reason: Reason
+    min_group: MinGroup | None = None
+    projection: tuple[str, ...] = ()
+    k_anonymity: KAnonymity | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"min_group": self.min_group.to_dict() if self.min_group else None,
+                "projection": list(self.projection),
+                "k_anonymity": self.k_anonymity.to_dict() if self.k_anonymity else None,
+                "reason": self.reason.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ResultPolicy:
+        mg, ka = data.get("min_group"), data.get("k_anonymity")
+        return cls(
+            reason=_reason(data["reason"]),
+            min_group=MinGroup(int(mg["k"]), mg["count"], mg["semantics"]) if mg else None,
+            projection=tuple(data.get("projection") or ()),
+            k_anonymity=KAnonymity(int(ka["k"]), tuple((c, tuple(levels)) for c, levels in
+                                                       ka["quasi_identifiers"].items()),
+                                   float(ka["max_suppression"])) if ka else None)
+
+
+@dataclass(frozen=True)
 class AccessPlan:
     dataset: str
     principal: str
@@ -154,6 +213,7 @@ class AccessPlan:
     key_id: str | None = None
     policy_version: str | None = None
     decision: Reason | None = None  # why the dataset itself was allowed
+    result: ResultPolicy | None = None  # result-level controls for this purpose (catalog.yaml)
     _hash: str = field(default="", compare=False, repr=False)
 
     # -- views -----------------------------------------------------------------------------
@@ -220,6 +280,8 @@ class AccessPlan:
             "key_id": self.key_id,
             "policy_version": self.policy_version,
             "decision": self.decision.to_dict() if self.decision else None,
+            # only when set: plans without a result policy keep the hash they always had
+            **({"result": self.result.to_dict()} if self.result is not None else {}),
         }
 
     @property
@@ -254,6 +316,7 @@ class AccessPlan:
                 privacy_unit=data.get("privacy_unit"), key_id=data.get("key_id"),
                 policy_version=data.get("policy_version"),
                 decision=_reason(data["decision"]) if data.get("decision") else None,
+                result=ResultPolicy.from_dict(data["result"]) if data.get("result") else None,
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise PlanError(f"not an access plan: {type(exc).__name__} {exc}") from None

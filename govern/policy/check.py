@@ -219,12 +219,34 @@ def check_budgets(policy: PolicySet, problems: ProblemCollector) -> None:
                              f"budget of '{budget.dataset}': unknown principal or role '{o.subject}'")
 
 
+def check_results(policy: PolicySet, problems: ProblemCollector) -> None:
+    """A ``result:`` block names a purpose some rule uses (or ``*``)."""
+    purposes = policy.purposes
+    for ds in policy.datasets.values():
+        for purpose, entry in ds.results.items():
+            if purpose != "*" and purpose not in purposes:
+                problems.add("catalog.yaml", entry.line,
+                             f"result of '{ds.name}': unknown purpose '{purpose}' (no rule uses it)")
+
+
+def check_synthesizers(policy: PolicySet, problems: ProblemCollector) -> None:
+    """A DP synthesizer's ``steward`` is a declared principal (its budget pays for the fit)."""
+    for ds in policy.datasets.values():
+        spec = ds.extra.get("synthesizer")
+        steward = getattr(spec, "steward", None)
+        if steward is not None and steward not in policy.principals:
+            problems.add("catalog.yaml", getattr(spec, "line", None) or ds.line,
+                         f"synthesizer of '{ds.name}': steward '{steward}' is not a principal of principals.yaml")
+
+
 CHECKS: tuple[Callable[[PolicySet, ProblemCollector], None], ...] = (
     check_model,
     check_rules,
     check_masking,
     check_principals,
     check_budgets,
+    check_results,
+    check_synthesizers,
 )
 
 

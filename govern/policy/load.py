@@ -29,6 +29,7 @@ from govern.policy.model import (
     RowFilterEntry,
     TagMask,
 )
+from govern.policy.results import parse_results
 
 
 def read_policy(directory: str | Path) -> tuple[PolicySet | None, list]:
@@ -127,7 +128,7 @@ def _unknown_keys(node: LocatedDict, allowed: set[str], problems: ProblemCollect
 
 # -- catalog.yaml ----------------------------------------------------------------------------
 
-_DATASET_FIELDS = {"location", "format", "level", "privacy_unit", "description", "columns", "budget", "synthesizer"}
+_DATASET_FIELDS = {"location", "format", "level", "privacy_unit", "description", "columns", "budget", "synthesizer", "result"}
 _COLUMN_FIELDS = {"tags", "level", "description", "bounds", "public_values"}
 
 
@@ -191,6 +192,8 @@ def _datasets(doc: LocatedDict, problems: ProblemCollector) -> dict[str, Dataset
             privacy_unit=unit,
             description=body.get("description"),
             extra={**{k: body[k] for k in ("budget",) if k in body}, **_synthesizer(body, name, columns, problems)},
+            results=parse_results(body["result"], name, set(columns), unit, body.line_of("result"),
+                                  lambda line, message: problems.add(F, line, message)) if "result" in body else {},
         )
     return out
 

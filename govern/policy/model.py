@@ -15,6 +15,7 @@ from govern.errors import NotFound
 from govern.identity.principal import Principal
 from govern.plan.model import MaskSpec
 from govern.policy.documents import CsvRule
+from govern.policy.results import ResultEntry
 
 ACTIONS: tuple[str, ...] = (
     "read",
@@ -53,6 +54,7 @@ class DatasetEntry:
     privacy_unit: str | None = None
     description: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, ResultEntry] = field(default_factory=dict)  # purpose → ``result:`` block
 
     def column_level(self, column: str) -> str:
         entry = self.columns[column]

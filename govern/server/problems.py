@@ -17,7 +17,8 @@ MEDIA_TYPE = "application/problem+json"
 
 # Extra fields an error may expose to the caller; anything else stays server-side.
 SAFE_EXTRA = {"purposes", "problems", "columns", "position", "decision", "retry_after", "limit",
-              "budget", "requested"}  # budget-exceeded: the caller's own spent/left and what it asked
+              "budget", "requested",  # budget-exceeded: the caller's own spent/left and what it asked
+              "suppressed_groups"}  # min_group with error semantics: how many groups were too small
 
 
 def problem_body(status: int, slug: str, title: str, detail: str, *, request_id: str | None = None,

@@ -32,16 +32,19 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+from sqlglot import exp
 
 from govern.config import Settings
 from govern.deliver.governor import Governor, PolicyState
 from govern.errors import GovernError, LimitExceeded, QueryTimeout, SqlError
 from govern.identity.principal import Principal
 from govern.mask.execute_arrow import ArrowExecutor, resolve_request, scan_columns
+from govern.mask.kanonymity import kanonymize
 from govern.plan.compile import authorize_purpose
 from govern.plan.model import AccessPlan
 from govern.sql import prune as prune_reads
 from govern.sql import resolve
+from govern.sql import results as result_policies
 from govern.sql.diagnose import Rescan, diagnose
 from govern.sql.resolve import Reference
 from govern.sql.sandbox import Sandbox, SandboxPool
@@ -63,6 +66,7 @@ class SqlResult:
     columns: dict[str, list[str]] = field(default_factory=dict)  # dataset -> masked columns read
     access_plans: dict[str, AccessPlan] = field(default_factory=dict, repr=False)  # dataset -> plan
     cached: list[str] = field(default_factory=list)  # datasets served from the view cache
+    suppressed_groups: int | None = None  # groups folded or refused by a min_group policy (None: none applies)
     _sandbox: Sandbox | None = field(default=None, repr=False)
     _on_close: Callable[[], None] | None = field(default=None, repr=False)  # e.g. free a worker process
 
@@ -87,6 +91,7 @@ class _Prepared:
     state: PolicyState
     purpose: str
     pruned: bool  # references read only the columns sqlglot found them to use
+    guard: result_policies.Guard = field(default_factory=result_policies.Guard)  # result policies
 
     @property
     def datasets(self) -> dict[int, str]:
@@ -136,7 +141,10 @@ class SqlEngine:
             relation = sandbox.query(prepared.sql, values)
             names = list(relation.columns)
             schema = relation.limit(0).to_arrow_table().schema
-            return pa.schema([f.with_name(n) for f, n in zip(schema, names, strict=True)])
+            fields = [f.with_name(n) for f, n in zip(schema, names, strict=True)]
+            if prepared.guard.min_group is not None:  # the hidden group counts are not part of the answer
+                fields = fields[:prepared.guard.min_group.outputs]
+            return pa.schema(fields)
         except BaseException as exc:
             error = self._error(exc, prepared, sandbox)
             raise (error if isinstance(error, GovernError) else SqlError("the query failed")) from None
@@ -204,8 +212,15 @@ class SqlEngine:
             ref.columns = usage.columns.get(ref.index) or [_cheapest(plans[ref.dataset], schemas[ref.dataset])]
             filters = usage.filters.get(ref.index)
             ref.filter = " AND ".join(f"({f})" for f in filters) if filters else None
+        guard = result_policies.guard(statement, refs, plans)
+        for ref in refs:
+            if ref.index in guard.k_anonymity:  # classes are counted over every visible column
+                ref.columns = [f.name for f in schemas[ref.dataset]]
         text = resolve.rewrite(statement, refs)
-        return _Prepared(statement, refs, plans, schemas, text, values, state, purpose, usage is not None)
+        if guard.min_group is not None:
+            assert isinstance(statement.tree, exp.Select)  # check_aggregate insisted
+            guard.min_group = result_policies.rewrite(guard.min_group, statement.tree, refs, values, refs[0].view)
+        return _Prepared(statement, refs, plans, schemas, text, values, state, purpose, usage is not None, guard)
 
     def _readable(self, principal: Principal, purpose: str, state: PolicyState) -> dict[str, str]:
         """Lower-case name → dataset, for datasets readable under ``purpose``."""
@@ -244,8 +259,13 @@ class SqlEngine:
                 for ref in prepared.refs:
                     if self._register(sandbox, principal, purpose, prepared, ref, materialize_all or ref.materialize):
                         cached.append(ref.dataset)
-                relation = sandbox.query(prepared.sql, prepared.params)
-                reader = relation.to_arrow_reader(self.settings.batch_size)
+                suppressed: int | None = None
+                if prepared.guard.min_group is not None:
+                    table, suppressed = self._min_group(sandbox, prepared, prepared.guard.min_group)
+                    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(self.settings.batch_size))
+                else:
+                    relation = sandbox.query(prepared.sql, prepared.params)
+                    reader = relation.to_arrow_reader(self.settings.batch_size)
                 try:
                     first: pa.RecordBatch | None = reader.read_next_batch()
                 except StopIteration:
@@ -272,8 +292,24 @@ class SqlEngine:
             columns=columns,
             access_plans=dict(sorted(prepared.plans.items())),
             cached=sorted(set(cached)),
+            suppressed_groups=suppressed,
             _sandbox=sandbox,
         )
+
+    def _min_group(self, sandbox: Sandbox, prepared: _Prepared,
+                   query: result_policies.MinGroupQuery) -> tuple[pa.Table, int]:
+        """The analyst's groups with those under ``min_group`` folded (or refused); the answer
+        carries the number in its schema metadata (``govern.suppressed_groups``)."""
+        groups = sandbox.query(query.groups_sql, None).to_arrow_table()
+        if groups.num_rows > self.settings.max_rows:
+            raise _too_many(self.settings.max_rows)
+
+        def run(sql: str) -> pa.Table:
+            return sandbox.query(sql, None).to_arrow_table()
+
+        done = result_policies.suppress(query, groups, run, sandbox.register_table)
+        meta = {b"govern.suppressed_groups": str(done.suppressed_groups).encode()}
+        return done.table.replace_schema_metadata(meta), done.suppressed_groups
 
     def _register(self, sandbox: Sandbox, principal: Principal, purpose: str, prepared: _Prepared,
                   ref: Reference, materialize: bool) -> bool:
@@ -300,6 +336,9 @@ class SqlEngine:
             sandbox.register_stream(ref.view, reader)
             return False
         table = governed.reader.read_all()
+        spec = prepared.guard.k_anonymity.get(ref.index)
+        if spec is not None:  # generalize and suppress the whole view before the query sees it
+            table, _dropped = kanonymize(table, spec)
         if table.num_rows > max_rows:
             raise LimitExceeded(f"dataset '{ref.dataset}' is used more than once (or recursively) and has more "
                                 f"than {max_rows} matching rows; filter it in a CTE used once", limit=max_rows)
@@ -317,8 +356,8 @@ class SqlEngine:
         whole view — the filter stays in the query, so DuckDB applies it
         (:mod:`govern.sql.prune`) — but its own read is never stored. The data version is the
         location's listing, the one ``Governor.dataset`` reopens on."""
-        if self.cache is None:
-            return None
+        if self.cache is None or prepared.guard.active:
+            return None  # a view under a result policy is recomputed for every query
         try:
             files = storage_scan.fingerprint(prepared.state.policy.datasets[ref.dataset].location, self.settings)
         except GovernError:
@@ -417,8 +456,10 @@ def _cheapest(plan: AccessPlan, schema: pa.Schema) -> str:
 def _check_params(statement: Statement, params: Sequence[Any] | None, *, required: bool) -> list[Any]:
     values = list(params or [])
     for i, value in enumerate(values, start=1):
-        if not isinstance(value, PARAMETER_TYPES):
-            raise SqlError(f"parameter ${i} must be a string, number, boolean, date, time or null",
+        # a list (a PostgreSQL array parameter: ``x = ANY($1)``) holds scalars of those types
+        if not isinstance(value, PARAMETER_TYPES) and not (
+                isinstance(value, list) and all(isinstance(v, PARAMETER_TYPES) for v in value)):
+            raise SqlError(f"parameter ${i} must be a string, number, boolean, date, time, null or a list of those",
                            sqlstate="22023")
     if values or required:
         if len(values) != statement.parameters:

@@ -295,7 +295,8 @@ def _listen(cancels: Connection, env: WorkerEnv) -> None:
 
 def _send_stream(conn: Connection, result: SqlResult, batch_bytes: int) -> None:
     meta = {"schema": result.schema, "datasets": result.datasets, "plans": result.plans,
-            "columns": result.columns, "access_plans": result.access_plans, "cached": result.cached}
+            "columns": result.columns, "access_plans": result.access_plans, "cached": result.cached,
+            "suppressed_groups": result.suppressed_groups}
     conn.send_bytes(_META + pickle.dumps(meta, protocol=pickle.HIGHEST_PROTOCOL))
     for batch in result.reader:
         for data in _encoded(batch, batch_bytes):
@@ -625,13 +626,20 @@ class SqlService:
             return self._cond.wait_for(lambda: len(self._idle) >= self.size or self._closed, timeout)
 
     def run(self, principal: Principal, purpose: str, sql: str, params: list[Any] | None,
-            policy: PolicySet, deadline: float, settings: Settings | None = None) -> SqlResult:
+            policy: PolicySet, deadline: float, settings: Settings | None = None,
+            cancel: threading.Event | None = None) -> SqlResult:
         """Run ``sql`` in a worker; the result streams from it. ``deadline`` is absolute
         (``time.monotonic()``) and covers everything until the last batch; ``close()`` the
-        result when done (before its end, it stops the worker's query)."""
+        result when done (before its end, it stops the worker's query). Setting ``cancel``
+        while the query runs stops it (SQLSTATE 57014; a PostgreSQL CancelRequest)."""
         lease = self._lease(deadline, settings)
         try:
             lease.send(RunJob(principal, purpose, sql, params), policy, settings)
+            while cancel is not None and not lease.worker.conn.poll(0.1):
+                if cancel.is_set():
+                    raise SqlError("canceling statement due to user request", sqlstate="57014")
+                if time.monotonic() > deadline:
+                    break  # receive() reports the timeout
             tag, body = lease.receive()
             if tag == _ERROR:
                 raise lease.failed(body)
@@ -644,7 +652,8 @@ class SqlService:
         schema: pa.Schema = meta["schema"]
         return SqlResult(schema=schema, reader=pa.RecordBatchReader.from_batches(schema, lease.batches(schema)),
                          datasets=meta["datasets"], plans=meta["plans"], columns=meta["columns"],
-                         access_plans=meta["access_plans"], cached=meta["cached"], _on_close=lease.close)
+                         access_plans=meta["access_plans"], cached=meta["cached"],
+                         suppressed_groups=meta.get("suppressed_groups"), _on_close=lease.close)
 
     def describe(self, principal: Principal, purpose: str, sql: str, params: list[Any] | None,
                  policy: PolicySet, deadline: float, settings: Settings | None = None) -> pa.Schema:

@@ -14,6 +14,8 @@ API (``gateway.ledger`` is one of these)::
         # -> Charge(epsilon, delta, spent, left, ...); raises BudgetExceeded having charged
         #    nothing if it does not fit (or the dataset has no budget), LedgerError if the
         #    store cannot be written (fail closed: then return nothing).
+        #    A request id is charged at most once (a retry returns the sums as they are).
+    ledger.refund(rid)    # give a charge back: only for a result none of whose bytes left the process
     ledger.check(principal, "patients", 0.5, 1e-7)   # same test, charges nothing (pre-flight)
     ledger.status(principal, "patients")             # -> BudgetStatus: limit, spent, left, period
     ledger.charges(principal="bob")                  # the charge rows, oldest first
@@ -117,12 +119,20 @@ class BudgetLedger:
             raise InvalidRequest("a charge needs the request id it pays for")
         now = self._clock()
         budget = self._budget(who, dataset)
-        key = (who.name, dataset, period_key(budget.period, now))
+        key = (who.name, budget.lineage or dataset, period_key(budget.period, now))
         try:
             spent = self.store.charge(key, _limit(budget), cost, time=_iso(now), request_id=request_id, kind=kind)
         except Overspend as over:
             raise self._refusal(who.name, dataset, budget, key[2], now, over.spent, epsilon, delta) from None
         return Charge(epsilon, delta, request_id, kind, self._status(who.name, dataset, budget, key[2], now, spent))
+
+    def refund(self, request_id: str) -> bool:
+        """Give back what ``request_id`` was charged, for a release none of whose bytes left the
+        process (its audit record could not be written, so nothing was sent). Once: False when
+        there is nothing (left) to refund. Never call it once a byte of the result went out."""
+        if not request_id:
+            raise InvalidRequest("a refund needs the request id it was charged for")
+        return self.store.refund(request_id)
 
     def check(self, principal: Principal | str, dataset: str, epsilon: float, delta: float = 0.0) -> BudgetStatus:
         """Raise ``BudgetExceeded`` unless a charge of this size fits *now*; charges nothing.
@@ -132,7 +142,7 @@ class BudgetLedger:
         now = self._clock()
         budget = self._budget(who, dataset)
         period = period_key(budget.period, now)
-        spent = self.store.spent((who.name, dataset, period))
+        spent = self.store.spent((who.name, budget.lineage or dataset, period))
         limit = _limit(budget)
         if spent.epsilon + cost[0] > limit[0] or spent.delta + cost[1] > limit[1]:
             raise self._refusal(who.name, dataset, budget, period, now, spent, epsilon, delta)
@@ -146,7 +156,8 @@ class BudgetLedger:
         if budget is None:
             return BudgetStatus(who.name, dataset, None, None, None, 0.0, 0.0, 0, 0.0, 0.0)
         period = period_key(budget.period, now)
-        return self._status(who.name, dataset, budget, period, now, self.store.spent((who.name, dataset, period)))
+        spent = self.store.spent((who.name, budget.lineage or dataset, period))  # the lineage's account
+        return self._status(who.name, dataset, budget, period, now, spent)
 
     def charges(self, *, principal: str | None = None, dataset: str | None = None,
                 request_id: str | None = None, after_id: int = 0, limit: int = 100) -> list[dict[str, Any]]:

@@ -11,6 +11,12 @@ Resolution, first match wins:
    the smallest epsilon (then delta) wins: holding one more role never raises a budget;
 3. the dataset's own ``budget:``;
 4. none: the dataset has no budget, and no privacy release on it is possible (fail closed).
+
+Budgets follow the data, not the name (BigQuery's budget resets when a new view is created):
+catalog entries whose ``location`` is the same source share one spending account, kept under
+the name of the first of them in catalog.yaml (:func:`lineage_of`), and the strictest of their
+budgets applies to each. Declaring ``patients_again`` over ``patients.parquet`` gives nobody a
+second budget.
 """
 
 from __future__ import annotations
@@ -37,14 +43,49 @@ class Budget:
     period: str
     source: str
     subject: str | None = None
+    lineage: str | None = None  # the spending account: the first dataset reading the same source
 
     def to_dict(self) -> dict[str, object]:
         return {"epsilon": self.epsilon, "delta": self.delta, "period": self.period,
                 "source": self.source, "subject": self.subject}
 
 
+def lineage_of(policy: PolicySet, dataset: str) -> list[str]:
+    """The datasets reading the same source as ``dataset`` (itself included), in catalog order;
+    the first names their shared spending account. Locations compare after trimming ``./``,
+    repeated and trailing slashes (two spellings of one path through a symlink are not caught:
+    a steward declares one source once)."""
+    def source(location: str) -> str:
+        text = location.strip()
+        while text.startswith("./"):
+            text = text[2:]
+        scheme, sep, rest = text.partition("://")
+        path = rest if sep else text
+        while "//" in path:
+            path = path.replace("//", "/")
+        path = path.rstrip("/")
+        return f"{scheme}{sep}{path}" if sep else path
+
+    entry = policy.datasets.get(dataset)
+    if entry is None:
+        return [dataset]
+    mine = source(entry.location)
+    return [name for name, ds in policy.datasets.items() if source(ds.location) == mine] or [dataset]
+
+
 def resolve_budget(policy: PolicySet, decider: Decider, principal: Principal, dataset: str) -> Budget | None:
-    """The budget ``principal`` has on ``dataset`` under ``policy`` (None: no budget)."""
+    """The budget ``principal`` has on ``dataset`` under ``policy`` (None: no budget): the
+    strictest among the datasets of its lineage, charged to the lineage's account."""
+    members = lineage_of(policy, dataset)
+    found = [b for b in (_own_budget(policy, decider, principal, m) for m in members) if b is not None]
+    if not found:
+        return None
+    strictest = min(found, key=lambda b: (b.epsilon, b.delta))
+    return Budget(strictest.epsilon, strictest.delta, strictest.period, strictest.source, strictest.subject,
+                  lineage=members[0])
+
+
+def _own_budget(policy: PolicySet, decider: Decider, principal: Principal, dataset: str) -> Budget | None:
     entry = next((b for b in policy.budgets if b.dataset == dataset), None)
     if entry is None:
         return None

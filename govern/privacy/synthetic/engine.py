@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from govern.errors import Unsupported
+from govern.errors import SyntheticError, Unsupported
+from govern.privacy.synthetic.mst import ColumnDomain, MstSynthesizer
 from govern.privacy.synthetic.spec import SynthesizerSpec
 
 __all__ = [
@@ -79,8 +80,14 @@ def versions() -> dict[str, str]:
             "sdmetrics": sdmetrics.__version__}
 
 
-def new_synthesizer(spec: SynthesizerSpec, metadata: dict) -> Any:
-    """An unfitted SDV synthesizer for ``metadata`` (a V2 metadata dict) and ``spec``."""
+def new_synthesizer(spec: SynthesizerSpec, metadata: dict, domains: list[ColumnDomain] | None = None) -> Any:
+    """An unfitted synthesizer for ``metadata`` (a V2 metadata dict) and ``spec``: SDV's, or
+    govern's DP synthesizer (``mst``, which also needs each column's ``domains``)."""
+    if spec.type == "mst":
+        if domains is None:
+            raise SyntheticError("the DP synthesizer needs the columns' domains")
+        kwargs = spec.kwargs
+        return MstSynthesizer(kwargs["epsilon"], kwargs.get("delta", 0.0), kwargs.get("bins", 16), domains)
     import sdv.single_table
     from sdv.metadata import Metadata
 
@@ -97,7 +104,11 @@ def new_synthesizer(spec: SynthesizerSpec, metadata: dict) -> Any:
 
 
 def fit(synthesizer: Any, table_name: str, frame: pd.DataFrame, seed: int) -> None:
-    """Fit on ``frame``, with NumPy's and torch's generators seeded for a repeatable fit."""
+    """Fit on ``frame``, with NumPy's and torch's generators seeded for a repeatable fit (a DP
+    fit is not repeatable: OpenDP's noise cannot be seeded)."""
+    if isinstance(synthesizer, MstSynthesizer):
+        synthesizer.fit_frame(frame)
+        return
     with SDV_LOCK:
         state = np.random.get_state()
         np.random.seed(seed % 2**32)
@@ -112,6 +123,8 @@ def sample(synthesizer: Any, rows: int, seed: int) -> pd.DataFrame:
     """``rows`` synthetic rows. Every random state is set from ``seed`` first (see module)."""
     if rows <= 0:
         return pd.DataFrame()
+    if isinstance(synthesizer, MstSynthesizer):
+        return synthesizer.sample_frame(rows, seed)
     with SDV_LOCK:
         transformers = [t for t in _transformers(synthesizer) if t is not None]
         words = np.random.SeedSequence(seed).generate_state(1 + len(transformers))

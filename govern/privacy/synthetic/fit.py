@@ -13,15 +13,20 @@ Steps (each reports progress through ``progress(stage, fraction)``):
 4. **save** — model, digests, pools and the manifest with the reports go to the store.
 
 Runs inside the fit process (``jobs``) or the CLI (``govern synth fit``), never on a request
-thread. Seeds derive from the model key, so fitting the same data twice gives the same model.
+thread. The synthesizer's seeds derive from the model key, so fitting the same data twice gives
+the same model; the generated-identifier pools use a fresh secret seed (``identifiers``), so
+nobody can regenerate a pool from the key that reports show.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import secrets
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,12 +35,16 @@ import pandas as pd
 import pyarrow as pa
 
 from govern.config import Settings
+from govern.deliver.governor import Governor
 from govern.errors import SyntheticError
 from govern.mask.keys import KeyRing
+from govern.policy.model import local_principal
+from govern.privacy.budget.ledger import open_ledger
 from govern.privacy.synthetic import engine
 from govern.privacy.synthetic.digests import contains, digest_set, row_digests
 from govern.privacy.synthetic.frames import from_frame, metadata_dict, to_frame
 from govern.privacy.synthetic.identifiers import PoolBuilder
+from govern.privacy.synthetic.mst import ColumnDomain, domains_for
 from govern.privacy.synthetic.store import ModelStore
 from govern.privacy.synthetic.version import ModelRef
 from govern.storage import scan as storage_scan
@@ -63,16 +72,22 @@ def fit_model(ref: ModelRef, settings: Settings, keys: KeyRing, store: ModelStor
 
     if not ref.learned:
         raise SyntheticError("the dataset has no column the synthesizer can learn")
+    dp = prepare_dp_fit(ref, settings) if ref.spec.dp else None  # checked and charged before any read
+    unit = dp.unit if dp is not None else None
     say("reading", 0.02)
     dataset = storage_scan.open_dataset(ref.location, ref.format, settings)
     total = dataset.count_rows()
     if total == 0:
         raise SyntheticError("the dataset has no rows to learn from")
     fit_rows = min(total, max(1, settings.synthetic_fit_rows))
-    builders = {r.name: PoolBuilder(r.name, r.kind or "id", ref.schema.field(r.name).type, fit_rows, seed + i)
-                for i, r in enumerate(ref.generated)}
+    # identifier pools from a secret seed of this fit, never from the model key that reports show
+    builders = {r.name: PoolBuilder(r.name, r.kind or "id", ref.schema.field(r.name).type, fit_rows,
+                                    secrets.randbits(63)) for r in ref.generated}
     digests = []
     wanted = ref.learned + [r.name for r in ref.generated]
+    keep = ref.learned + ([unit] if unit is not None and unit not in ref.learned else [])
+    if unit is not None and unit not in wanted:
+        wanted.append(unit)
     reader = storage_scan.scan(dataset, wanted, None, settings.batch_size, location=ref.location)
     training: list[pa.RecordBatch] = []
     seen = 0
@@ -81,16 +96,18 @@ def fit_model(ref: ModelRef, settings: Settings, keys: KeyRing, store: ModelStor
         for name, builder in builders.items():
             builder.update(batch.column(name))
         if fit_rows == total:
-            training.append(batch.select(ref.learned))
+            training.append(batch.select(keep))
         seen += batch.num_rows
         say("reading", 0.02 + 0.18 * seen / total)
     real_digests = digest_set(digests)
     pools = {name: b.result() for name, b in builders.items()}
     if fit_rows == total:
-        train_table = pa.Table.from_batches(training, schema=pa.schema([ref.schema.field(c) for c in ref.learned]))
+        train_table = pa.Table.from_batches(training, schema=pa.schema([ref.schema.field(c) for c in keep]))
     else:
         picks = np.sort(rng.choice(total, size=fit_rows, replace=False))
-        train_table = dataset.take(pa.array(picks), columns=ref.learned)
+        train_table = dataset.take(pa.array(picks), columns=keep)
+    if unit is not None:  # a DP fit learns one row per person: neighbouring datasets differ by one row
+        train_table = one_row_per_unit(train_table, unit, rng).select(ref.learned)
     frame = to_frame(train_table, ref.roles)
 
     order = rng.permutation(len(frame))
@@ -100,7 +117,7 @@ def fit_model(ref: ModelRef, settings: Settings, keys: KeyRing, store: ModelStor
 
     say("fitting", 0.2)
     metadata = metadata_dict(table_name, ref.roles)
-    synthesizer = engine.new_synthesizer(ref.spec, metadata)
+    synthesizer = engine.new_synthesizer(ref.spec, metadata, dp.domains if dp is not None else None)
     fit_started = time.perf_counter()
     engine.fit(synthesizer, table_name, train, seed)
     fit_seconds = time.perf_counter() - fit_started
@@ -125,6 +142,8 @@ def fit_model(ref: ModelRef, settings: Settings, keys: KeyRing, store: ModelStor
         "libraries": engine.versions(),
         "reports": reports,
         "identifiers": [p.describe() for p in pools.values()],
+        **({"dp": {**synthesizer.describe(), "steward": ref.spec.steward, "charge": dp.charge,
+                   "unit": unit}} if dp is not None else {}),
     }
     store.save(ref.key, manifest, {
         "model.pkl": engine.dumps(synthesizer),
@@ -134,6 +153,57 @@ def fit_model(ref: ModelRef, settings: Settings, keys: KeyRing, store: ModelStor
     store.prune_models(ref.dataset)
     say("done", 1.0)
     return manifest
+
+
+@dataclass
+class DpFit:
+    """What a DP fit needs besides the data: the columns' domains, the privacy unit, the charge."""
+
+    domains: list[ColumnDomain]
+    unit: str | None
+    charge: dict[str, Any]
+
+
+def prepare_dp_fit(ref: ModelRef, settings: Settings) -> DpFit:
+    """Check a DP synthesizer can learn every column (domains from the catalog and its params,
+    no data read), then charge its (epsilon, delta) to the steward's budget on the dataset —
+    before the data is read, so a refused charge reads nothing and a failed fit stays paid for
+    (the ledger never refunds)."""
+    governor = Governor(settings.model_copy(update={"watch_policies": False}))
+    policy = governor.state.policy
+    entry = policy.datasets.get(ref.dataset)
+    if entry is None:
+        raise SyntheticError(f"dataset '{ref.dataset}' is no longer in the catalog")
+    kinds = {r.name: r.kind or "categorical" for r in ref.roles if r.role == "model"}
+    bounds = {c.name: c.bounds for c in entry.columns.values() if c.bounds is not None}
+    public = {c.name for c in entry.columns.values() if c.public_values}
+    domains = domains_for(kinds, bounds, public, ref.spec.kwargs)  # type: ignore[arg-type]
+    steward = ref.spec.steward
+    assert steward is not None  # the spec parser insists
+    params = ref.spec.kwargs
+    epsilon, delta = float(params["epsilon"]), float(params.get("delta", 0.0))
+    ledger = open_ledger(settings, governor.budget_for)
+    try:
+        charged = ledger.charge(local_principal(policy, steward), ref.dataset, epsilon, delta,
+                                request_id=f"synthetic-fit:{ref.key}:{uuid.uuid4().hex[:8]}", kind="synthetic")
+    finally:
+        ledger.close()
+    return DpFit(domains, entry.privacy_unit, charged.to_dict())
+
+
+def one_row_per_unit(table: pa.Table, unit: str, rng: np.random.Generator) -> pa.Table:
+    """One row of each privacy unit, chosen at random (seeded); rows without a unit are dropped."""
+    if table.num_rows == 0:
+        return table
+    order = rng.permutation(table.num_rows)
+    units = table.column(unit).take(pa.array(order)).to_pylist()
+    seen: set[Any] = set()
+    picks = []
+    for i, u in zip(order.tolist(), units, strict=True):
+        if u is not None and u not in seen:
+            seen.add(u)
+            picks.append(i)
+    return table.take(pa.array(sorted(picks), pa.int64()))
 
 
 def evaluate(ref: ModelRef, synthesizer: Any, train: pd.DataFrame, holdout: pd.DataFrame | None,

@@ -199,6 +199,10 @@ class SyntheticService:
                           "(keyed digests); equal rows are dropped before delivery",
                 "identifiers": m["identifiers"],
                 "fit_reference": fit_privacy,
+                **({"dp": m["dp"], "method": "differentially private fit: the model saw one row per person and "
+                    "its every use of the data was noised by OpenDP under the (epsilon, delta) charged to the "
+                    "steward; rows are released as drawn (no comparison with real rows, which would fall "
+                    "outside the guarantee)"} if "dp" in m else {}),
             },
             "notes": notes,
         }

@@ -5,8 +5,9 @@ Pure (no SDV import), so ``govern policy check`` validates it on a gateway insta
 the ``synthetic`` extra. Syntax::
 
     synthesizer:
-      type: gaussian_copula            # gaussian_copula (default) | ctgan | copulagan | tvae
-      params: {default_distribution: beta}   # keyword arguments of the SDV synthesizer
+      type: gaussian_copula            # gaussian_copula (default) | ctgan | copulagan | tvae | mst (DP)
+      params: {default_distribution: beta}   # keyword arguments of the SDV synthesizer (mst: epsilon, …)
+      steward: carol                   # mst only: whose privacy budget pays for the fit
       generate: {zip: postcode}        # column -> Faker sdtype: made up, never learned
 
 Every problem is reported with its file and line, like the rest of the catalog. Parameters are
@@ -23,15 +24,17 @@ from typing import Any
 
 __all__ = [
     "DISTRIBUTIONS",
+    "DP_SYNTHESIZERS",
     "SYNTHESIZERS",
     "SynthesizerSpec",
     "parse_synthesizer",
     "spec_of",
 ]
 
-SYNTHESIZERS: tuple[str, ...] = ("gaussian_copula", "ctgan", "copulagan", "tvae")
+SYNTHESIZERS: tuple[str, ...] = ("gaussian_copula", "ctgan", "copulagan", "tvae", "mst")
+DP_SYNTHESIZERS: tuple[str, ...] = ("mst",)  # trained under (epsilon, delta), charged to ``steward``
 DISTRIBUTIONS: tuple[str, ...] = ("norm", "beta", "truncnorm", "gamma", "uniform", "gaussian_kde")
-_FIELDS = {"type", "params", "generate", "description"}
+_FIELDS = {"type", "params", "generate", "description", "steward"}
 _SDTYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 Check = Callable[[Any], str | None]  # None when the value is acceptable, else what is wrong
@@ -87,11 +90,41 @@ _TVAE: dict[str, Check] = {
     "l2scale": _non_negative_number, "batch_size": _positive_int, "epochs": _positive_int,
     "loss_factor": _positive_number,
 }
+def _epsilon(v: Any) -> str | None:
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 100
+    return None if ok else "must be a number in (0, 100]"
+
+
+def _delta(v: Any) -> str | None:
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1
+    return None if ok else "must be a number in [0, 1)"
+
+
+def _bins(v: Any) -> str | None:
+    ok = isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 256
+    return None if ok else "must be an integer in [2, 256]"
+
+
+def _bounds_map(v: Any) -> str | None:
+    ok = isinstance(v, dict) and all(
+        isinstance(b, list) and len(b) == 2 and all(isinstance(x, int | float) and not isinstance(x, bool) for x in b)
+        and b[0] < b[1] for b in v.values())
+    return None if ok else "must map columns to [low, high] numbers (years for dates)"
+
+
+def _domains_map(v: Any) -> str | None:
+    ok = isinstance(v, dict) and all(isinstance(vals, list) and 0 < len(vals) <= 10_000 for vals in v.values())
+    return None if ok else "must map columns to their lists of values"
+
+
+_MST: dict[str, Check] = {"epsilon": _epsilon, "delta": _delta, "bins": _bins, "bounds": _bounds_map,
+                          "domains": _domains_map}
 PARAMS: dict[str, dict[str, Check]] = {
     "gaussian_copula": {**_COMMON, **_COPULA},
     "ctgan": {**_COMMON, **_GAN},
     "copulagan": {**_COMMON, **_GAN, **_COPULA},
     "tvae": {**_COMMON, **_TVAE},
+    "mst": _MST,
 }
 
 
@@ -104,6 +137,11 @@ class SynthesizerSpec:
     params: tuple[tuple[str, Any], ...] = ()
     generate: tuple[tuple[str, str], ...] = ()  # (column, sdtype)
     line: int | None = None
+    steward: str | None = None  # DP synthesizers: whose privacy budget pays for the fit
+
+    @property
+    def dp(self) -> bool:
+        return self.type in DP_SYNTHESIZERS
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -114,7 +152,10 @@ class SynthesizerSpec:
         return dict(self.generate)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "params": self.kwargs, "generate": self.generated}
+        out: dict[str, Any] = {"type": self.type, "params": self.kwargs, "generate": self.generated}
+        if self.steward is not None:  # only DP synthesizers have one: other models keep their keys
+            out["steward"] = self.steward
+        return out
 
 
 def spec_of(entry: Any) -> SynthesizerSpec:
@@ -161,6 +202,18 @@ def parse_synthesizer(node: Any, dataset: str, columns: Iterable[str], add: Call
                 for col in value:
                     if col not in known:
                         found.add(where, f"{what}: numerical_distributions names '{col}', which is not a catalogued column")
+    steward = node.get("steward")
+    if kind in DP_SYNTHESIZERS:
+        if not isinstance(params.get("epsilon"), int | float):
+            found.add(line_of("params"), f"{what}: {kind} needs params.epsilon (the privacy loss of the fit)")
+        if not isinstance(steward, str) or not steward:
+            found.add(line_of("type"), f"{what}: {kind} needs a steward (the principal whose budget pays for the fit)")
+        for key in ("bounds", "domains"):
+            for col in params.get(key) or {} if isinstance(params.get(key), dict) else {}:
+                if col not in known:
+                    found.add(line_of("params"), f"{what}: params.{key} names '{col}', which is not a catalogued column")
+    elif steward is not None:
+        found.add(line_of("steward"), f"{what}: only a DP synthesizer ({', '.join(DP_SYNTHESIZERS)}) has a steward")
     if kind in ("ctgan", "copulagan"):
         batch, pac = params.get("batch_size", 500), params.get("pac", 10)
         if isinstance(batch, int) and isinstance(pac, int) and pac > 0 and batch % pac:
@@ -183,6 +236,7 @@ def parse_synthesizer(node: Any, dataset: str, columns: Iterable[str], add: Call
         params=tuple(sorted((str(k), _freeze(v)) for k, v in params.items())),
         generate=tuple(sorted((str(k), str(v)) for k, v in generate.items())),
         line=line,
+        steward=str(steward) if kind in DP_SYNTHESIZERS else None,
     )
 
 

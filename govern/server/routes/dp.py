@@ -24,6 +24,7 @@ from govern.policy.model import local_principal
 from govern.privacy.dp import sql as dp_sql
 from govern.privacy.dp.query import DpRequest, parse_request
 from govern.privacy.dp.service import DpRelease
+from govern.server.contract import errors, json_body
 from govern.server.exchange import (
     bearer,
     body_purpose,
@@ -56,8 +57,8 @@ def _json(body: Any) -> bytes:
 @router.post(
     "/datasets/{name}/dp",
     summary="Differentially private aggregates (count, sum, mean, quantile, histogram), grouped, with 95% intervals",
-    openapi_extra={"requestBody": {"required": True,
-                                   "content": {JSON: {"schema": DpRequest.model_json_schema()}}}},
+    openapi_extra=json_body(DpRequest),
+    responses=errors(408, 413, 501),
 )
 async def dp_release(name: str, request: Request) -> Response:
     async with governed(request, "dp", "query_dp", name) as ex:
@@ -71,9 +72,22 @@ def _release(gw: Gateway, ex: Exchange, request: Request, raw: bytes) -> Respons
     ex.declare(*purpose_candidates(request, body_purpose(data)))
     ex.authorize(ex.dataset or "", "query_dp")
     query = parse_request(data).to_query(ex.dataset or "")
-    release, body = release_dp(ex, gw.dp, query, lambda r: _json(r.to_dict()))
-    return Response(body, media_type=JSON, headers={"server-timing": server_timing(release),
-                                                    "x-govern-plan-hash": release.prepared.access_plan.hash})
+    release, body = release_dp(ex, gw.dp, query, lambda r: _json(_with_suppressed(ex, r.to_dict())))
+    return Response(body, media_type=JSON, headers=_headers(ex, release))
+
+
+def _with_suppressed(ex: Exchange, body: dict[str, Any]) -> dict[str, Any]:
+    """``suppressed_groups`` in the body when a ``min_group`` policy applied (docs/privacy.md)."""
+    if "suppressed_groups" in ex.extra:
+        body["suppressed_groups"] = ex.extra["suppressed_groups"]
+    return body
+
+
+def _headers(ex: Exchange, release: DpRelease) -> dict[str, str]:
+    headers = {"server-timing": server_timing(release), "x-govern-plan-hash": release.prepared.access_plan.hash}
+    if "suppressed_groups" in ex.extra:
+        headers["x-govern-suppressed-groups"] = str(ex.extra["suppressed_groups"])
+    return headers
 
 
 def dp_sql_response(gw: Gateway, ex: Exchange, text: str, *, epsilon: float | None, delta: float,
@@ -90,18 +104,18 @@ def dp_sql_response(gw: Gateway, ex: Exchange, text: str, *, epsilon: float | No
         display = {src: name for name, src in translated.outputs}
         for m in full["privacy"]["mechanisms"]:
             m["aggregate"] = display.get(m["aggregate"], m["aggregate"])
-        return _json({"columns": [{"name": n, "type": t} for n, t in
-                                  zip(names, sql_types(translated, release), strict=True)],
-                      "rows": values, "row_count": len(values), "intervals": intervals,
-                      "privacy": full["privacy"], "budget": full["budget"]})
+        return _json(_with_suppressed(ex, {
+            "columns": [{"name": n, "type": t} for n, t in zip(names, sql_types(translated, release), strict=True)],
+            "rows": values, "row_count": len(values), "intervals": intervals,
+            "privacy": full["privacy"], "budget": full["budget"]}))
 
     release, body = release_dp(ex, gw.dp, translated.query, render)
-    return Response(body, media_type=JSON, headers={"server-timing": server_timing(release),
-                                                    "x-govern-plan-hash": release.prepared.access_plan.hash})
+    return Response(body, media_type=JSON, headers=_headers(ex, release))
 
 
+@router.head("/budget", summary="Privacy budgets (headers only)", responses=errors())
 @router.get("/budget", summary="Privacy budgets: spent and left per dataset, this period (yours, or as a "
-                                "steward, another principal's)")
+                                "steward, another principal's)", responses=errors())
 def budget(request: Request, authorization: Auth = None,
            dataset: Annotated[str | None, Query(description="Only this dataset.")] = None,
            principal: Annotated[str | None, Query(description="Another principal's budgets: needs `administer` "

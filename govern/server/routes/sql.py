@@ -26,6 +26,7 @@ from govern.deliver.queries import note_text, run_query
 from govern.errors import InvalidRequest
 from govern.privacy.dp.sql import has_hint as has_dp_hint
 from govern.server.bodies import validate
+from govern.server.contract import errors, json_body
 from govern.server.exchange import (
     bearer,
     body_purpose,
@@ -60,18 +61,12 @@ class SqlRequest(BaseModel):
     bounds: dict[str, list[float]] | None = Field(default=None, description="DP SQL: column → [low, high] clamp.")
 
 
-def _problem_schema() -> dict[str, Any]:
-    return {"application/problem+json": {"schema": {"type": "object"}}}
-
-
 @router.post(
     "/sql",
     summary="Run one read-only SQL query over the masked views you may read",
-    openapi_extra={"requestBody": {"required": True,
-                                   "content": {JSON_MEDIA_TYPE: {"schema": SqlRequest.model_json_schema()}}}},
+    openapi_extra=json_body(SqlRequest),
     responses={200: {"content": {JSON_MEDIA_TYPE: {}, **{m: {} for m in MEDIA_TYPES.values()}}},
-               400: {"content": _problem_schema()}, 408: {"content": _problem_schema()},
-               413: {"content": _problem_schema()}},
+               **errors(408, 413)},
 )
 async def run_sql(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
@@ -101,6 +96,8 @@ def _start(gw: Gateway, ex: Exchange, request: Request, raw: bytes) -> Response:
         headers = {"x-govern-datasets": ",".join(result.datasets)}
         if len(result.plans) == 1:
             headers["x-govern-plan-hash"] = next(iter(result.plans.values()))
+        if result.suppressed_groups is not None:  # a min_group policy applied (docs/privacy.md)
+            headers["x-govern-suppressed-groups"] = str(result.suppressed_groups)
         if body.format in ("csv", "jsonl", "parquet"):
             headers["content-disposition"] = f'attachment; filename="query.{body.format}"'
         media = JSON_MEDIA_TYPE if body.format == "json" else MEDIA_TYPES[body.format]
@@ -122,7 +119,8 @@ def _json_value(value: Any) -> Any:
 
 
 def encode_json(reader: pa.RecordBatchReader, finish: Callable[[int, int], None]) -> Iterator[bytes]:
-    """``{"columns": [{name, type}], "rows": [[…], …], "row_count": n}``, streamed batch by batch.
+    """``{"columns": [{name, type}], "rows": [[…], …], "row_count": n}``, streamed batch by batch
+    (plus ``"suppressed_groups": n`` when a ``min_group`` result policy applied).
 
     The closing ``], "row_count": n}`` is written only after ``finish`` (the audit write)
     succeeds: a stream that fails midway is not valid JSON, never a short valid answer.
@@ -142,6 +140,8 @@ def encode_json(reader: pa.RecordBatchReader, finish: Callable[[int, int], None]
         rows += batch.num_rows
         sent += len(chunk)
         yield chunk
-    tail = f'], "row_count": {rows}}}'.encode()
+    suppressed = (reader.schema.metadata or {}).get(b"govern.suppressed_groups")
+    more = f', "suppressed_groups": {int(suppressed)}' if suppressed is not None else ""
+    tail = f'], "row_count": {rows}{more}}}'.encode()
     finish(rows, sent + len(tail))
     yield tail
