@@ -17,7 +17,7 @@ from tests.conftest import edit
 from tests.gateway import stop_server
 from tests.sharing.conftest import problem, start_shared, write_profile
 
-TTL = 4  # seconds a file URL lives on this server
+TTL = 10  # seconds a file URL lives on this server (long enough for the steps before expiry under load)
 
 
 @pytest.fixture
