@@ -18,7 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from govern.deliver.gateway import Gateway
 from govern.deliver.governor import GovernedRead, PolicyState
 from govern.deliver.lifecycle import Exchange
-from govern.errors import InvalidRequest, LimitExceeded
+from govern.errors import AccessDenied, InvalidRequest, LimitExceeded
+from govern.plan.model import AccessPlan
 from govern.server.bodies import validate
 from govern.server.exchange import (
     bearer,
@@ -114,6 +115,7 @@ def read_rows(
         cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
         if columns is not None and not cols:
             raise InvalidRequest("columns is empty")
+        refuse_rows_under_result_policy(gw.governor.plan(principal, name, p, state=ex.state))
         ex.admit()
         # Without a limit, read one row past the cap: the extra row shows the cap was hit.
         opened = gw.governor.read(principal, name, p, columns=cols, filter=filter,
@@ -135,6 +137,16 @@ def read_rows(
     if format in ("csv", "jsonl", "parquet"):
         headers["content-disposition"] = f'attachment; filename="{name}.{format}"'
     return ReadStream(stream, media_type=MEDIA_TYPES[format], headers=headers)
+
+
+def refuse_rows_under_result_policy(plan: AccessPlan) -> None:
+    """A result policy (min_group, projection, k_anonymity) constrains what leaves as *results*;
+    a row read would hand out what it protects, so it is refused — before any data is read —
+    and the caller pointed at SQL, where the policy is enforced (docs/privacy.md)."""
+    if plan.result is not None:
+        raise AccessDenied(f"dataset '{plan.dataset}' is under a result policy for purpose '{plan.purpose}' "
+                           f"({plan.result.reason.source}): rows are not served; query it with POST /v1/sql "
+                           "(or the PostgreSQL wire, Flight SQL), where the policy applies")
 
 
 def _within_cap(gw: Gateway, state: PolicyState, result: GovernedRead, cap: int) -> pa.RecordBatchReader:
