@@ -118,6 +118,7 @@ def guard(statement: Statement, refs: Sequence[Reference], plans: dict[str, Acce
 def check_projection(statement: Statement, refs: Sequence[Reference], plans: dict[str, AccessPlan],
                      projected: set[str]) -> None:
     tree, text = statement.tree, statement.text
+    projected = _joined_closure(tree, projected)
     hidden = {r.node.alias_or_name.lower() for r in refs if plans[r.dataset].result
               and plans[r.dataset].result.projection}  # type: ignore[union-attr]
     for node in tree.walk():
@@ -139,6 +140,23 @@ def check_projection(statement: Statement, refs: Sequence[Reference], plans: dic
                                       "(col = col in JOIN … ON), grouped on without being output, or counted; "
                                       "it cannot be output, compared, filtered, ordered by or passed to a "
                                       "function (a predicate on it answers questions about its values)")
+
+
+def _joined_closure(tree: exp.Expr, projected: set[str]) -> set[str]:
+    """A column joined to a projected column (``ON p.patient_id = e.encounter_id``) becomes
+    projection-only too: outputting it would output the projected value of every matching row."""
+    found = set(projected)
+    pairs = [(eq.this.name.lower(), eq.expression.name.lower()) for join in tree.find_all(exp.Join)
+             if join.args.get("on") is not None for eq in join.args["on"].find_all(exp.EQ)
+             if isinstance(eq.this, exp.Column) and isinstance(eq.expression, exp.Column)]
+    grew = True
+    while grew:
+        grew = False
+        for a, b in pairs:
+            if (a in found) != (b in found):
+                found |= {a, b}
+                grew = True
+    return found
 
 
 def _projection_allowed(column: exp.Column) -> bool:

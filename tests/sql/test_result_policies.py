@@ -290,6 +290,8 @@ PROJECTION_REFUSED = [
     ("order", "SELECT count(*) AS n FROM patients GROUP BY patient_id ORDER BY patient_id"),
     ("alias", "SELECT x FROM (SELECT patient_id AS x FROM patients)"),
     ("case", "SELECT sum(CASE WHEN patient_id = 'a' THEN 1 END) FROM patients"),
+    ("joined-column-output", "SELECT e.encounter_id, count(*) FROM patients p JOIN encounters e "
+                             "ON p.patient_id = e.encounter_id GROUP BY 1"),
 ]
 
 
