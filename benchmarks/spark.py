@@ -14,8 +14,12 @@ Tier 2 — the plan as Spark Column expressions (``govern_spark.apply_plan``):
     keys into the query plan);
 (c) the ceiling: ``spark.read.parquet`` of the same columns, unmasked.
 
-Tier 1 (the data source through the gateway, against (c)) is not built yet: its cases go where
-the ``TIER 1`` comment in ``main`` says.
+Tier 1 — ``spark.read.format("govern")`` through a real ``govern serve`` on loopback (the
+gateway masks, each Spark task fetches one fragment with its ticket; the gateway shares the
+same 2 cores):
+
+(d) alice/analytics and bob/model-training through the gateway, each against
+(e) ``spark.read.parquet`` of the same files and the same columns, unmasked. Target: ≥ 0.5×.
 
 Every case is consumed fully by Spark's ``noop`` sink (no collection to the driver). Before
 timing, (a)'s two forms are checked to give identical rows. Timed runs are interleaved
@@ -28,13 +32,16 @@ import argparse
 import json
 import os
 import platform
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -102,6 +109,28 @@ def hand_written(df: DataFrame) -> DataFrame:
     return df.where(F.col("region").isin("EU", "US")).select(*cols)
 
 
+def serve(world, fragment_rows: int) -> tuple[subprocess.Popen, str]:
+    """``govern serve`` over ``world`` on a free loopback port (HTTP only)."""
+    with (world.directory / "govern.yaml").open("a") as fh:
+        fh.write(f"fragment_rows: {fragment_rows}\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).parent / "govern"
+    proc = subprocess.Popen([str(exe), "serve", "--config", str(world.config), "--port", str(port),
+                             "--pg-port", "0", "--flight-port", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the gateway did not start")
+
+
 def timed(run: Callable[[], None]) -> float:
     start = time.perf_counter()
     run()
@@ -117,6 +146,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--fragment-rows", type=int, default=262_144)
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,6 +157,8 @@ def main() -> None:
         settings = governor.settings
         keys = govern_spark.KeySource(file=str(settings.masking_key_file), key_id=settings.masking_key_id)
         spark = session()
+        govern_spark.register(spark)
+        gateway, url = serve(world, args.fragment_rows)
         raw = spark.read.parquet(str(world.files["patients"]))
         exact = exact_plan(governor.schema("patients"))
         generated, by_hand = govern_spark.apply_plan(raw, exact, keys), hand_written(raw)
@@ -142,9 +174,19 @@ def main() -> None:
         for who, purpose in (("alice", "analytics"), ("bob", "model-training")):
             plan = governor.plan(local_principal(policy, who), "patients", purpose)
             cases[f"(b) {who}/{purpose}, keyed masks in mapInArrow"] = govern_spark.apply_plan(raw, plan, keys)
-        # TIER 1: add spark.read.format("govern") for alice and bob here; its target is ≥ 0.5× of (c).
         cases["(c) spark.read.parquet, the same 7 columns unmasked"] = raw.select(
             "name", "email", "ssn", "birth_date", "zip", "region", "charges")
+        tier1 = []
+        for who, purpose in (("alice", "analytics"), ("bob", "model-training")):
+            key_file = Path(tmp) / f"{who}.key"
+            key_file.write_text(world.api_keys[who])
+            through = (spark.read.format("govern").option("url", url).option("api_key_file", str(key_file))
+                       .option("dataset", "patients").option("purpose", purpose).load())
+            name = f"(d) {who}/{purpose}, spark.read.format('govern')"
+            cases[name] = through
+            cases[f"(e) spark.read.parquet, {who}'s {len(through.columns)} columns unmasked"] = raw.select(
+                *through.columns)
+            tier1.append(name)
         for df in cases.values():  # warm up: JIT, Python workers
             noop(df)()
         times: dict[str, list[float]] = {name: [] for name in cases}
@@ -152,6 +194,8 @@ def main() -> None:
             for name, df in cases.items():
                 times[name].append(timed(noop(df)))
         spark.stop()
+        gateway.terminate()
+        gateway.wait(timeout=30)
 
     best = {name: min(ts) for name, ts in times.items()}
     width = max(map(len, best))
@@ -165,11 +209,19 @@ def main() -> None:
           f"target ≥ 0.9×  {'PASS' if ratio >= 0.9 else 'MISS'}")
     for name in names[2:4]:
         print(f"{name}: {best[names[4]] / best[name]:.2f}× of the unmasked read")
+    tier1_ratios = {}
+    for name in tier1:
+        ceiling = names[names.index(name) + 1]
+        tier1_ratios[name] = r = best[ceiling] / best[name]
+        med = statistics.median(times[ceiling]) / statistics.median(times[name])
+        print(f"Tier 1: {name} ÷ {ceiling} (throughput)  best {r:.2f}×, median {med:.2f}×  target ≥ 0.5×  "
+              f"{'PASS' if r >= 0.5 else 'MISS'}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "rows": args.rows, "repeat": args.repeat, "spark": spark.version, "python": platform.python_version(),
             "cpus": os.cpu_count(), "seconds": times, "best": best, "tier2_ratio": ratio, "tier2_ratio_median": median,
+            "tier1_ratios": tier1_ratios, "fragment_rows": args.fragment_rows,
         }, indent=2))
 
 

@@ -1,4 +1,5 @@
-"""Settings: ``govern.yaml`` plus ``GOVERN_*`` environment variables (environment wins).
+"""Settings: ``govern.yaml`` plus ``GOVERN_*`` environment variables (environment wins), read
+through pydantic-settings' own sources (:func:`load_settings` says the precedence).
 
 Settings are built explicitly (``load_settings``) and passed down; nothing is configured at
 import time. Secrets are ``SecretStr`` so they never appear in a repr or a log line, and in
@@ -8,13 +9,19 @@ inline text.
 
 from __future__ import annotations
 
+import contextvars
 import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from govern.errors import InvalidRequest
 from govern.identity.oidc_settings import OidcSettings
@@ -54,9 +61,24 @@ class MonitorSettings(BaseModel):
 
 
 class Settings(BaseSettings):
+    """Every setting of govern (docs/configuration.md). Build them with :func:`load_settings`."""
+
     model_config = SettingsConfigDict(
         env_prefix="GOVERN_", env_nested_delimiter="__", extra="forbid"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Precedence, highest first: init arguments (the CLI), the environment, govern.yaml."""
+        file = _settings_file.get()
+        return (init_settings, env_settings, *((SettingsFile(settings_cls, file),) if file is not None else ()))
 
     policy_dir: Path = Path("policies")
     data_root: Path = Path("data")
@@ -74,10 +96,16 @@ class Settings(BaseSettings):
     batch_size: int = 32_768  # rows; peak memory of a streamed read scales with it (docs/performance.md)
     mask_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     max_rows: int = 10_000_000
+    # Scan manifests (docs/adapters.md#tier-1): stored rows per fragment, lifetime of a fragment ticket
+    fragment_rows: int = Field(default=1_000_000, ge=1)
+    fragment_ticket_ttl: float = Field(default=3_600.0, gt=0)
 
     # Server (used by the gateway)
     host: str = "127.0.0.1"
     port: int = 8000
+    # The console's policy dry run reads proposed policy folders only under this folder
+    # (default: the parent of policy_dir, e.g. a checkout of another branch beside it).
+    console_dry_run_root: Path | None = None
     audit_url: str | None = None  # default: sqlite under state_dir; or postgresql://...
     audit_table_prefix: str = "govern_"
     # Signed checkpoints of the audit chain's head (docs/security.md#audit): keep the file where
@@ -86,6 +114,13 @@ class Settings(BaseSettings):
     audit_public_keys: dict[str, str] = Field(default_factory=dict)  # key id -> public key (verify only)
     audit_queue_limit: int = Field(default=256, ge=1)  # submitted refusals waiting before coalescing
     ledger_url: str | None = None  # privacy budget ledger; default: sqlite under state_dir
+    # A fleet (several instances over one PostgreSQL audit_url; docs/deployment.md): heartbeat
+    # into <audit_table_prefix>fleet_instances, follow peers' policy reloads (LISTEN/NOTIFY) and
+    # re-read the shared policy folder every fleet_recheck seconds (the convergence bound).
+    instance_id: str | None = None  # default: host:pid:random
+    fleet_heartbeat: float = Field(default=2.0, gt=0.0)
+    fleet_recheck: float = Field(default=30.0, gt=0.0)
+    fleet_follow: bool = True  # reload when a peer announces another policy version
     ledger_table_prefix: str = "govern_"
     dp_workers: int = 2  # differentially private releases computed at once (a bounded pool)
     oidc: OidcSettings | None = None
@@ -98,12 +133,18 @@ class Settings(BaseSettings):
     http_idle_timeout: float = 5.0  # seconds an HTTP connection may sit idle between requests
     storage_timeout: float = 5.0
     log_level: str = "info"
+    # HTTPS of `govern serve` through uvicorn's own TLS (docs/api.md#https): PEM files
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
 
     # PostgreSQL wire server of `govern serve` (psql, psycopg, BI tools); see docs/pgwire.md
     pg_host: str = "127.0.0.1"
     pg_port: int | None = 6432  # 0 or null: no PostgreSQL wire server
     pg_idle_timeout: float = 3_600.0  # seconds a wire session may wait between messages
     pg_session_lifetime: float = 86_400.0  # seconds a wire session may last in all
+    pg_tls_cert: Path | None = None  # PEM certificate (chain): answer SSLRequest with TLS (govern keys tls)
+    pg_tls_key: Path | None = None  # PEM private key of pg_tls_cert
+    pg_tls_required: bool = True  # with a certificate: refuse non-loopback clients that do not use TLS
 
     # Arrow Flight SQL server of `govern serve` (ADBC, pyarrow.flight); see docs/flight.md
     flight_host: str = "127.0.0.1"
@@ -121,6 +162,17 @@ class Settings(BaseSettings):
     sql_workers: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     sql_worker_memory: str = "3GB"
     sql_batch_bytes: int = 67_108_864
+
+    # Masked materializations (govern.storage.materialized; docs/sharing.md): masked Parquet per
+    # (plan hash, data version), served to repeated /rows reads, Delta Sharing files, Spark fragments
+    materialize_max_bytes: int = Field(default=1 << 30, ge=0)  # bytes the store keeps (LRU); 0: off
+    materialize_url: str | None = None  # s3://bucket/prefix; default: state_dir/materialized
+    materialize_on_read: bool = True  # a /rows read without columns, filter or limit builds one lazily
+
+    # Delta Sharing (/delta-sharing; docs/sharing.md)
+    sharing_file_ttl: float = Field(default=900.0, gt=0)  # seconds a file URL (its ticket) stays valid
+    sharing_profile_ttl: float = Field(default=30 * 86_400.0, gt=0)  # seconds a profile's bearer token lives
+    sharing_public_url: str | None = None  # base of file URLs (behind a proxy); default: the request's
 
     # Homomorphically encrypted views (CKKS); see docs/encryption.md
     he_key_dir: Path | None = None  # default: state_dir/he_keys (folders 0700, key files 0600)
@@ -162,41 +214,63 @@ def _resolve_secret_refs(value: Any, base: Path) -> Any:
     return value
 
 
-def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
-    """Build settings from an optional YAML file, then environment, then explicit overrides.
+class SettingsFile(YamlConfigSettingsSource):
+    """``govern.yaml`` as a pydantic-settings source: secret references resolved, relative paths
+    (and ``sqlite:///`` URLs) taken relative to the file's folder, so a demo folder can be moved
+    as a whole. Unreadable or malformed files are an :class:`InvalidRequest` naming the file."""
 
-    Relative paths in the file are resolved against the file's folder, so a demo folder can be
-    moved as a whole.
-    """
-    file_values: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        self.path = path.absolute()  # paths in the file stay right when the process changes folder
+        super().__init__(settings_cls, yaml_file=path)
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        p = self.path
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = super()._read_file(file_path)
         except OSError as exc:
             raise InvalidRequest(f"cannot read settings file {p}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
             raise InvalidRequest(f"{p}: invalid YAML: {exc}") from None
         if not isinstance(raw, dict):
             raise InvalidRequest(f"{p}: settings must be a mapping")
-        file_values = _resolve_secret_refs(raw, p.parent)
-        for key in ("policy_dir", "data_root", "state_dir", "masking_key_file", "he_key_dir",
-                    "audit_checkpoint_file"):
-            if key in file_values and file_values[key] is not None:
-                v = Path(file_values[key])
-                file_values[key] = v if v.is_absolute() else (p.parent / v)
-        oidc = file_values.get("oidc")
+        values: dict[str, Any] = _resolve_secret_refs(raw, p.parent)
+        for key in FILE_PATHS:
+            if values.get(key) is not None:
+                v = Path(values[key])
+                values[key] = v if v.is_absolute() else (p.parent / v)
+        oidc = values.get("oidc")
         if isinstance(oidc, dict) and oidc.get("jwks_file"):
             v = Path(oidc["jwks_file"])
             oidc["jwks_file"] = v if v.is_absolute() else (p.parent / v)
         for url_key in ("audit_url", "ledger_url"):
-            url = file_values.get(url_key)
+            url = values.get(url_key)
             if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
                 rel = Path(url.removeprefix("sqlite:///"))
-                file_values[url_key] = f"sqlite:///{(p.parent / rel).resolve()}"
-    # Environment variables take precedence over the file: drop file keys the env sets.
-    for key in list(file_values):
-        if f"GOVERN_{key.upper()}" in os.environ:
-            file_values.pop(key)
-    file_values.update(overrides)
-    return Settings(**file_values)
+                values[url_key] = f"sqlite:///{(p.parent / rel).resolve()}"
+        return values
+
+
+# Settings that name files or folders: relative to govern.yaml's folder when written there.
+FILE_PATHS = ("policy_dir", "data_root", "state_dir", "masking_key_file", "he_key_dir", "audit_checkpoint_file",
+              "ssl_certfile", "ssl_keyfile", "pg_tls_cert", "pg_tls_key",
+              "console_dry_run_root")
+
+# The settings file of the Settings being built now (load_settings sets it for one call): how
+# Settings.settings_customise_sources learns which file to read.
+_settings_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("govern_settings_file", default=None)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from pydantic-settings sources, highest precedence first: ``overrides``
+    (keyword arguments: the CLI's options), ``GOVERN_*`` environment variables (nested fields
+    with ``__``: ``GOVERN_S3__ENDPOINT_OVERRIDE`` overrides that one key of the file's ``s3``
+    section), the settings file ``path`` (``govern.yaml``), then the defaults.
+    """
+    file = Path(path) if path is not None else None
+    if file is not None and not file.is_file():
+        raise InvalidRequest(f"cannot read settings file {file}: No such file")
+    token = _settings_file.set(file)
+    try:
+        return Settings(**overrides)
+    finally:
+        _settings_file.reset(token)

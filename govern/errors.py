@@ -134,6 +134,13 @@ class AccessDenied(GovernError):
     sqlstate = "42501"
 
 
+class TicketStale(AccessDenied):
+    """A ticket whose plan or data moved since it was issued (policy change, rewritten files)."""
+
+    slug = "ticket-stale"
+    title = "Ticket no longer valid"
+
+
 class NotFound(GovernError):
     status = 404
     slug = "not-found"
@@ -224,6 +231,14 @@ class Unsupported(GovernError):
     sqlstate = "0A000"
 
 
+class RangeNotSatisfiable(InvalidRequest):
+    """An HTTP ``Range`` that lies outside the file (a Delta Sharing file, docs/sharing.md)."""
+
+    status = 416
+    slug = "range-not-satisfiable"
+    title = "Range not satisfiable"
+
+
 class BudgetExceeded(GovernError):
     """A privacy release would overspend the caller's budget (or no budget is set): refused,
     and nothing was charged. ``extra`` says what was asked, spent and left."""
@@ -308,6 +323,7 @@ ALL_ERRORS: tuple[type[GovernError], ...] = (
     Overloaded,
     ClientGone,
     Unsupported,
+    RangeNotSatisfiable,
     BudgetExceeded,
     LedgerError,
     ReleaseRefused,

@@ -70,7 +70,7 @@ class Server:
     flight_port: int | None = None  # the Arrow Flight SQL port (None: disabled with --flight-port 0)
 
 
-def start_server(world: World, *extra: str, env: dict[str, str] | None = None) -> Server:
+def start_server(world: World, *extra: str, env: dict[str, str] | None = None, timeout: float = 30) -> Server:
     """``govern serve`` on a free HTTP port and (unless ``--pg-port`` / ``--flight-port`` is in
     ``extra``) free PostgreSQL wire and Flight SQL ports, so that servers of parallel tests never
     collide."""
@@ -93,7 +93,7 @@ def start_server(world: World, *extra: str, env: dict[str, str] | None = None) -
     proc = subprocess.Popen([str(exe), "serve", "--config", str(world.config), "--port", str(port), *extra],
                             stdout=fh, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
+    deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"gateway exited early:\n{log.read_text()}")

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent / "govern"
 CORE = {"govern.identity", "govern.policy", "govern.plan", "govern.mask", "govern.storage", "govern.audit",
         "govern.config", "govern.errors"}
 DELIVERY = {"govern.deliver", "govern.sql", "govern.server", "govern.pgwire", "govern.client", "govern.cli",
-            "govern.privacy", "govern.monitor"}
+            "govern.privacy", "govern.monitor", "govern.console"}
 SURFACES = {"govern.server", "govern.pgwire", "govern.client", "govern.cli"}
 # Known downward-looking exceptions, each with its reason.
 ALLOWED = {

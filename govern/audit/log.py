@@ -129,6 +129,12 @@ class AuditLog:
         self._settle()
         return self.store.records(after_seq, limit, principal, dataset, request_id)
 
+    def latest(self, limit: int = 1000, principal: str | None = None,
+               dataset: str | None = None) -> list[AuditRecord]:
+        """The newest ``limit`` records (of ``principal`` / ``dataset``), oldest first."""
+        self._settle()
+        return self.store.latest(limit, principal, dataset)
+
     def _settle(self) -> None:
         try:
             self._writer.flush(READ_WAIT)

@@ -3,7 +3,9 @@
 Three tables, named ``<prefix>audit_log``, ``<prefix>audit_pending`` and ``<prefix>chain_head``:
 the log itself, requests reserved but not yet recorded, and a one-row copy of the newest
 record's seq and hash (the row every appender locks, so appenders in all processes queue on
-it and each one reads the head its predecessor wrote).
+it and each one reads the head its predecessor wrote). ``seq`` is the primary key and
+``prev_hash`` has a UNIQUE index, so even a writer that skips the lock cannot store a fork: a
+second successor of a record is refused by the database (tests/audit/test_forks.py).
 
 Everything that decides what goes into the chain lives here once, so SQLite and PostgreSQL
 cannot drift apart. :meth:`AuditStore.commit` writes one group of reservations and records in
@@ -41,6 +43,7 @@ FIELDS: tuple[str, ...] = (
 _JSON_FIELDS = frozenset({"columns", "extra"})
 _ADDED_COLUMNS = (("policy_version", "TEXT"),)
 MAX_PAGE = 1000
+MAX_LATEST = 100_000  # the console's audit explorer and policy dry run read a recent window
 _VERIFY_PAGE = 1000
 
 
@@ -57,6 +60,8 @@ def schema(prefix: str) -> list[str]:
         f"CREATE INDEX IF NOT EXISTS {p}audit_log_principal ON {p}audit_log (principal, seq)",
         f"CREATE INDEX IF NOT EXISTS {p}audit_log_dataset ON {p}audit_log (dataset, seq)",
         f"CREATE INDEX IF NOT EXISTS {p}audit_log_request ON {p}audit_log (request_id)",
+        # A guard behind the head lock: a record has at most one successor, whoever writes.
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {p}audit_log_prev ON {p}audit_log (prev_hash)",
         f"""CREATE TABLE IF NOT EXISTS {p}audit_pending (
             request_id TEXT PRIMARY KEY, time TEXT NOT NULL)""",
         f"""CREATE TABLE IF NOT EXISTS {p}chain_head (
@@ -159,6 +164,21 @@ class AuditStore:
                           f"WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?")
         rows = self.db.read("read", lambda cur: cur.execute(sql, (*params, limit)).fetchall())
         return [row_to_record(r) for r in rows]
+
+    def latest(self, limit: int, principal: str | None = None, dataset: str | None = None) -> list[AuditRecord]:
+        """The newest ``limit`` records (of ``principal`` / ``dataset``), oldest first."""
+        if not 1 <= limit <= MAX_LATEST:
+            raise InvalidRequest(f"limit must be between 1 and {MAX_LATEST}")
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
+        for column, value in (("principal", principal), ("dataset", dataset)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = self.db.sql(f"SELECT {', '.join(FIELDS)} FROM {{p}}audit_log "
+                          f"WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?")
+        rows = self.db.read("read", lambda cur: cur.execute(sql, (*params, limit)).fetchall())
+        return [row_to_record(r) for r in reversed(rows)]
 
     def pending(self) -> list[tuple[str, str]]:
         sql = self.db.sql("SELECT request_id, time FROM {p}audit_pending ORDER BY time, request_id")

@@ -1,7 +1,7 @@
 """The ``govern`` command. Thin: parse arguments, call the core, print.
 
 One module per command group (``policy``, ``preview``, ``demo``, ``serve``, ``audit``, ``keys``,
-``he``, ``synth``, ``monitor``); :mod:`govern.cli._common` holds what they share. Heavy imports happen inside
+``he``, ``synth``, ``monitor``, ``materialize``, ``sharing``); :mod:`govern.cli._common` holds what they share. Heavy imports happen inside
 each command, so ``govern --help`` stays fast.
 """
 
@@ -9,7 +9,19 @@ from __future__ import annotations
 
 import click
 
-from govern.cli import audit, demo, he, keys, monitor, policy, preview, serve, synth
+from govern.cli import (
+    audit,
+    demo,
+    he,
+    keys,
+    materialize,
+    monitor,
+    policy,
+    preview,
+    serve,
+    sharing,
+    synth,
+)
 
 __all__ = ["main"]
 
@@ -21,7 +33,7 @@ def main() -> None:
 
 
 for command in (policy.policy, preview.preview, preview.reidentify, demo.demo, serve.serve, audit.audit,
-                keys.keys, he.he, synth.synth, monitor.classify):
+                keys.keys, he.he, synth.synth, monitor.classify, materialize.materialize, sharing.sharing):
     main.add_command(command)
 
 

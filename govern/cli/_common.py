@@ -24,11 +24,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def load(config: str | None, policies: str | None = None) -> Settings:
+def load(config: str | None, policies: str | None = None, **overrides: Any) -> Settings:
+    """Settings of a command: its options (``overrides``) over the environment over the file."""
     path = config or os.environ.get("GOVERN_CONFIG")
     if path is None and Path("govern.yaml").exists():
         path = "govern.yaml"
-    overrides: dict[str, Any] = {}
     if policies:
         overrides["policy_dir"] = Path(policies)
     return load_settings(path, **overrides)

@@ -40,3 +40,18 @@ def masking_key(path: str, key_id: str) -> None:
 
     write_key_file(Path(path), key_id)
     click.echo(f"wrote masking key '{key_id}' to {path} (the key itself is not printed)")
+
+
+@keys.command("tls")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--host", "hosts", multiple=True, default=("localhost", "127.0.0.1"), show_default=True,
+              help="a DNS name or IP address the certificate is valid for (repeat)")
+@click.option("--days", default=365, show_default=True)
+def keys_tls(directory: str, hosts: tuple[str, ...], days: int) -> None:
+    """Write a self-signed TLS certificate and key (DIRECTORY/tls.crt, tls.key) for the demo:
+    set pg_tls_cert/pg_tls_key (PostgreSQL wire) or uvicorn's --ssl-certfile/--ssl-keyfile."""
+    from govern.identity.tls import write_self_signed
+
+    cert, key = write_self_signed(Path(directory), list(hosts), days)
+    click.echo(f"pg_tls_cert: {cert}")
+    click.echo(f"pg_tls_key: {key}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import click
@@ -21,8 +22,12 @@ from govern.errors import GovernError
 @click.option("--flight-port", type=int, default=None,
               help="Arrow Flight SQL port (default from settings: 8815; 0 disables it).")
 @click.option("--no-watch", is_flag=True, help="Do not hot-reload policy files.")
+@click.option("--ssl-certfile", type=click.Path(dir_okay=False), default=None,
+              help="Serve HTTPS with this PEM certificate (chain) (setting ssl_certfile).")
+@click.option("--ssl-keyfile", type=click.Path(dir_okay=False), default=None,
+              help="The certificate's PEM private key (setting ssl_keyfile).")
 def serve(config: str | None, host: str | None, port: int | None, pg_port: int | None, flight_port: int | None,
-          no_watch: bool) -> None:
+          no_watch: bool, ssl_certfile: str | None, ssl_keyfile: str | None) -> None:
     """Run the gateway (HTTP, the PostgreSQL wire protocol for psql and BI tools, and Arrow
     Flight SQL for ADBC)."""
     import uvicorn
@@ -31,19 +36,24 @@ def serve(config: str | None, host: str | None, port: int | None, pg_port: int |
     from govern.pgwire.server import PgServerThread
     from govern.server.app import create_app
     from govern.server.connections import IdleClosingH11
+    from govern.server.logs import log_everything_as_json
     from govern.storage.scan import use_jemalloc
 
     use_jemalloc()  # a long-running server: the allocator that returns freed memory (docs/performance.md)
     try:
-        settings = load(config)
-        if no_watch:
-            settings = settings.model_copy(update={"watch_policies": False})
+        options = {"host": host, "port": port, "pg_port": pg_port, "flight_port": flight_port,
+                   "watch_policies": False if no_watch else None, "ssl_certfile": ssl_certfile,
+                   "ssl_keyfile": ssl_keyfile}
+        settings = load(config, None, **{k: v for k, v in options.items() if v is not None})
+        if (settings.ssl_certfile is None) != (settings.ssl_keyfile is None):
+            fail("error: HTTPS needs both ssl_certfile and ssl_keyfile (--ssl-certfile, --ssl-keyfile)")
         app = create_app(settings)
     except GovernError as exc:
         report(exc)
-    h, p = host or settings.host, port or settings.port
+    h, p = settings.host, settings.port
+    scheme = "https" if settings.ssl_certfile else "http"
     gateway = app.state.gateway
-    wire_port = settings.pg_port if pg_port is None else pg_port
+    wire_port = settings.pg_port
     pg: PgServerThread | None = None
     if wire_port:
         pg = PgServerThread(gateway, settings.pg_host, wire_port)
@@ -52,7 +62,7 @@ def serve(config: str | None, host: str | None, port: int | None, pg_port: int |
         except OSError as exc:
             fail(f"error: cannot listen for PostgreSQL clients on {settings.pg_host}:{wire_port}: "
                   f"{exc.strerror or exc} (set pg_port, or --pg-port 0 to disable)")
-    grpc_port = settings.flight_port if flight_port is None else flight_port
+    grpc_port = settings.flight_port
     fl: FlightServerThread | None = None
     if grpc_port:
         fl = FlightServerThread(gateway, settings.flight_host, grpc_port)
@@ -63,13 +73,16 @@ def serve(config: str | None, host: str | None, port: int | None, pg_port: int |
                 pg.stop()
             fail(f"error: cannot listen for Flight SQL clients on {settings.flight_host}:{grpc_port}: {exc} "
                  "(set flight_port, or --flight-port 0 to disable)")
-    click.echo(f"govern gateway on http://{h}:{p} (policy {gateway.governor.state.policy.version})")
+    log_everything_as_json(settings.log_level)  # uvicorn, sqlglot, SDV, warnings, tracebacks: one JSON line each
+    log = logging.getLogger("govern.serve")
+    log.info(f"govern gateway on {scheme}://{h}:{p} (policy {gateway.governor.state.policy.version})",
+             extra={"url": f"{scheme}://{h}:{p}", "policy_version": gateway.governor.state.policy.version})
     if pg is not None:
-        click.echo(f"govern PostgreSQL wire on {settings.pg_host}:{pg.port} "
-                   "(user = principal, password = API key, database = purpose)")
+        log.info(f"govern PostgreSQL wire on {settings.pg_host}:{pg.port} "
+                 "(user = principal, password = API key, database = purpose)")
     if fl is not None:
-        click.echo(f"govern Flight SQL on grpc://{settings.flight_host}:{fl.port} "
-                   "(user = principal, password = API key; purpose: x-purpose header or catalog)")
+        log.info(f"govern Flight SQL on grpc://{settings.flight_host}:{fl.port} "
+                 "(user = principal, password = API key; purpose: x-purpose header or catalog)")
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: Any = None) -> None:
@@ -80,7 +93,9 @@ def serve(config: str | None, host: str | None, port: int | None, pg_port: int |
             await super().shutdown(sockets)
 
     config_ = uvicorn.Config(app, host=h, port=p, log_level=settings.log_level, access_log=False,
-                             http=IdleClosingH11, timeout_keep_alive=max(1, int(settings.http_idle_timeout)))
+                             http=IdleClosingH11, timeout_keep_alive=max(1, int(settings.http_idle_timeout)),
+                             ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile,
+                             log_config=None)  # uvicorn's loggers go through govern's JSON logging
     try:
         Server(config_).run()
     finally:

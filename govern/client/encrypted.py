@@ -196,7 +196,7 @@ def release(client: Transport, view: EncryptedView | str, computation: Computati
 class QueryResult:
     """Decrypted (by you, with your key) noisy aggregates of an encrypted query."""
 
-    values: dict[str, float]
+    values: dict[str, float | None]  # None: below the gateway's noisy he_min_rows threshold
     body: dict[str, Any] = field(repr=False)
 
 
@@ -253,4 +253,6 @@ def encrypted_query(client: Transport, name: str, weights: Mapping[str, float], 
     out = client.send("POST", f"/v1/datasets/{name}/encrypted-query", purpose=purpose, json=body,
                        idempotent=False).json()
     decrypted = key.decrypt(base64.b64decode(out["ciphertext"]))
-    return QueryResult(dict(zip(out["outputs"], decrypted, strict=True)), out)
+    suppressed = set((out.get("threshold") or {}).get("suppressed") or ())
+    values = {name: (None if name in suppressed else v) for name, v in zip(out["outputs"], decrypted, strict=True)}
+    return QueryResult(values, out)

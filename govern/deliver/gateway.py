@@ -15,11 +15,15 @@ import uuid
 from govern.audit.log import AuditLog, open_audit_log
 from govern.audit.record import AuditRecord
 from govern.config import Settings
+from govern.deliver.fleet import Fleet
 from govern.deliver.governor import Governor
 from govern.deliver.lifecycle import Call, Exchange, Lifecycle
+from govern.deliver.materialize import Materializer
 from govern.deliver.metrics import Metrics
 from govern.errors import AuditError
 from govern.identity.authenticate import Authenticator
+from govern.monitor.prometheus import DriftCollector
+from govern.monitor.store import ProfileStore
 from govern.policy.reload import PolicyReloader, ReloadStatus
 from govern.privacy.budget.ledger import BudgetLedger, open_ledger
 from govern.privacy.dp.service import DpService
@@ -43,6 +47,8 @@ class Gateway:
         self.reloader = reloader
         self.metrics = metrics
         self.lifecycle = Lifecycle(settings, governor, authenticator, audit, metrics)
+        # Masked materializations (govern.deliver.materialize): repeated reads, Delta Sharing files
+        self.materializer = Materializer(governor, settings=settings)
         # The privacy budget ledger (govern.privacy.budget): every noisy release is charged here.
         self.ledger = ledger if ledger is not None else open_ledger(settings, governor.budget_for)
         self.dp = DpService(settings, governor, self.ledger)  # differential privacy (govern.privacy.dp)
@@ -53,6 +59,15 @@ class Gateway:
         # shared by gateways with different settings (tests do): each call names its settings.
         self.sql_service = sql_service if sql_service is not None else SqlService(settings)
         self._owns_sql = sql_service is None
+        # Several instances over one PostgreSQL (govern.deliver.fleet): heartbeat, policy reloads
+        # announced to and followed from the peers. None for a single instance on SQLite.
+        self.fleet: Fleet | None = None
+        status = reloader.status() if reloader is not None else None
+        self.metrics.serving(governor.state.policy.version, status.loaded_at if status else 0.0)
+
+    def policy_since(self) -> float:
+        """Since when (unix seconds) this instance serves its current policy version."""
+        return self.reloader.status().loaded_at if self.reloader is not None else 0.0
 
     def exchange(self, call: Call) -> Exchange:
         """Open the lifecycle of one request (use it as a context manager)."""
@@ -64,6 +79,9 @@ class Gateway:
         the problems; the previous version keeps serving)."""
         extra: dict[str, object]
         if status.ok:
+            self.metrics.serving(status.version, status.loaded_at)
+            if self.fleet is not None:
+                self.fleet.announce()
             outcome, code, detail = "ok", 200, f"policy {before} -> {status.version}"
             extra = {"from_version": before, "to_version": status.version}
         else:
@@ -81,6 +99,8 @@ class Gateway:
             log.warning("a policy reload could not be audited", extra={"version": status.version})
 
     def close(self) -> None:
+        if self.fleet is not None:
+            self.fleet.stop()
         if self.reloader is not None:
             self.reloader.stop()
         if self._owns_sql:
@@ -98,6 +118,16 @@ def build_gateway(settings: Settings, *, governor: Governor | None = None, audit
     authenticator = Authenticator(lambda: governor.state.policy, settings.oidc)
     reloader = PolicyReloader(settings.policy_dir, governor.state.policy, governor.swap_policy,
                               debounce_ms=settings.reload_debounce_ms)
-    gateway = Gateway(settings, governor, audit, authenticator, reloader, Metrics(), sql_service=sql_service)
+    metrics = Metrics()
+    # drift alerts of the stored profiles (docs/monitoring.md), read at each scrape of /metrics
+    metrics.registry.register(DriftCollector(ProfileStore.under(settings.state_dir), settings))
+    gateway = Gateway(settings, governor, audit, authenticator, reloader, metrics, sql_service=sql_service)
     reloader.report = gateway.reloaded
+    audit_url = settings.audit_url or ""
+    if audit_url.startswith(("postgresql://", "postgres://")):
+        gateway.fleet = Fleet(audit_url, settings.audit_table_prefix,
+                              lambda: (governor.state.policy.version, gateway.policy_since()),
+                              reloader.check_now if settings.fleet_follow else None,
+                              endpoint=f"http://{settings.host}:{settings.port}", instance_id=settings.instance_id,
+                              heartbeat=settings.fleet_heartbeat, recheck=settings.fleet_recheck)
     return gateway

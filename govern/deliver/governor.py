@@ -34,7 +34,9 @@ from govern.policy.decide import Decider
 from govern.policy.load import load_policy
 from govern.policy.model import PolicySet
 from govern.storage import dictionary as storage_dictionary
+from govern.storage import fragments as storage_fragments
 from govern.storage import scan as storage_scan
+from govern.storage.version import data_version
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,17 @@ class Governor:
         self._datasets[key] = (now, ds)
         return ds
 
+    def data_version(self, name: str, state: PolicyState | None = None) -> str:
+        """The dataset's data version now (:func:`govern.storage.version.data_version`)."""
+        state = state or self._state
+        return data_version(self.dataset(name, state), state.policy.datasets[name].location)
+
+    def fragments(self, name: str, state: PolicyState | None = None) -> list[storage_fragments.Fragment]:
+        """The dataset's fragments now, about ``fragment_rows`` stored rows each."""
+        state = state or self._state
+        return storage_fragments.split(self.dataset(name, state), self.settings.fragment_rows,
+                                       location=state.policy.datasets[name].location)
+
     def schema(self, name: str, state: PolicyState | None = None) -> pa.Schema:
         return storage_scan.physical_schema(self.dataset(name, state))
 
@@ -144,7 +157,7 @@ class Governor:
     def read(self, principal: Principal, dataset: str, purpose: str, *, columns: list[str] | None = None,
              filter: str | None = None, limit: int | None = None,
              state: PolicyState | None = None, dictionaries: bool = False,
-             filter_exact: bool = True) -> GovernedRead:
+             filter_exact: bool = True, fragment: storage_fragments.Fragment | None = None) -> GovernedRead:
         """The masked stream of ``dataset`` for ``principal`` under ``purpose``.
 
         ``dictionaries``: string columns stored dictionary-encoded stay Arrow dictionaries
@@ -157,6 +170,8 @@ class Governor:
         save work — files and row groups whose statistics rule it out are not read, rows are
         dropped before masks run when that spares masking — and may deliver rows it rejects.
         Row filters are always applied exactly.
+
+        ``fragment``: read only that file / row-group range of the dataset (a fragment ticket's).
         """
         state = state or self._state
         plan = self.plan(principal, dataset, purpose, state=state)
@@ -165,6 +180,8 @@ class Governor:
         keys = self.keys
         ds = self.dataset(dataset, state, dictionaries=dictionaries)
         entry = state.policy.datasets[dataset]
+        if fragment is not None:
+            ds = storage_fragments.subset(ds, fragment.file, fragment.row_groups, location=entry.location)
         pushdown = pushdown_filter(plan, request)
         applied = True  # the scan applies the row filters
         if dictionaries and pushdown is not None and storage_dictionary.has_dictionaries(ds):
@@ -172,10 +189,15 @@ class Governor:
                 ds, pushdown, applied = storage_dictionary.prune(ds, pushdown), None, False
             except (OSError, pa.ArrowException):
                 pass  # the scan itself reports it, with the catalog's location
-        raw = storage_scan.scan(ds, scan_columns(plan, request), pushdown,
-                                self.settings.batch_size, location=entry.location)
         executor = ArrowExecutor(plan, request, keys, threads=self.settings.mask_threads,
                                  row_filter_applied=applied, filter_exact=filter_exact)
+        scanned = scan_columns(plan, request)
+        if client_filter is not None and all(c in ds.schema.names for c in scanned):
+            # An ill-typed filter is the caller's mistake (400): found on an empty batch before
+            # the scan binds it to storage, where it would read as a storage failure (503).
+            executor.output_schema(pa.schema([ds.schema.field(c) for c in scanned]))
+        raw = storage_scan.scan(ds, scanned, pushdown,
+                                self.settings.batch_size, location=entry.location)
         return GovernedRead(plan, request, executor.reader(raw))
 
     def reidentify(self, principal: Principal, dataset: str, purpose: str, tokens: list[str],

@@ -53,9 +53,11 @@ from govern.errors import (
     GovernError,
     NotFound,
     PurposeRequired,
+    TicketStale,
 )
 from govern.identity.authenticate import Authenticator
 from govern.identity.principal import Principal
+from govern.identity.tickets import Ticket, open_ticket
 from govern.plan.compile import authorize_purpose
 from govern.plan.model import AccessPlan
 
@@ -194,6 +196,30 @@ class Exchange:
         self.principal = principal
         return principal
 
+    def redeem(self, text: str, *, kind: str, now: float) -> Ticket:
+        """Authenticate by a plan-bound ticket (:mod:`govern.identity.tickets`) and declare its
+        purpose again under the current policy. The caller then compiles the plan and calls
+        :meth:`check_ticket`: a ticket is a credential, never a decision."""
+        try:
+            ticket = open_ticket(text, self._life.governor.keys, kind=kind, now=now)
+        except GovernError as exc:
+            self.extra["ticket"] = exc.extra.get("reason")
+            raise
+        self.extra["ticket"] = {"kind": ticket.kind, "subject": ticket.subject}
+        self.principal = self._life.authenticator.current(ticket.principal)
+        self.declare(ticket.purpose)
+        return ticket
+
+    def check_ticket(self, ticket: Ticket, plan: AccessPlan, data_version: str) -> None:
+        """Refuse ``ticket`` unless the plan compiled now and the data now are what it was
+        issued for."""
+        if ticket.dataset != plan.dataset or ticket.plan_hash != plan.hash:
+            raise TicketStale("the access plan changed since this ticket was issued (policy or grants "
+                              "changed): ask the gateway for a new one", reason="plan changed")
+        if ticket.data_version != data_version:
+            raise TicketStale("the data changed since this ticket was issued: ask the gateway for a new one",
+                              reason="data changed")
+
     # -- 2. purpose ------------------------------------------------------------------------------------
     def declare(self, *candidates: str | None) -> str:
         """The first non-empty declared purpose, if the principal may act under it."""
@@ -254,6 +280,18 @@ class Exchange:
         principal, purpose = self._need_purpose("plan")
         plan = self._life.governor.plan(principal, dataset, purpose, action=action or self.action, state=self.state)
         self.plan = plan
+        return plan
+
+    def compile_rows(self, dataset: str) -> AccessPlan:
+        """:meth:`compile` for a surface that hands out *rows* (reads, scans and fragments, Delta
+        Sharing files): refused where the plan carries a result policy (min_group, projection,
+        k_anonymity), which only the SQL engine and the DP routes enforce — rows would be the side
+        door around it (docs/privacy.md, "Result policies")."""
+        plan = self.compile(dataset, "read")
+        if plan.result is not None:
+            raise AccessDenied(f"dataset '{plan.dataset}' is under a result policy for purpose '{plan.purpose}' "
+                               f"({plan.result.reason.source}): rows are not served; query it with POST /v1/sql "
+                               "(or the PostgreSQL wire, Flight SQL), where the policy applies")
         return plan
 
     # -- 4. bound ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ came from the cache; never the parameter values.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pyarrow as pa
@@ -30,7 +31,8 @@ def note_text(ex: Exchange, text: str, params: list[Any] | None = None) -> None:
         ex.extra["params"] = len(params)  # how many, not the values
 
 
-def run_query(ex: Exchange, service: SqlService, text: str, params: list[Any] | None) -> SqlResult:
+def run_query(ex: Exchange, service: SqlService, text: str, params: list[Any] | None,
+              cancel: threading.Event | None = None) -> SqlResult:
     """Run ``text`` for the exchange's principal and purpose, in an SQL worker, under the
     exchange's one deadline (``sql_timeout``: parse, validate, execute and stream); the result
     streams (the caller hands it to :meth:`Exchange.stream` and closes it)."""
@@ -39,7 +41,8 @@ def run_query(ex: Exchange, service: SqlService, text: str, params: list[Any] | 
     deadline = ex.admit(seconds=ex.settings.sql_timeout)
     principal, purpose = ex.principal, ex.purpose
     assert principal is not None and purpose is not None  # permitted() checked both
-    result = service.run(principal, purpose, text, params, ex.state.policy, deadline.at, settings=ex.settings)
+    result = service.run(principal, purpose, text, params, ex.state.policy, deadline.at, settings=ex.settings,
+                         cancel=cancel)
     _describe(ex, result)
     return result
 

@@ -10,12 +10,15 @@ recorded as served when it was not::
 
 A result the surface cannot represent (a sum that overflowed to infinity with bounds of 1e308)
 is refused *before* the charge; a charge that fails (over budget, ledger down) leaves the
-computed result unseen.
+computed result unseen. If rendering or the ``ok`` record then fails, no byte of the result has
+left the process, so the charge is refunded (``BudgetLedger.refund``, once per request id);
+after the record is written the charge stays, whatever happens to the connection.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -23,7 +26,7 @@ import pyarrow as pa
 
 from govern.deliver.governor import Governor
 from govern.deliver.lifecycle import Exchange
-from govern.errors import AccessDenied, InvalidRequest
+from govern.errors import AccessDenied, GovernError, InvalidRequest
 from govern.plan.model import AccessPlan
 from govern.plan.predicates import referenced_columns
 from govern.privacy.dp import sql as dp_sql
@@ -35,6 +38,7 @@ __all__ = ["check_result_policy", "describe_sql", "release_dp", "release_table",
            "suppress_small_groups", "translate_sql"]
 
 R = TypeVar("R")
+log = logging.getLogger("govern.deliver")
 
 
 def release_dp(ex: Exchange, dp: DpService, query: DpQuery, render: Callable[[DpRelease], R]) -> tuple[DpRelease, R]:
@@ -59,8 +63,12 @@ def release_dp(ex: Exchange, dp: DpService, query: DpQuery, render: Callable[[Dp
     if suppressed is not None:
         ex.extra["suppressed_groups"] = suppressed
     release = DpRelease(prepared, result, charged, {**prepared.timings, **result.timings})
-    out = render(release)
-    ex.finish(rows=len(result.rows))
+    try:
+        out = render(release)
+        ex.finish(rows=len(result.rows))
+    except BaseException:
+        _refund(dp, ex.request_id)  # nothing left the process: the release was never seen
+        raise
     return release, out
 
 
@@ -106,6 +114,13 @@ def suppress_small_groups(plan: AccessPlan, query: DpQuery, rows: list[dict[str,
     suppressed = len(rows) - len(kept)
     rows[:] = kept
     return suppressed
+
+
+def _refund(dp: DpService, request_id: str) -> None:
+    try:
+        dp.ledger.refund(request_id)
+    except GovernError:  # the ledger is down too: the charge stays (over-counting is safe)
+        log.warning("a charge for an unreleased result could not be refunded", extra={"request_id": request_id})
 
 
 def _representable(release: dict[str, Any]) -> None:

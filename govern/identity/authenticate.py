@@ -125,6 +125,21 @@ class Authenticator:
             raise AuthenticationFailed("invalid user name or API key")
         return self._api_key_principal(policy, name)
 
+    def current(self, principal: Principal) -> Principal:
+        """``principal`` as the live policy has it now, for credentials issued earlier (tickets).
+
+        A principal authenticated by API key is looked up again: removed from the policy, or left
+        with no key at all (every key revoked), it is refused; its attributes are today's. An
+        identity provider's principal keeps the claims it was authenticated with (the ticket
+        sealing them is short-lived)."""
+        if principal.source != "api-key":
+            return principal
+        policy = self._policy()
+        entry = policy.principals.get(principal.name)
+        if entry is None or not entry.api_keys:
+            raise AuthenticationFailed("invalid ticket", reason="principal no longer has an API key")
+        return self._api_key_principal(policy, principal.name)
+
     # -- API keys -------------------------------------------------------------------------------
 
     def _key_index(self, policy: PolicySet) -> _KeyIndex:

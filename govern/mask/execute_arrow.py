@@ -20,14 +20,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from govern.errors import GovernError, MaskError, UnknownColumn
+from govern.errors import GovernError, MaskError, PredicateError, UnknownColumn
 from govern.mask import registry
 from govern.mask.function import MaskContext
 from govern.mask.keys import KeyRing
@@ -199,18 +199,29 @@ class ArrowExecutor:
             batch = batch.filter(keep, null_selection_behavior="drop")
         if self._early_filter:
             assert self.request.filter is not None
-            batch = batch.filter(evaluate(self.request.filter.sql, batch, self._memo),
-                                 null_selection_behavior="drop")
+            batch = batch.filter(self._client_filter(batch), null_selection_behavior="drop")
         cache: dict = {}  # shared by the masks of this batch only (MaskContext.cache)
         arrays = [self._mask_column(self.plan.column(name), batch, kernel_threads, cache) for name in self._computed]
         masked = pa.RecordBatch.from_arrays(arrays, names=self._computed)
         if self._late_filter:
             assert self.request.filter is not None
-            masked = masked.filter(evaluate(self.request.filter.sql, masked, self._memo),
-                                   null_selection_behavior="drop")
+            masked = masked.filter(self._client_filter(masked), null_selection_behavior="drop")
         if len(self._computed) != len(self.request.columns):
             masked = masked.select(list(self.request.columns))
         return masked
+
+    def _client_filter(self, batch: pa.RecordBatch) -> pa.Array:
+        """The caller's filter on ``batch``; a filter that is not boolean or compares values of
+        different types is the caller's mistake (PredicateError, 400), found on the empty batch
+        of :meth:`output_schema` before any row is read."""
+        assert self.request.filter is not None
+        try:
+            return evaluate(self.request.filter.sql, batch, self._memo)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            # On an empty batch the message names types and the caller's own literals; on data
+            # it may quote a stored value, so only its kind is told.
+            why = str(exc).splitlines()[0] if batch.num_rows == 0 else f"it fails on the data ({type(exc).__name__})"
+            raise PredicateError(f"invalid filter: {why}") from None
 
     def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
         empty = pa.RecordBatch.from_pylist([], schema=input_schema)
@@ -285,3 +296,31 @@ def execute(plan: AccessPlan, reader: pa.RecordBatchReader, keys: KeyRing, *,
         raise
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise MaskError(f"masking failed ({type(exc).__name__})") from None
+
+
+def mask_batches(plan: AccessPlan, batches: Iterable[pa.RecordBatch], keys: KeyRing, *,
+                 schema: pa.Schema | None = None, columns: list[str] | None = None,
+                 threads: int = 1) -> Iterator[pa.RecordBatch]:
+    """``plan`` applied to raw record batches: row filters, then every mask — the gateway's
+    bytes, batch by batch, with bounded memory.
+
+    The one engine function a distributed framework builds on (a Ray ``map_batches`` or a Dask
+    ``map_partitions`` over raw files, on *trusted* workers that hold the keys — like Spark's
+    Tier 2): each worker calls it on its own partition's batches. Masks are functions of a row's
+    values and the keys, never of its position, so any split gives the same rows. ``schema``:
+    the raw batches' schema (needed when ``batches`` may be empty; else the first batch's). A
+    batch of another schema, or a failure midway, raises and yields nothing more (fail closed)."""
+    it = iter(batches)
+    first = next(it, None)
+    if first is None and schema is None:
+        raise ValueError("mask_batches: pass schema= when the batches may be empty")
+    raw_schema = schema if schema is not None else first.schema  # type: ignore[union-attr]
+
+    def raw() -> Iterator[pa.RecordBatch]:
+        for b in itertools.chain([first] if first is not None else [], it):
+            if not b.schema.equals(raw_schema):
+                raise MaskError("mask_batches: a batch's schema differs from the others")
+            yield b
+
+    yield from execute(plan, pa.RecordBatchReader.from_batches(raw_schema, raw()), keys, columns=columns,
+                       threads=threads)

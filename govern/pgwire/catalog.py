@@ -20,10 +20,12 @@ sqlglot and rewritten for DuckDB (:func:`rewrite`):
 - table functions other than ``generate_series``/``unnest`` and DuckDB's own system functions are
   refused.
 
-If DuckDB still cannot run the rewritten query, the answer is an empty result with the query's
-column names: a tool asking about a feature govern does not have (policies, publications,
-inheritance…) learns that there is none. That is logged at WARNING. Running out of memory or
-time is an error, never an empty answer.
+Relations govern does not have (policies, publications, inheritance…) are empty stand-ins, so a
+tool asking about such a feature learns that there is none. If DuckDB still cannot run the
+rewritten query, the client gets an error (SQLSTATE 0A000) saying the emulation cannot answer,
+the gateway logs it at WARNING and counts it (``govern_pgwire_catalog_unanswered_total``):
+never an empty result, which a tool would show as an empty database. Running out of memory or
+time is an error too.
 
 With a :class:`~govern.sql.isolation.SqlService` (``Catalog(…, service=…)``), the catalog
 database lives in an SQL worker process, under its memory limit and the query's deadline
@@ -61,12 +63,13 @@ from govern.pgwire.catalog_tables import (
 )
 from govern.sql.isolation import SqlService, WorkerEnv
 
-__all__ = ["Catalog", "CatalogContext", "CatalogJob", "is_catalog_query", "output_names", "rewrite"]
+__all__ = ["Catalog", "CatalogContext", "CatalogJob", "catalog_parameter_types", "is_catalog_query", "output_names",
+           "rewrite"]
 
 log = logging.getLogger("govern.pgwire")
 
 CATALOG_FUNCTIONS = frozenset(MACROS) | {"session_user", "current_catalog", "user", "format_type"}
-ALLOWED_TABLE_FUNCTIONS = frozenset({"generate_series", "unnest", "range"})
+ALLOWED_TABLE_FUNCTIONS = frozenset({"generate_series", "unnest", "range", "pgc_pg_get_keywords"})
 _REFUSED_PREFIXES = ("duckdb_", "read_", "pragma_", "sqlite_", "parquet_", "iceberg_", "delta_", "postgres_",
                      "mysql_", "json_execute", "glob", "getenv", "query", "which_secret", "load_", "install_")
 _TYPE_CASTS = {"text": "VARCHAR", "name": "VARCHAR", "char": "VARCHAR", "bpchar": "VARCHAR", "varchar": "VARCHAR",
@@ -157,7 +160,28 @@ def _reg_lookup(kind: str, literal: str) -> exp.Expr:
     return sqlglot.parse_one(sql, read="duckdb")
 
 
+def _array_literal(node: exp.Cast) -> exp.Expr | None:
+    """``'{1,2}'::int[]`` (PostgreSQL's array literal) as a DuckDB list."""
+    inner, to = node.this, node.to
+    if not (isinstance(to, exp.DataType) and to.this == exp.DataType.Type.ARRAY
+            and isinstance(inner, exp.Literal) and inner.is_string):
+        return None
+    from govern.pgwire.types import split_array_text
+
+    try:
+        items = split_array_text(inner.this)
+    except ValueError:
+        raise SqlError(f"malformed array literal: {inner.this[:100]!r}", sqlstate="22P02") from None
+    element = to.expressions[0] if to.expressions else exp.DataType.build("VARCHAR")
+    values = [exp.null() if v is None else exp.Literal.string(v) for v in items]
+    return exp.cast(exp.Array(expressions=values), exp.DataType(this=exp.DataType.Type.ARRAY,
+                                                                  expressions=[element], nested=True))
+
+
 def _rewrite_cast(node: exp.Cast) -> exp.Expr:
+    array = _array_literal(node)
+    if array is not None:
+        return array
     target = _cast_target(node.to)
     if target is None:
         return node
@@ -165,6 +189,8 @@ def _rewrite_cast(node: exp.Cast) -> exp.Expr:
     if target in _REG_TYPES:
         if isinstance(inner, exp.Literal) and inner.is_string:
             return _reg_lookup(target, inner.this)
+        if isinstance(inner, (exp.Parameter, exp.Placeholder)) and target in ("regclass", "regtype"):
+            return _macro(f"{target}_oid", [inner])  # a bound name (or number): its oid
         if target == "regclass":
             return _macro("regclass_name", [inner])
         if target == "regtype":
@@ -187,8 +213,42 @@ def _stand_in(alias: str, columns: list[str]) -> exp.Expr:
 
 
 
+_ARRAY_CASTS = re.compile(r"(?i)::\s*(?:pg_catalog\s*\.\s*)?(oid|regtype|regclass|regproc|regnamespace|xid|name|text|int2|int4|int8)"
+                          r"\s*\[\s*\]")
+_ARRAY_OF = {"name": "text", "text": "text", "int2": "smallint", "int4": "integer", "int8": "bigint"}
+
+
+def _array_casts(text: str) -> str:
+    """``::oid[]`` and friends as types sqlglot parses (``$1::oid[]`` is asyncpg's type lookup)."""
+    return _ARRAY_CASTS.sub(lambda m: f"::{_ARRAY_OF.get(m.group(1).lower(), 'bigint')}[]", text)
+
+
+_PARAM_CAST = re.compile(r"(?i)\$(\d+)\s*::\s*(?:pg_catalog\.)?\"?([a-z_][a-z0-9_]*(?:\s+precision|\s+varying)?)\"?"
+                         r"\s*(\[\s*\])?")
+_CAST_OIDS = {"oid": 26, "regclass": 26, "regtype": 26, "regproc": 26, "regnamespace": 26, "name": 19,
+              "text": 25, "varchar": 1043, "character varying": 1043, "int2": 21, "smallint": 21,
+              "int4": 23, "int": 23, "integer": 23, "int8": 20, "bigint": 20, "bool": 16, "boolean": 16,
+              "char": 1042, "bpchar": 1042, "float8": 701, "double precision": 701, "float4": 700, "real": 700}
+
+
+def catalog_parameter_types(text: str, count: int) -> list[int]:
+    """Type OIDs of the parameters of a catalog query: those cast explicitly (``$1::oid[]``,
+    ``$2::regclass``) take the cast's type, the others ``text``."""
+    from govern.pgwire.types import PG_TYPES
+
+    oids: dict[int, int] = {}
+    for found in _PARAM_CAST.finditer(text):
+        number, name, array = int(found.group(1)), found.group(2).lower(), found.group(3)
+        oid = _CAST_OIDS.get(name)
+        if oid is None or number in oids:
+            continue
+        oids[number] = PG_TYPES[oid].array if array else oid
+    return [oids.get(i, 25) for i in range(1, count + 1)]
+
+
 def rewrite(text: str) -> tuple[str, list[str]]:
     """``text`` (PostgreSQL) as DuckDB SQL over govern's catalog, and its output column names."""
+    text = _array_casts(text)
     try:
         trees = [t for t in sqlglot.parse(text, read="postgres") if t is not None]
     except (ParseError, TokenError) as exc:
@@ -202,6 +262,10 @@ def rewrite(text: str) -> tuple[str, list[str]]:
     ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     columns = [_pg_column_name(e) for e in tree.selects]
     tree = _post_order(tree, _translate)
+    for column in tree.find_all(exp.Column):  # pg_catalog.pg_class.relname → pg_class.relname
+        if column.args.get("db") is not None and column.text("db").lower() in ("pg_catalog", "information_schema"):
+            column.set("db", None)
+            column.set("catalog", None)
     _replace_relations(tree, ctes)
     return tree.sql("duckdb"), columns
 
@@ -216,8 +280,28 @@ def _post_order(node: exp.Expr, fn: Any) -> exp.Expr:
     return fn(node)
 
 
+# regproc columns hold function names here; PostgreSQL compares them with 0 as oids ('-' is 0)
+_REGPROC_COLUMNS = frozenset({"typinput", "typoutput", "typreceive", "typsend", "typmodin", "typmodout",
+                              "typanalyze", "typsubscript", "amhandler"})
+
+
+def _regproc_zero(node: exp.Expr) -> exp.Expr | None:
+    """``typreceive != 0`` → ``coalesce(typreceive, '-') != '-'``."""
+    if not isinstance(node, (exp.EQ, exp.NEQ)):
+        return None
+    for column, other in ((node.this, node.expression), (node.expression, node.this)):
+        if isinstance(column, exp.Column) and column.name.lower() in _REGPROC_COLUMNS \
+                and isinstance(other, exp.Literal) and not other.is_string and other.this == "0":
+            left = exp.func("coalesce", column.copy(), exp.Literal.string("-"))
+            return type(node)(this=left, expression=exp.Literal.string("-"))
+    return None
+
+
 def _translate(node: exp.Expr) -> exp.Expr:
     """One PostgreSQL catalog construct → its DuckDB form over govern's catalog."""
+    regproc = _regproc_zero(node)
+    if regproc is not None:
+        return regproc
     if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier) \
             and node.this.name.lower() == "pg_catalog" and isinstance(node.expression, exp.Func):
         return node.expression
@@ -250,6 +334,8 @@ def _translate(node: exp.Expr) -> exp.Expr:
             return _macro(name, list(node.expressions))
         if name == "user":
             return _macro("current_user", [])
+        if name in ("json_build_object", "jsonb_build_object"):  # SQLAlchemy's column reflection
+            return exp.Anonymous(this="json_object", expressions=list(node.expressions))
     return node
 
 
@@ -395,10 +481,11 @@ class Catalog:
                 raise LimitExceeded(f"the catalog query needs more memory than its limit ({self.memory_limit})",
                                     limit=self.memory_limit, sqlstate="53200") from None
             except duckdb.Error as exc:
-                # Issue 13 redoes the catalog; until then an unsupported question answers empty — loudly.
-                log.warning("catalog query answered empty", extra={"reason": str(exc).splitlines()[0][:200],
-                                                                   "error": type(exc).__name__})
-                return pa.table({name: pa.array([], pa.string()) for name in _unique(columns)})
+                # Never an empty answer: a tool that is told "nothing" shows an empty database.
+                # The gateway logs it at WARNING and counts it (Statements.catalog).
+                reason = str(exc).splitlines()[0][:300]
+                raise SqlError(f"govern's catalog emulation cannot answer this query ({reason})",
+                               sqlstate="0A000", catalog_unanswered=type(exc).__name__) from None
             finally:
                 timer.cancel()
 
@@ -410,6 +497,8 @@ class Catalog:
             for name, (_oid, cols) in tables.items():
                 con.execute(f"CREATE TABLE {schema}.{name} ({cols})")
         con.execute(f"CREATE TABLE {SCHEMA}._types (oid INTEGER, typname VARCHAR, display VARCHAR)")
+        con.execute(f"CREATE TABLE {SCHEMA}._keywords (word VARCHAR, catcode VARCHAR, barelabel BOOLEAN, "
+                    "catdesc VARCHAR, baredesc VARCHAR)")
         con.execute(f"CREATE TABLE {SESSION} (key VARCHAR, value VARCHAR)")
         rows = catalog_rows(ctx)
         for table, values in rows.items():

@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from govern import __version__
+from govern.pgwire.keywords import KEYWORD_ROWS
 from govern.pgwire.types import PG_TYPES, pg_type_of
 
 __all__ = ["INFO", "INFO_TABLES", "KNOWN_COLUMNS", "MACROS", "PG_TABLES", "SCHEMA", "SESSION", "CatalogContext",
@@ -71,6 +72,17 @@ PG_TABLES: dict[str, tuple[int, str]] = {
     "pg_tables": (12004, "schemaname VARCHAR, tablename VARCHAR, tableowner VARCHAR, tablespace VARCHAR, "
                          "hasindexes BOOLEAN, hasrules BOOLEAN, hastriggers BOOLEAN, rowsecurity BOOLEAN"),
 }
+# Columns of type ``oid`` are UINTEGER here, sent as ``oid`` (Arrow uint32 → 26): clients pick
+# their decoders by type (asyncpg's own type lookup wants ``oid``/``oid[]``, not ``int4[]``).
+OID_COLUMNS = frozenset({
+    "oid", "relnamespace", "reltype", "reloftype", "relowner", "relam", "relfilenode", "reltablespace",
+    "reltoastrelid", "relrewrite", "attrelid", "atttypid", "attcollation", "typnamespace", "typowner",
+    "typrelid", "typelem", "typarray", "typbasetype", "typcollation", "nspowner", "datdba", "dattablespace",
+    "objoid", "classoid", "spcowner", "usesysid"})
+PG_TABLES = {name: (oid, ", ".join(
+    f"{col.split()[0]} UINTEGER" if col.split()[0] in OID_COLUMNS and col.split()[1] == "INTEGER" else col
+    for col in columns.split(", "))) for name, (oid, columns) in PG_TABLES.items()}
+
 INFO_TABLES: dict[str, tuple[int, str]] = {
     "schemata": (13001, "catalog_name VARCHAR, schema_name VARCHAR, schema_owner VARCHAR, "
                         "default_character_set_catalog VARCHAR, default_character_set_schema VARCHAR, "
@@ -94,6 +106,8 @@ INFO_TABLES: dict[str, tuple[int, str]] = {
 }
 
 SESSION = f"{SCHEMA}._session"
+FIXED_SETTINGS = {"max_index_keys": "32", "max_function_args": "100", "block_size": "8192",
+                  "max_identifier_length": "63", "server_encoding": "UTF8", "data_checksums": "off"}
 # Catalog functions, as DuckDB macros named pgc_<name> (called after rewrite()).
 MACROS: dict[str, str] = {
     "format_type": f"(t, m := NULL) AS (SELECT display FROM {SCHEMA}._types WHERE oid = t)",
@@ -102,6 +116,14 @@ MACROS: dict[str, str] = {
     "pg_table_is_visible": f"(x) AS x IN (SELECT oid FROM {SCHEMA}.pg_class WHERE relnamespace IN "
                            f"({PG_CATALOG_OID}, {PUBLIC_OID}))",
     "pg_type_is_visible": "(x) AS true",
+    "pg_get_serial_sequence": "(a, b) AS NULL::VARCHAR",  # govern has no sequences
+    "pg_collation_is_visible": "(x) AS true",
+    "pg_opclass_is_visible": "(x) AS true",
+    "pg_conversion_is_visible": "(x) AS true",
+    "pg_get_function_identity_arguments": "(a) AS NULL::VARCHAR",
+    "pg_postmaster_start_time": "() AS NULL::TIMESTAMPTZ",
+    "pg_advisory_unlock_all": "() AS NULL::VARCHAR",  # asyncpg's pool resets a connection with it
+    "pg_get_keywords": "() AS TABLE SELECT * FROM " + "govern_catalog._keywords",
     "pg_function_is_visible": "(x) AS true",
     "pg_get_expr": "(a, b, c := NULL) AS NULL::VARCHAR",
     "pg_get_constraintdef": "(a, b := NULL) AS NULL::VARCHAR",
@@ -154,6 +176,11 @@ MACROS: dict[str, str] = {
     "current_database": f"() AS (SELECT value FROM {SESSION} WHERE key = 'database')",
     "current_user": f"() AS (SELECT value FROM {SESSION} WHERE key = 'user')",
     "regclass_name": f"(x) AS (SELECT relname FROM {SCHEMA}.pg_class WHERE oid = x)",
+    "regclass_oid": f"(x) AS coalesce(TRY_CAST(x AS UINTEGER), (SELECT oid FROM {SCHEMA}.pg_class "
+                    "WHERE relname = split_part(trim(x::VARCHAR, '\"'), '.', -1) LIMIT 1))",
+    "regtype_oid": f"(x) AS coalesce(TRY_CAST(x AS UINTEGER), (SELECT oid FROM {SCHEMA}._types "
+                   "WHERE typname = x::VARCHAR OR display = x::VARCHAR LIMIT 1))",
+    "to_regtype": f"(x) AS (SELECT oid FROM {SCHEMA}._types WHERE typname = x OR display = x LIMIT 1)",
     "regtype_name": f"(x) AS (SELECT display FROM {SCHEMA}._types WHERE oid = x)",
     "regnamespace_name": f"(x) AS (SELECT nspname FROM {SCHEMA}.pg_namespace WHERE oid = x)",
 }
@@ -181,6 +208,16 @@ def _known_columns() -> dict[str, set[str]]:
 
 
 KNOWN_COLUMNS = _known_columns()
+
+
+# PostgreSQL's own I/O function names (clients such as ADBC pick their decoders by typreceive)
+_UNDERSCORED = frozenset({"date", "time", "timestamp", "timestamptz", "interval", "numeric", "uuid", "json",
+                          "jsonb"})
+
+
+def _io_functions(name: str) -> tuple[str, str, str, str]:
+    sep = "_" if name in _UNDERSCORED else ""
+    return f"{name}{sep}in", f"{name}{sep}out", f"{name}{sep}recv", f"{name}{sep}send"
 
 
 def catalog_rows(ctx: CatalogContext) -> dict[str, list[tuple[Any, ...]]]:
@@ -225,11 +262,17 @@ def catalog_rows(ctx: CatalogContext) -> dict[str, list[tuple[Any, ...]]]:
                                  "pg_catalog", pg.name, str(num), "NO", "NO", None, "NEVER", None, "NO"))
     types = [(t.oid, t.name, PG_CATALOG_OID, OWNER_OID, t.size, t.size in (1, 2, 4, 8), "b", t.category,
               False, True, ",", 0, "array_subscript_handler" if t.element else "-", t.element, t.array,
-              f"{t.name}in", f"{t.name}out", f"{t.name}recv", f"{t.name}send", "-", "-", "-",
+              *(_io_functions(t.name) if not t.element
+                else ("array_in", "array_out", "array_recv", "array_send")), "-", "-", "-",
               "d" if t.size == 8 else "i", "p" if t.size > 0 else "x", False, 0, -1, 0,
               100 if t.category == "S" else 0, None, None, None) for t in PG_TYPES.values()]
-    settings = [(k, v, None, "", "", None, "user", "string", "session", None, None, None, v, v, None, None, False)
-                for k, v in sorted(ctx.settings.items())]
+    # the session's settings, and the compile-time limits clients read (pgjdbc's getImportedKeys
+    # reads max_index_keys)
+    values = {**FIXED_SETTINGS, **ctx.settings}
+    settings = [(k, v, None, "", "", None, "internal" if k in FIXED_SETTINGS else "user",
+                 "integer" if v.isdigit() else "string", "default" if k in FIXED_SETTINGS else "session",
+                 None, None, None, v, v, None, None, False)
+                for k, v in sorted(values.items())]
     databases = [(16380 + i, name, OWNER_OID, 6, "c", False, True, -1, 0, 0, 1663, "C", "C", None, None, None)
                  for i, name in enumerate(ctx.databases)]
     roles = [(OWNER_OID, "govern", False, True, False, False, False, False, -1, "********", None, False, None),
@@ -244,6 +287,7 @@ def catalog_rows(ctx: CatalogContext) -> dict[str, list[tuple[Any, ...]]]:
         f"{SCHEMA}.pg_roles": roles,
         f"{SCHEMA}.pg_user": [(ctx.user, USER_OID, False, False, False, False, "********", None, None)],
         f"{SCHEMA}.pg_settings": settings,
+        f"{SCHEMA}._keywords": KEYWORD_ROWS,
         f"{SCHEMA}.pg_am": [(2, "heap", "heap_tableam_handler", "t"), (403, "btree", "bthandler", "i")],
         f"{SCHEMA}.pg_tablespace": [(1663, "pg_default", OWNER_OID, None, None)],
         f"{SCHEMA}.pg_description": descriptions,

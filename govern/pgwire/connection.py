@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import re
 import secrets
+import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlglot
@@ -42,13 +46,16 @@ from govern.errors import (
     Unsupported,
 )
 from govern.pgwire import protocol as wire
+from govern.pgwire.catalog import catalog_parameter_types
+from govern.pgwire.copy import copy_chunks, copy_out_response, parse_copy
 from govern.pgwire.cursor import CHUNK_ROWS, Columns, Cursor, describe_rows
 from govern.pgwire.protocol import Fields, ProtocolViolation, error_response, sqlstate
 from govern.pgwire.session import REPORTED, Session
+from govern.pgwire.sqlcursors import parse_declare, parse_execute, parse_fetch, parse_prepare
 from govern.pgwire.statements import SessionEnded, Statements, classify
 from govern.pgwire.types import decode_param
 
-__all__ = ["Connection", "Host"]
+__all__ = ["Connection", "Host", "tls_context"]
 
 log = logging.getLogger("govern.pgwire")
 
@@ -68,6 +75,7 @@ class Host:
     logins: Executor
     work: Executor
     cancel: Callable[[int, int], Awaitable[None]]
+    tls: ssl.SSLContext | None = None  # with pg_tls_cert/pg_tls_key: SSLRequest is answered 'S'
 
 
 @dataclass
@@ -162,18 +170,36 @@ class Connection:
             await self.writer.wait_closed()
 
     async def cancel(self) -> None:
+        if self.runner is not None:
+            self.runner.cancelled.set()  # a query still running in its worker stops (57014)
         cursor = self.active
         if cursor is not None:
             await self.work(cursor.close)
 
     # -- startup ---------------------------------------------------------------------------------
     async def startup(self) -> bool:
+        tls = False
         while True:
             code, payload = await wire.read_startup(self.reader, 10_000)
+            if code == wire.SSL_REQUEST and self.host.tls is not None and not tls:
+                self.writer.write(b"S")  # standard negotiation: 'S', then the TLS handshake
+                await self.writer.drain()
+                await self.writer.start_tls(self.host.tls)
+                tls = True
+                continue
             if code in (wire.SSL_REQUEST, wire.GSSENC_REQUEST):
                 self.writer.write(wire.SSL_REFUSED)
                 await self.writer.drain()
                 continue
+            break
+        if code != wire.CANCEL_REQUEST:
+            self.gw.metrics.pg_connections.labels(outcome="tls" if tls else "plain").inc()
+        if not tls and self.host.tls is not None and self.gw.settings.pg_tls_required \
+                and not _loopback(self.writer):
+            await self._fatal("28000", "this server requires TLS for clients not on this machine",
+                              hint="connect with sslmode=require")
+            return False
+        while True:
             if code == wire.CANCEL_REQUEST:
                 if len(payload) >= 8:
                     pid, secret = struct.unpack("!iI", payload[:8])
@@ -347,6 +373,12 @@ class Connection:
         if kind == "empty":
             self.send(wire.EMPTY_QUERY)
             return
+        if kind == "copy":
+            await self._copy(text)
+            return
+        if kind in _SQL_STATEMENTS:
+            await self._sql_statement(kind, text, [], [], describe=True)
+            return
         cursor = await self._start(kind, text, [])
         if cursor.columns is not None:
             cursor.prepare([], self.session)
@@ -368,12 +400,21 @@ class Connection:
         if len(wire.split_statements(text)) > 1:
             raise SqlError("cannot insert multiple commands into a prepared statement", sqlstate="42601",
                            text=text)
-        nparams = 0
+        inferred: list[int] = []
         if kind == "query":  # validated now (audited, under a read slot), as PostgreSQL parses at Parse
-            nparams = await self.work(self.runner.parse, text)
+            inferred = await self.work(self.runner.parse, text)
         elif kind == "catalog":
-            nparams = _catalog_parameters(text)
-        self.statements[name] = Statement(name, text, kind, oids, nparams)
+            inferred = catalog_parameter_types(text, _catalog_parameters(text))
+        elif kind == "declare":  # the cursor's query is validated now, its parameters typed
+            query = parse_declare(text).query
+            if classify(query, self.runner.datasets()) == "query":
+                inferred = await self.work(self.runner.parse, query)
+            else:
+                inferred = catalog_parameter_types(query, _catalog_parameters(query))
+        # a type the client names wins; the others are inferred (govern.pgwire.params)
+        types = [oids[i] if i < len(oids) and oids[i] else inferred[i] if i < len(inferred) else 25
+                 for i in range(max(len(oids), len(inferred)))]
+        self.statements[name] = Statement(name, text, kind, types, len(inferred))
         self.send(wire.PARSE_COMPLETE)
 
     async def bind(self, f: Fields) -> None:
@@ -405,10 +446,7 @@ class Connection:
         if what == b"S":
             statement = self._statement(name)
             columns = await self._describe(statement, None)
-            nparams = max(statement.nparams, len(statement.param_oids))
-            oids = [statement.param_oids[i] if i < len(statement.param_oids) and statement.param_oids[i] else 25
-                    for i in range(nparams)]
-            self.send(wire.parameter_description(oids))
+            self.send(wire.parameter_description(statement.param_oids))
             self.send(wire.NO_DATA if columns is None else describe_rows(columns, []))
             return
         if what != b"P":
@@ -432,6 +470,15 @@ class Connection:
             self.send(wire.command_complete("SELECT 0" if statement.kind in ("query", "catalog") else "SET"))
             return
         await self._check_transaction(statement.kind, statement.text)
+        if statement.kind == "copy":
+            portal.done = True
+            await self._copy(statement.text)
+            return
+        if statement.kind in _SQL_STATEMENTS:
+            portal.done = True
+            await self._sql_statement(statement.kind, statement.text, portal.params, portal.formats,
+                                      describe=False)
+            return
         cursor = await self._portal_cursor(portal)
         if cursor.columns is not None:
             if not await self._stream(cursor, max(0, max_rows)):
@@ -500,6 +547,97 @@ class Connection:
             return await self.work(self.runner.catalog, text, params)
         return await self.work(self.runner.query, text, params)
 
+    async def _sql_statement(self, kind: str, text: str, params: list[Any], formats: list[int], *,
+                             describe: bool) -> None:
+        """DECLARE / FETCH / MOVE / PREPARE / EXECUTE (:mod:`govern.pgwire.sqlcursors`);
+        ``describe``: send the RowDescription first (the simple query protocol)."""
+        assert self.runner is not None and self.session is not None
+        if kind == "declare":
+            declare = parse_declare(text)
+            if not self.session.in_transaction:
+                raise SqlError("DECLARE CURSOR can only be used in transaction blocks", sqlstate="25P01")
+            if declare.name in self.portals:
+                raise SqlError(f'cursor "{declare.name}" already exists', sqlstate="42P03")
+            inner = classify(declare.query, self.runner.datasets())
+            if inner not in ("query", "catalog"):
+                raise SqlError("DECLARE needs a query: DECLARE name CURSOR FOR SELECT …", sqlstate="42601")
+            statement = Statement(declare.name, declare.query, inner, [])
+            self.portals[declare.name] = Portal(declare.name, statement, params, [1] if declare.binary else [])
+            self.send(wire.command_complete("DECLARE CURSOR"))
+            return
+        if kind == "fetch":
+            fetch = parse_fetch(text)
+            portal = self._portal(fetch.name)
+            cursor = await self._portal_cursor(portal)
+            if describe and not fetch.move:
+                self.send(cursor.row_description(portal.formats))
+            before = cursor.sent
+            if fetch.count >= 0 and not cursor.finished:
+                if fetch.move:
+                    while not cursor.finished and (fetch.count == 0 or cursor.sent - before < fetch.count):
+                        want = CHUNK_ROWS if fetch.count == 0 else min(CHUNK_ROWS, fetch.count - (cursor.sent - before))
+                        await self.work(cursor.fetch, want)
+                else:
+                    await self._stream(cursor, fetch.count)
+            self.send(wire.command_complete(f"{'MOVE' if fetch.move else 'FETCH'} {cursor.sent - before}"))
+            return
+        if kind == "prepare":
+            prepare = parse_prepare(text)
+            if prepare.name in self.statements:
+                raise SqlError(f'prepared statement "{prepare.name}" already exists', sqlstate="42P05")
+            inner = classify(prepare.query, self.runner.datasets())
+            if inner not in ("query", "catalog"):
+                raise SqlError("PREPARE needs a query: PREPARE name AS SELECT …", sqlstate="0A000")
+            types = await self.work(self.runner.parse, prepare.query) if inner == "query" else []
+            self.statements[prepare.name] = Statement(prepare.name, prepare.query, inner, types, len(types))
+            self.send(wire.command_complete("PREPARE"))
+            return
+        # EXECUTE name (arguments)
+        execute = parse_execute(text)
+        prepared = self._statement(execute.name)
+        values = sql_arguments(execute.arguments)
+        values = [decode_param(prepared.param_oids[i] if i < len(prepared.param_oids) else 25, False,
+                               None if v is None else v.encode("utf-8"), i + 1) for i, v in enumerate(values)]
+        cursor = await self._start(prepared.kind, prepared.text, values)
+        assert cursor.columns is not None
+        cursor.prepare(formats, self.session)
+        if describe:
+            self.send(cursor.row_description(formats))
+        await self._stream(cursor, 0)
+        self.send(wire.command_complete(cursor.command_tag()))
+
+    async def _copy(self, text: str) -> None:
+        """``COPY (query) TO STDOUT``: the query through its usual audited path, its rows as
+        CopyData (:mod:`govern.pgwire.copy`)."""
+        assert self.runner is not None and self.session is not None
+        spec = parse_copy(text)
+        kind = classify(spec.query, self.runner.datasets())
+        if kind not in ("query", "catalog"):
+            raise Unsupported("COPY needs a query: COPY (SELECT …) TO STDOUT", sqlstate="0A000")
+        cursor = await self._start(kind, spec.query, [])
+        if cursor.columns is None:
+            raise Unsupported("COPY needs a query that returns rows", sqlstate="0A000")
+        self.active = cursor
+        try:
+            chunks = copy_chunks(cursor, spec, self.session.tz)
+            self.send(copy_out_response(spec, len(cursor.columns)))
+            while True:
+                chunk = await self.work(next, chunks, None)
+                if chunk is None:
+                    break
+                self.send(chunk)
+                await self.flush()
+        except BaseException:
+            try:
+                await self.work(cursor.close)
+            except asyncio.CancelledError:
+                cursor.close()
+            raise
+        finally:
+            self.active = None
+        self.send(wire.message(b"c"))
+        self.send(wire.command_complete(f"COPY {cursor.sent}"))
+
     async def _portal_cursor(self, portal: Portal) -> Cursor:
         assert self.session is not None
         if portal.cursor is None:
@@ -515,8 +653,16 @@ class Connection:
     async def _describe(self, statement: Statement, params: list[Any] | None) -> Columns | None:
         assert self.runner is not None
         runner, text = self.runner, statement.text
-        if statement.kind == "empty":
+        if statement.kind in ("empty", "copy", "declare", "prepare"):
             return None
+        if statement.kind == "fetch":
+            target = self._portal(parse_fetch(text).name)
+            if target.cursor is not None:
+                return target.cursor.columns
+            return await self._describe(target.statement, target.params)
+        if statement.kind == "execute":
+            prepared = self._statement(parse_execute(text).name)
+            return await self._describe(prepared, None)
         if statement.kind == "local":
             if not _is_show(text):
                 return None
@@ -561,8 +707,12 @@ class Connection:
             elif result.deallocate:
                 if self.statements.pop(result.deallocate, None) is None:
                     raise NotFound(f'prepared statement "{result.deallocate}" does not exist', sqlstate="26000")
-            if result.discard or result.tag in ("COMMIT", "ROLLBACK"):
+            if result.discard or result.tag in ("COMMIT", "ROLLBACK") or result.close == "ALL":
                 await self._close_portals(keep_unnamed=True)
+            elif result.close:
+                if result.close not in self.portals:
+                    raise NotFound(f'cursor "{result.close}" does not exist', sqlstate="34000")
+                await self._close_portal(self.portals.pop(result.close))
         for notice in cursor.notices:  # e.g. the groups a min_group result policy folded away
             self.send(wire.error_response("01000", notice, severity="NOTICE", notice=True))
         self.send(wire.command_complete(cursor.command_tag()))
@@ -595,17 +745,59 @@ def _format(formats: list[int], i: int) -> int:
     return formats[i]
 
 
+_SQL_STATEMENTS = ("declare", "fetch", "prepare", "execute")
+
+
+def sql_arguments(text: str) -> list[str | None]:
+    """The values of ``EXECUTE name (1, 'a', NULL)`` as text (NULL: None), for decoding by the
+    prepared statement's parameter types."""
+    if not text.strip():
+        return []
+    try:
+        tree = sqlglot.parse_one(f"SELECT {text}", read="postgres")
+    except Exception:
+        raise SqlError("syntax error in EXECUTE arguments", sqlstate="42601") from None
+    out: list[str | None] = []
+    for node in (tree.selects if isinstance(tree, exp.Select) else []):
+        while isinstance(node, (exp.Cast, exp.Paren)):
+            node = node.this
+        if isinstance(node, exp.Null):
+            out.append(None)
+        elif isinstance(node, exp.Literal):
+            out.append(node.this)
+        elif isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal):
+            out.append("-" + node.this.this)
+        elif isinstance(node, exp.Boolean):
+            out.append("true" if node.this else "false")
+        else:
+            raise SqlError("EXECUTE arguments must be constants", sqlstate="0A000")
+    return out
+
+
+def _loopback(writer: asyncio.StreamWriter) -> bool:
+    peer = writer.get_extra_info("peername")
+    host = peer[0] if isinstance(peer, tuple) and peer else ""
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return not host  # a Unix socket
+        
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The wire server's TLS context (TLS 1.2 or later) for ``pg_tls_cert``/``pg_tls_key``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
 def _is_show(text: str) -> bool:
     words = wire.strip_comments(text).split(None, 1)
     return bool(words) and words[0].upper() == "SHOW"
 
 
 def _catalog_parameters(text: str) -> int:
-    try:
-        tree = sqlglot.parse_one(text, read="postgres")
-    except Exception:  # the catalog reports the syntax error when it runs
-        return 0
-    numbers = [int(p.name) for p in tree.find_all(exp.Parameter) if p.name.isdigit()]
+    numbers = [int(n) for n in re.findall(r"\$(\d+)", wire.strip_comments(text))]
     return max(numbers, default=0)
 
 

@@ -60,7 +60,9 @@ class Cursor:
         out. Blocking."""
         assert self._encoders is not None
         want = max_rows or CHUNK_ROWS
-        while len(self._pending) < want and not self._exhausted:
+        # one batch of lookahead: a result of exactly ``want`` rows ends now (CommandComplete and
+        # an ``ok`` audit record), not at a later Execute that a client may never send
+        while len(self._pending) <= want and not self._exhausted:
             try:
                 batch = next(self.batches)
             except StopIteration:

@@ -4,7 +4,9 @@
 loop in a background thread (:class:`PgServerThread`). One :class:`Connection` per client:
 
 startup
-    SSL and GSS encryption requests are declined (``N``); protocol 3.0; cleartext password
+    ``SSLRequest`` is answered ``S`` and the connection upgraded to TLS when ``pg_tls_cert`` and
+    ``pg_tls_key`` are set (with ``pg_tls_required``, the default, clients not on the loopback
+    interface must use it), else declined (``N``); GSS encryption is declined; protocol 3.0; cleartext password
     authentication where the **user is the principal**, the **password one of its API keys**
     and the **database the purpose**. A bad key is ``FATAL 28P01``; a purpose the principal
     may not use is ``FATAL 3D000`` with the purposes it may use. Both are audited.
@@ -34,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from govern.deliver.gateway import Gateway
-from govern.pgwire.connection import Connection, Host
+from govern.pgwire.connection import Connection, Host, tls_context
 
 __all__ = ["PgServer", "PgServerThread"]
 
@@ -55,7 +57,11 @@ class PgServer:
         self._logins = ThreadPoolExecutor(max_workers=2, thread_name_prefix="govern-pg-login")
         self._work = ThreadPoolExecutor(max_workers=gateway.settings.max_concurrent_reads + 4,
                                         thread_name_prefix="govern-pg-work")
-        self._host = Host(gateway, self._logins, self._work, self.cancel)
+        settings = gateway.settings
+        tls = None
+        if settings.pg_tls_cert is not None and settings.pg_tls_key is not None:
+            tls = tls_context(settings.pg_tls_cert, settings.pg_tls_key)
+        self._host = Host(gateway, self._logins, self._work, self.cancel, tls)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, self.host, self.port)

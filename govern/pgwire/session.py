@@ -62,7 +62,7 @@ READ_ONLY = frozenset({"server_version", "server_version_num", "server_encoding"
                        "default_transaction_read_only"})
 
 LOCAL_KEYWORDS = frozenset({"SET", "RESET", "SHOW", "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT",
-                            "DISCARD", "DEALLOCATE", "SAVEPOINT", "RELEASE", "UNLISTEN"})
+                            "DISCARD", "DEALLOCATE", "SAVEPOINT", "RELEASE", "UNLISTEN", "CLOSE"})
 
 
 @dataclass
@@ -103,7 +103,9 @@ class Session:
                 return None
             raise InvalidRequest(f'parameter "{key}" cannot be changed', sqlstate="55P02")
         if key == "client_encoding":
-            if value.upper().replace("-", "").replace("_", "") not in ("UTF8", "UNICODE"):
+            # PostgreSQL ignores every non-alphanumeric character of an encoding name (asyncpg
+            # sends 'utf-8' with the quotes)
+            if re.sub(r"[^A-Za-z0-9]", "", value).upper() not in ("UTF8", "UNICODE"):
                 raise InvalidRequest("govern speaks only UTF8 (client_encoding)", sqlstate="0A000")
             value = "UTF8"
         elif key == "DateStyle":
@@ -139,6 +141,7 @@ class LocalResult:
     reported: list[str] = field(default_factory=list)  # parameters whose new value clients must see
     deallocate: str | None = None  # a prepared statement name, or "ALL"
     discard: bool = False
+    close: str | None = None  # CLOSE name: an SQL cursor name, or "ALL"
 
 
 def is_local(text: str) -> bool:
@@ -217,6 +220,13 @@ def run_local(text: str, session: Session) -> LocalResult:
         return LocalResult("DEALLOCATE", deallocate=name)
     if head == "UNLISTEN":
         return LocalResult("UNLISTEN")
+    if head == "CLOSE":
+        raw = " ".join(words[1:])
+        name = raw[1:-1].replace('""', '"') if raw.startswith('"') and raw.endswith('"') else raw.lower()
+        if not name:
+            raise InvalidRequest("syntax error in CLOSE: write CLOSE name or CLOSE ALL", sqlstate="42601")
+        return LocalResult("CLOSE CURSOR ALL" if name.upper() == "ALL" else "CLOSE CURSOR",
+                           close="ALL" if name.upper() == "ALL" else name)
     raise InvalidRequest(f"unsupported statement {head}", sqlstate="0A000")
 
 

@@ -20,6 +20,7 @@ slot and the query's deadline are taken, and exactly one audit record is written
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,9 +33,12 @@ from govern.errors import AuthenticationFailed, GovernError, PurposeNotEntitled,
 from govern.identity.principal import Principal
 from govern.pgwire import dp as wire_dp
 from govern.pgwire.catalog import Catalog, CatalogContext, is_catalog_query, output_names
+from govern.pgwire.copy import is_copy
 from govern.pgwire.cursor import Columns, Cursor
+from govern.pgwire.params import infer_parameter_types
 from govern.pgwire.protocol import strip_comments
 from govern.pgwire.session import Session, is_local, run_local
+from govern.pgwire.sqlcursors import sql_kind
 from govern.sql.validate import validate
 
 __all__ = ["SessionEnded", "Statements", "classify"]
@@ -54,6 +58,11 @@ def classify(text: str, datasets: set[str]) -> str:
     body = strip_comments(text).strip().rstrip(";").strip()
     if not body:
         return "empty"
+    if is_copy(body):
+        return "copy"
+    sql_statement = sql_kind(body)
+    if sql_statement is not None:
+        return sql_statement
     if is_local(body):
         return "local"
     if is_catalog_query(body, datasets):
@@ -71,6 +80,7 @@ class Statements:
         self.pid = pid
         self.service = gateway.sql_service
         self._catalog: Catalog | None = None
+        self.cancelled = threading.Event()  # a CancelRequest for the statement now running
         self._catalog_key: tuple[str, str, tuple[Any, ...]] | None = None
 
     @property
@@ -127,7 +137,7 @@ class Statements:
             if params:
                 ex.extra["params"] = len(params)
             ex.admit(seconds=self.gw.settings.sql_timeout)
-            table = self._catalog_db(principal, ex).run(text, params)
+            table = self._answer(principal, ex, text, params)
             return self._cursor(ex, [(f.name, f.type) for f in table.schema], table.to_reader(), lambda: None)
 
     def describe_catalog(self, text: str, nparams: int) -> Columns:
@@ -135,7 +145,7 @@ class Statements:
             principal = self.enter(ex)
             ex.extra["catalog"] = True
             ex.admit(seconds=self.gw.settings.sql_timeout)
-            table = self._catalog_db(principal, ex).run(text, [None] * nparams)
+            table = self._answer(principal, ex, text, [None] * nparams)
             ex.finish()
         return [(f.name, f.type) for f in table.schema]
 
@@ -146,7 +156,8 @@ class Statements:
                 return wire_dp.dp_cursor(self.gw, ex, self.session, text, params)
         with self.exchange("query", "sql", text) as ex:
             self.enter(ex)
-            result = run_query(ex, self.service, text, params)
+            self.cancelled.clear()
+            result = run_query(ex, self.service, text, params, cancel=self.cancelled)
             try:
                 cursor = self._cursor(ex, named(text, result.schema), _guarded(result.reader), result.close)
                 if result.suppressed_groups is not None:  # a min_group result policy applied
@@ -169,18 +180,22 @@ class Statements:
             ex.finish()
         return columns
 
-    def parse(self, text: str) -> int:
-        """Validate a prepared query at Parse time; returns its number of parameters."""
+    def parse(self, text: str) -> list[int]:
+        """Validate a prepared query at Parse time; returns the inferred type OID of each of its
+        parameters (:mod:`govern.pgwire.params`)."""
         with self.exchange("parse", "prepare", text) as ex:
-            self.enter(ex)
+            principal = self.enter(ex)
             ex.permitted("read")
             ex.admit(seconds=self.gw.settings.sql_timeout)
-            if wire_dp.is_dp(self.session, text):
-                nparams = 0
-            else:
-                nparams = validate(text, max_length=self.gw.settings.sql_max_length).parameters
+            oids: list[int] = []
+            if not wire_dp.is_dp(self.session, text):
+                statement = validate(text, max_length=self.gw.settings.sql_max_length)
+                if statement.parameters:
+                    schemas = self.service.tables(principal, self.purpose, ex.state.policy,
+                                                  settings=self.gw.settings)
+                    oids = infer_parameter_types(statement.tree, statement.parameters, schemas)
             ex.finish()
-        return nparams
+        return oids
 
     # -- internals -------------------------------------------------------------------------------------
     def _cursor(self, ex: Exchange, columns: Columns, reader: Iterator[pa.RecordBatch] | pa.RecordBatchReader,
@@ -195,6 +210,17 @@ class Statements:
         cursor.batches = stream
         cursor.release = stream.close
         return cursor
+
+    def _answer(self, principal: Principal, ex: Exchange, text: str, params: list[Any]) -> pa.Table:
+        """The catalog's answer; a query it cannot answer is an error, logged and counted."""
+        try:
+            return self._catalog_db(principal, ex).run(text, params)
+        except SqlError as exc:
+            if exc.extra.get("catalog_unanswered"):
+                log.warning("catalog query not answered", extra={
+                    "connection": self.pid, "reason": exc.detail[:300], "sql": text[:500]})
+                self.gw.metrics.catalog_unanswered.inc()
+            raise
 
     def _catalog_db(self, principal: Principal, ex: Exchange) -> Catalog:
         state = ex.state

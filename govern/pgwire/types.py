@@ -29,6 +29,7 @@ __all__ = [
     "column_encoder",
     "decode_param",
     "pg_type_of",
+    "split_array_text",
 ]
 
 
@@ -90,7 +91,9 @@ def pg_type_of(t: pa.DataType) -> PgType:
         return PG_TYPES[21]
     if pa.types.is_int32(t) or pa.types.is_uint16(t):
         return PG_TYPES[23]
-    if pa.types.is_int64(t) or pa.types.is_uint32(t):
+    if pa.types.is_uint32(t):  # PostgreSQL's unsigned 32-bit type (the catalog's OIDs)
+        return PG_TYPES[26]
+    if pa.types.is_int64(t):
         return PG_TYPES[20]
     if pa.types.is_uint64(t) or pa.types.is_decimal(t):
         return PG_TYPES[1700]
@@ -104,7 +107,7 @@ def pg_type_of(t: pa.DataType) -> PgType:
         return PG_TYPES[1083]
     if pa.types.is_timestamp(t):
         return PG_TYPES[1184 if t.tz else 1114]
-    if pa.types.is_duration(t):
+    if pa.types.is_duration(t) or t == pa.month_day_nano_interval():
         return PG_TYPES[1186]
     if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t) \
             or pa.types.is_binary_view(t):
@@ -170,8 +173,33 @@ def _offset_text(offset: dt.timedelta | None) -> str:
     return text
 
 
-def _interval_text(v: dt.timedelta) -> str:
-    micros = (v.days * 86_400 + v.seconds) * 1_000_000 + v.microseconds
+def interval_parts(v: Any) -> tuple[int, int, int]:
+    """(months, days, microseconds) of a ``timedelta`` or an Arrow ``MonthDayNano`` value."""
+    if isinstance(v, dt.timedelta):
+        return 0, 0, _micros(v)
+    return int(v.months), int(v.days), int(v.nanoseconds) // 1000
+
+
+def _interval_text(v: Any) -> str:
+    """PostgreSQL's ``postgres`` IntervalStyle: ``1 year 2 mons 3 days 04:05:06.5``."""
+    months, days, micros = interval_parts(v)
+    if isinstance(v, dt.timedelta):  # a duration: whole days are shown as hours, as DuckDB does
+        return _clock_text(micros)
+    parts = []
+    years, mons = divmod(abs(months), 12)
+    sign = "-" if months < 0 else ""
+    if years:
+        parts.append(f"{sign}{years} year{'s' if years != 1 else ''}")
+    if mons:
+        parts.append(f"{sign}{mons} mon{'s' if mons != 1 else ''}")
+    if days:
+        parts.append(f"{days} day{'s' if abs(days) != 1 else ''}")
+    if micros or not parts:
+        parts.append(_clock_text(micros))
+    return " ".join(parts)
+
+
+def _clock_text(micros: int) -> str:
     sign = "-" if micros < 0 else ""
     seconds, fraction = divmod(abs(micros), 1_000_000)
     hours, rest = divmod(seconds, 3600)
@@ -218,7 +246,7 @@ def _text_formatter(t: pa.DataType, pg: PgType, tz: dt.tzinfo) -> Callable[[Any]
     oid = pg.oid
     if oid == 16:
         return lambda v: "t" if v else "f"
-    if oid in (20, 21, 23):
+    if oid in (20, 21, 23, 26):
         return str
     if oid == 700:
         return _float4_text
@@ -287,6 +315,7 @@ def _binary_formatter(pg: PgType) -> Callable[[Any], bytes] | None:
         21: lambda v: struct.pack("!h", v),
         23: lambda v: struct.pack("!i", v),
         20: lambda v: struct.pack("!q", v),
+        26: lambda v: struct.pack("!I", v),
         700: lambda v: struct.pack("!f", v),
         701: lambda v: struct.pack("!d", v),
         17: lambda v: bytes(v),
@@ -295,14 +324,39 @@ def _binary_formatter(pg: PgType) -> Callable[[Any], bytes] | None:
                                     + v.microsecond),
         1114: lambda v: struct.pack("!q", _micros(v.replace(tzinfo=None) - _PG_EPOCH)),
         1184: lambda v: struct.pack("!q", _micros(v - _PG_EPOCH_TZ)),
-        1186: lambda v: struct.pack("!qii", _micros(v), 0, 0),
+        1186: lambda v: struct.pack("!qii", interval_parts(v)[2], interval_parts(v)[1], interval_parts(v)[0]),
         1700: lambda v: numeric_binary(v if isinstance(v, Decimal) else Decimal(v)),
+        2950: lambda v: uuid.UUID(str(v)).bytes,
     }
     if oid in simple:
         return simple[oid]
-    if oid in (25, 1043, 19, 114, 705):
-        return None  # text types: the binary form is the text form
+    if pg.category == "A" and pg.element in PG_TYPES:
+        element_type = PG_TYPES[pg.element]
+        element = _binary_formatter(element_type) or _text_bytes(element_type)
+        return lambda v: array_binary(v, element_type.oid, element)
+    if oid in (25, 1043, 19, 114, 705, 1042, 18):
+        return _text_bytes(pg)  # text types: the binary form is the text form
     return None
+
+
+def _text_bytes(pg: PgType) -> Callable[[Any], bytes]:
+    text = _text_formatter(pa.string(), pg, _UTC) if pg.category != "A" else str
+    return lambda v: text(v).encode("utf-8")
+
+
+def array_binary(values: list[Any], element_oid: int, element: Callable[[Any], bytes]) -> bytes:
+    """PostgreSQL's binary one-dimensional array (lower bound 1; an empty array has 0 dimensions)."""
+    if not values:
+        return struct.pack("!iiI", 0, 0, element_oid)
+    has_null = any(v is None for v in values)
+    out = [struct.pack("!iiIii", 1, 1 if has_null else 0, element_oid, len(values), 1)]
+    for v in values:
+        if v is None:
+            out.append(b"\xff\xff\xff\xff")
+        else:
+            data = element(v)
+            out.append(struct.pack("!i", len(data)) + data)
+    return b"".join(out)
 
 
 def column_encoder(t: pa.DataType, binary: bool, tz: dt.tzinfo = _UTC) -> Callable[[pa.Array], list[bytes | None]]:
@@ -310,7 +364,7 @@ def column_encoder(t: pa.DataType, binary: bool, tz: dt.tzinfo = _UTC) -> Callab
     pg = pg_type_of(t)
     fmt: Callable[[Any], bytes]
     raw = _binary_formatter(pg) if binary else None
-    if binary and raw is None and pg.category == "A":
+    if binary and raw is None:
         raise InvalidRequest(f"binary format is not supported for {pg.display}; ask for text")
     if raw is not None:
         fmt = raw
@@ -352,7 +406,7 @@ _TEXT_PARAMS: dict[int, Callable[[str], Any]] = {
     20: int, 21: int, 23: int, 26: int,
     700: float, 701: float,
     1700: Decimal,
-    1082: lambda s: dt.date.fromisoformat(s.strip()),
+    1082: lambda s: dt.date.fromisoformat(s.strip().split()[0]),  # pgjdbc's setDate sends '2020-01-01 +00'
     1083: lambda s: dt.time.fromisoformat(s.strip()),
     1114: lambda s: _parse_timestamp(s).replace(tzinfo=None),
     1184: _parse_timestamp,
@@ -377,19 +431,92 @@ _BINARY_PARAMS: dict[int, Callable[[bytes], Any]] = {
 }
 
 
+def _decode_interval_binary(data: bytes) -> Any:
+    micros, days, months = struct.unpack("!qii", data)
+    if months == 0:
+        return dt.timedelta(days=days, microseconds=micros)
+    return pa.scalar((months, days, micros * 1000), pa.month_day_nano_interval()).as_py()
+
+
+def _decode_array_binary(data: bytes, index: int) -> list[Any]:
+    ndim, _flags, element = struct.unpack("!iiI", data[:12])
+    if ndim == 0:
+        return []
+    if ndim != 1:
+        raise InvalidRequest(f"parameter ${index}: only one-dimensional arrays are supported")
+    count, _lower = struct.unpack("!ii", data[12:20])
+    pos, out = 20, list[Any]()
+    for _ in range(count):
+        (length,) = struct.unpack("!i", data[pos:pos + 4])
+        pos += 4
+        if length < 0:
+            out.append(None)
+            continue
+        out.append(decode_param(element, True, data[pos:pos + length], index))
+        pos += length
+    return out
+
+
+def split_array_text(text: str) -> list[str | None]:
+    """The elements of a one-dimensional array literal ``{a,"b c",NULL}``."""
+    body = text.strip()
+    if body.startswith("[") and "=" in body:  # explicit bounds: [1:3]={…}
+        body = body.split("=", 1)[1].strip()
+    if not (body.startswith("{") and body.endswith("}")):
+        raise ValueError("not an array")
+    body = body[1:-1]
+    out: list[str | None] = []
+    if not body.strip():
+        return out
+    i, current, quoted, was_quoted = 0, list[str](), False, False
+    while i < len(body):
+        ch = body[i]
+        if quoted:
+            if ch == "\\" and i + 1 < len(body):
+                i += 1
+                current.append(body[i])
+            elif ch == '"':
+                quoted = False
+            else:
+                current.append(ch)
+        elif ch == '"':
+            quoted = was_quoted = True
+        elif ch == "{":
+            raise ValueError("nested arrays")
+        elif ch == ",":
+            word = "".join(current).strip() if not was_quoted else "".join(current)
+            out.append(None if not was_quoted and word.upper() == "NULL" else word)
+            current, was_quoted = [], False
+        else:
+            current.append(ch)
+        i += 1
+    word = "".join(current).strip() if not was_quoted else "".join(current)
+    out.append(None if not was_quoted and word.upper() == "NULL" else word)
+    return out
+
+
 def decode_param(oid: int, binary: bool, data: bytes | None, index: int) -> Any:
     """The Python value of parameter ``$index`` sent with type ``oid`` (0: unspecified)."""
     if data is None:
         return None
+    pg = PG_TYPES.get(oid)
     try:
         if binary:
             if oid in _BINARY_PARAMS:
                 return _BINARY_PARAMS[oid](data)
+            if oid == 1186:
+                return _decode_interval_binary(data)
+            if pg is not None and pg.category == "A":
+                return _decode_array_binary(data, index)
             if oid in (0, 18, 19, 25, 114, 705, 1042, 1043, 3802):
                 return data.decode("utf-8").removeprefix("\x01" if oid == 3802 else "")
             raise InvalidRequest(f"parameter ${index}: binary values of type "
                                  f"{PG_TYPES[oid].display if oid in PG_TYPES else oid} are not supported")
         text = data.decode("utf-8")
+        if pg is not None and pg.category == "A":
+            element = pg.element
+            return [None if e is None else decode_param(element, False, e.encode("utf-8"), index)
+                    for e in split_array_text(text)]
         return _TEXT_PARAMS[oid](text) if oid in _TEXT_PARAMS else text
     except InvalidRequest:
         raise

@@ -220,7 +220,41 @@ def canonical_sql(tree: exp.Expression) -> str:
 
 
 def compile_policy_predicate(text: str, attributes: Mapping[str, Any]) -> Predicate:
-    """Validate, bind subject attributes, and return canonical SQL (raises PredicateError)."""
+    """Validate, bind subject attributes, and return canonical SQL (raises PredicateError).
+
+    Memoized per (text, attributes) when the attribute values are plain scalars or lists of
+    them (every plan of a principal binds the same row filters: sqlglot's parse is ~2 ms)."""
+    key = _attributes_key(attributes)
+    if key is None:
+        return _compile_policy_predicate(text, attributes)
+    return _cached_policy_predicate(text, key)
+
+
+_PLAIN = (str, int, float, bool, _dt.date, _dt.datetime, type(None))
+
+
+def _attributes_key(attributes: Mapping[str, Any]) -> tuple[tuple[str, str, Any], ...] | None:
+    """A hashable form that tells 1, 1.0 and True apart (they bind different literals)."""
+    out: list[tuple[str, str, Any]] = []
+    for name, value in sorted(attributes.items()):
+        if isinstance(value, list | tuple):
+            if not all(isinstance(v, _PLAIN) for v in value):
+                return None
+            out.append((name, "list", tuple((type(v).__name__, v) for v in value)))
+        elif isinstance(value, _PLAIN):
+            out.append((name, type(value).__name__, value))
+        else:
+            return None
+    return tuple(out)
+
+
+@lru_cache(maxsize=4096)
+def _cached_policy_predicate(text: str, key: tuple[tuple[str, str, Any], ...]) -> Predicate:
+    attributes = {name: ([v for _, v in value] if kind == "list" else value) for name, kind, value in key}
+    return _compile_policy_predicate(text, attributes)
+
+
+def _compile_policy_predicate(text: str, attributes: Mapping[str, Any]) -> Predicate:
     tree, issues = parse(text, allow_subject=True)
     if issues or tree is None:
         raise PredicateError("; ".join(str(i) for i in issues))

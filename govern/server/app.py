@@ -1,15 +1,14 @@
 """The FastAPI application factory. Nothing is configured at import time.
 
 ``create_app(settings)`` builds the gateway (:func:`govern.deliver.gateway.build_gateway`),
-installs the exchange middleware (one request lifecycle and one audit record per request,
-:mod:`govern.server.exchange`), the single error mapping (every error is
+installs the exchange middleware (one request lifecycle and one audit record per request, and
+the answer to a crash: :mod:`govern.server.exchange`), the single error mapping (every error is
 ``application/problem+json``, and records its refusal on the request's exchange) and one
 router per resource.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,21 +17,34 @@ from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from govern import __version__
 from govern.config import Settings
+from govern.console import routes as console_routes
+from govern.console.service import Console
 from govern.deliver.gateway import Gateway, build_gateway
 from govern.deliver.lifecycle import Exchange
 from govern.errors import GovernError
-from govern.server.exchange import ExchangeMiddleware
+from govern.server.contract import describe
+from govern.server.exchange import METHODS, ExchangeMiddleware
 from govern.server.logs import configure_logging, request_id_var
 from govern.server.problems import from_error, problem_response
-from govern.server.routes import audit, datasets, dp, encrypted, health, policy, sql, synthetic
+from govern.server.routes import (
+    audit,
+    datasets,
+    dp,
+    encrypted,
+    health,
+    policy,
+    scans,
+    sharing,
+    sql,
+    synthetic,
+)
 from govern.sql.isolation import SqlService
 
 __all__ = ["create_app"]
-
-log = logging.getLogger("govern.access")
 
 
 def _exchange(request: Request) -> Exchange | None:
@@ -53,6 +65,14 @@ async def _settle(request: Request, status: int, slug: str, detail: str) -> None
         await run_in_threadpool(exchange.close_as, status, f"{slug}: {detail}", slug)
 
 
+def _allowed(request: Request) -> str:
+    """The ``Allow`` of a 405: each method for which some route matches the request's path in
+    full (asked through the routes' public ``matches``; FastAPI nests included routers)."""
+    routes = request.app.router.routes
+    return ", ".join(m for m in sorted(METHODS)
+                     if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes))
+
+
 def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_service: SqlService | None = None) -> FastAPI:
     """The app over a new gateway (or ``gateway``); ``sql_service``: an SQL worker pool to share
     instead of starting the gateway's own (tests run many apps against one pool)."""
@@ -63,6 +83,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_servic
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.watch_policies and gw.reloader is not None:
             gw.reloader.start()
+        if gw.fleet is not None:
+            gw.fleet.start()  # heartbeat and follow the peers' policy reloads (govern.deliver.fleet)
         gw.sql_service.start()  # in the background: the first query need not wait for the imports
         try:
             yield
@@ -76,6 +98,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_servic
         lifespan=lifespan,
     )
     app.state.gateway = gw
+    app.state.console = Console(gw)  # the steward console at /console (govern.console)
 
     @app.exception_handler(GovernError)
     async def governed(request: Request, exc: GovernError) -> Response:
@@ -96,18 +119,15 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None, sql_servic
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"
         await _settle(request, exc.status_code, slug, detail)
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:  # every method of the path: GET and HEAD are separate routes
+            headers["Allow"] = _allowed(request)
         return problem_response(exc.status_code, slug, detail, detail, request_id=request_id_var.get(),
-                                headers=dict(exc.headers) if exc.headers else None)
+                                headers=headers or None)
 
-    @app.exception_handler(Exception)
-    async def crashed(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", extra={"route": request.url.path})
-        await _refuse(request, exc)
-        return problem_response(500, "internal", "Internal error",
-                                "the gateway failed to handle this request; it has been logged",
-                                request_id=request_id_var.get())
-
+    app.openapi = lambda: describe(app)  # type: ignore[method-assign]
     app.add_middleware(ExchangeMiddleware, gateway=gw)
-    for module in (health, datasets, sql, dp, audit, policy, encrypted, synthetic):
+    for module in (health, datasets, scans, sql, dp, audit, policy, encrypted, synthetic, sharing):
         app.include_router(module.router)
+    app.include_router(console_routes.router)
     return app

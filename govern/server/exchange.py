@@ -24,10 +24,12 @@ import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from govern.console.assets import ASSET_PATHS
 from govern.deliver.gateway import Gateway
 from govern.deliver.lifecycle import Bearer, Call, Exchange
 from govern.errors import ClientGone, InvalidRequest, LimitExceeded
 from govern.server.logs import request_id_var
+from govern.server.problems import problem_response
 
 __all__ = ["OPERATIONAL", "ExchangeMiddleware", "bearer", "governed", "load_json", "purpose_candidates",
            "read_body"]
@@ -35,9 +37,9 @@ __all__ = ["OPERATIONAL", "ExchangeMiddleware", "bearer", "governed", "load_json
 log = logging.getLogger("govern.access")
 
 # Routes that carry no governed data and are not requests of a principal: probes, metrics and
-# the API description. They are not audited (a load balancer's probes would flood the log).
+# the API description, the console's static files. They are not audited (a load balancer's probes would flood the log).
 OPERATIONAL = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-                         "/redoc"})
+                         "/redoc"}) | ASSET_PATHS  # the console's vendored CSS and JS
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -68,16 +70,21 @@ class ExchangeMiddleware:
         rid = exchange.request_id if exchange is not None else uuid.uuid4().hex
         token = request_id_var.set(rid)
         start = time.perf_counter()
-        status = {"code": 500}
+        status = {"code": 500, "started": False}
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["started"] = message["status"], True
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            try:
+                await self.app(scope, receive, send_wrapper)
+            except Exception as exc:
+                if status["started"]:
+                    raise  # midway through a response: the server aborts the connection
+                await self._crashed(scope, exc, exchange, path, send_wrapper)
         finally:
             request_id_var.reset(token)
             if exchange is not None and not exchange.settled:
@@ -92,6 +99,25 @@ class ExchangeMiddleware:
             metrics.latency.labels(route=route).observe(elapsed)
             log.info("request", extra={"request_id": rid, "method": _method(scope.get("method", "")),
                                        "route": route, "status": status["code"], "ms": round(elapsed * 1000, 2)})
+
+
+    @staticmethod
+    async def _crashed(scope: Scope, exc: Exception, exchange: Exchange | None, path: str, send: Send) -> None:
+        """The one answer to a failure nobody meant (500): logged with its traceback, recorded on
+        the exchange, and answered as problem+json naming the request, so an operator can find
+        the log line. Here, not in Starlette's outermost handler, where the request id is gone."""
+        log.error("unhandled error", exc_info=exc, extra={"route": path[:200]})
+        if exchange is not None and not exchange.settled:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(exchange.refuse, exc)
+        response = problem_response(500, "internal", "Internal error",
+                                    "the gateway failed to handle this request; it has been logged",
+                                    request_id=request_id_var.get())
+        await response(scope, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def _method(method: str) -> str:
@@ -141,9 +167,32 @@ def load_json(raw: bytes, shape: str = "") -> Any:
     """``raw`` as JSON (empty: null); ``shape`` shows the expected object in the error. Nesting
     too deep for the parser is a 400 like any other malformed body, never a crash."""
     try:
-        return json.loads(raw or b"null")
+        data = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidRequest("the body must be a JSON object" + (f": {shape}" if shape else "")) from None
+    if b"\\u" in raw and _has_lone_surrogate(data):
+        raise InvalidRequest("the body holds a lone UTF-16 surrogate (an escape in \\ud800-\\udfff): "
+                             "not valid Unicode text")
+    return data
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """JSON may escape a lone surrogate; Python keeps it in a str that no UTF-8 encoder (Arrow,
+    DuckDB, the audit log) accepts. Only bodies with a ``\\u`` escape are walked."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def body_purpose(data: Any) -> str | None:

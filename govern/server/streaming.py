@@ -17,7 +17,7 @@ sink whose writes are joined once per batch.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -29,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from govern.deliver.lifecycle import AuditedStream
 
-__all__ = ["CHUNK", "MEDIA_TYPES", "ReadStream", "encode"]
+__all__ = ["CHUNK", "MEDIA_TYPES", "Chunk", "ReadStream", "encode"]
 
 MEDIA_TYPES = {
     "arrow": "application/vnd.apache.arrow.stream",
@@ -39,6 +39,7 @@ MEDIA_TYPES = {
 }
 
 CHUNK = 1 << 20  # bytes per ASGI message at most: the server's write buffer stays small
+KNOWN_LENGTH = 8 * CHUNK  # bytes of a body held back to tell its Content-Length (ReadStream)
 _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # Arrow IPC end-of-stream: continuation + length 0
 
 Chunk = bytes | memoryview
@@ -167,13 +168,47 @@ class ReadStream(StreamingResponse):
     (closing may write the audit store), shielded from the request's cancellation.
     """
 
-    def __init__(self, stream: AuditedStream[Chunk], *, media_type: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, stream: AuditedStream[Chunk], *, media_type: str, headers: dict[str, str] | None = None,
+                 known_length: bool = False) -> None:
         super().__init__(stream, media_type=media_type, headers=headers)
         self._stream = stream
+        self._known_length = known_length
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
+            if self._known_length:
+                await self._measure()
             await super().__call__(scope, receive, send)
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._stream.close)
+
+    async def _measure(self) -> None:
+        """Hold back up to :data:`KNOWN_LENGTH` bytes of the body: when the whole body fits, send
+        it with ``Content-Length`` (a Parquet reader seeks to the footer and wants the size);
+        otherwise stream on from where it stopped. A failure before the first byte is then an
+        error response, not a broken stream."""
+        held: list[Chunk] = []
+        size = 0
+        while size <= KNOWN_LENGTH:
+            chunk = await anyio.to_thread.run_sync(next, self._stream, None)
+            if chunk is None:
+                self.body_iterator = _replay(held)
+                self.headers["content-length"] = str(size)
+                return
+            held.append(chunk)
+            size += len(chunk)
+        rest = self.body_iterator
+
+        async def resumed() -> AsyncIterator[Chunk]:
+            for part in held:
+                yield part
+            async for more in rest:
+                yield more  # type: ignore[misc]  # Starlette types its iterator loosely
+
+        self.body_iterator = resumed()
+
+
+async def _replay(chunks: list[Chunk]) -> AsyncIterator[Chunk]:
+    for chunk in chunks:
+        yield chunk

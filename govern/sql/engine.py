@@ -456,8 +456,10 @@ def _cheapest(plan: AccessPlan, schema: pa.Schema) -> str:
 def _check_params(statement: Statement, params: Sequence[Any] | None, *, required: bool) -> list[Any]:
     values = list(params or [])
     for i, value in enumerate(values, start=1):
-        if not isinstance(value, PARAMETER_TYPES):
-            raise SqlError(f"parameter ${i} must be a string, number, boolean, date, time or null",
+        # a list (a PostgreSQL array parameter: ``x = ANY($1)``) holds scalars of those types
+        if not isinstance(value, PARAMETER_TYPES) and not (
+                isinstance(value, list) and all(isinstance(v, PARAMETER_TYPES) for v in value)):
+            raise SqlError(f"parameter ${i} must be a string, number, boolean, date, time, null or a list of those",
                            sqlstate="22023")
     if values or required:
         if len(values) != statement.parameters:

@@ -626,13 +626,20 @@ class SqlService:
             return self._cond.wait_for(lambda: len(self._idle) >= self.size or self._closed, timeout)
 
     def run(self, principal: Principal, purpose: str, sql: str, params: list[Any] | None,
-            policy: PolicySet, deadline: float, settings: Settings | None = None) -> SqlResult:
+            policy: PolicySet, deadline: float, settings: Settings | None = None,
+            cancel: threading.Event | None = None) -> SqlResult:
         """Run ``sql`` in a worker; the result streams from it. ``deadline`` is absolute
         (``time.monotonic()``) and covers everything until the last batch; ``close()`` the
-        result when done (before its end, it stops the worker's query)."""
+        result when done (before its end, it stops the worker's query). Setting ``cancel``
+        while the query runs stops it (SQLSTATE 57014; a PostgreSQL CancelRequest)."""
         lease = self._lease(deadline, settings)
         try:
             lease.send(RunJob(principal, purpose, sql, params), policy, settings)
+            while cancel is not None and not lease.worker.conn.poll(0.1):
+                if cancel.is_set():
+                    raise SqlError("canceling statement due to user request", sqlstate="57014")
+                if time.monotonic() > deadline:
+                    break  # receive() reports the timeout
             tag, body = lease.receive()
             if tag == _ERROR:
                 raise lease.failed(body)

@@ -62,6 +62,9 @@ class Example:
     path: dict[str, str] = field(default_factory=dict)  # path parameters for the refusals
     body: dict[str, Any] | None = None  # a body for the refusals (POST)
     query: dict[str, str] = field(default_factory=dict)  # query parameters for the refusals
+    # the refusals' statuses: nobody, then alice under a purpose she does not have (a route that
+    # authenticates by a ticket answers 401 without one, whoever asks)
+    refusals: tuple[int, int] = (401, 403)
 
 
 def _rows(c: Client, _t: TestClient, _w: World) -> None:
@@ -72,6 +75,13 @@ def _reidentify(c: Client, t: TestClient, w: World) -> None:
     carol = Client("http://testserver", w.keys["carol"], "governance", transport=c._http._transport)
     token = carol.read("patients", columns=["patient_id"], limit=1).column(0)[0].as_py()
     carol.send("POST", "/v1/datasets/patients/reidentify", json={"tokens": [token]}, idempotent=False)
+
+
+def _scan(c: Client, _t: TestClient, _w: World) -> None:
+    manifest = c.send("POST", "/v1/datasets/patients/scan", json={"columns": ["zip"]}, idempotent=False).json()
+    first = manifest["fragments"][0]
+    holder = Client("http://testserver", first["ticket"], transport=c._http._transport)  # the ticket only
+    assert holder.send("GET", first["url"]).content
 
 
 def _he_view(c: Client, _t: TestClient, _w: World) -> None:
@@ -97,11 +107,78 @@ def _synthetic_report(c: Client, _t: TestClient, _w: World) -> None:
     c.send("GET", f"/v1/datasets/patients/synthetic/reports/{report['id']}")
 
 
+def _steward(c: Client, w: World) -> httpx.Client:
+    """carol (governance) on the console, with a bearer header, through the recording transport."""
+    return httpx.Client(base_url="http://testserver", transport=c._http._transport, follow_redirects=False,
+                        headers={**w.auth("carol"), "X-Purpose": "governance"})
+
+
+def _page(path: str) -> Callable[[Client, TestClient, World], None]:
+    def served(c: Client, _t: TestClient, w: World) -> None:
+        assert _steward(c, w).get(path).status_code == 200
+    return served
+
+
+def _console_post(path: str, form: dict[str, str], status: int = 303) -> Callable[[Client, TestClient, World], None]:
+    def served(c: Client, _t: TestClient, w: World) -> None:
+        r = _steward(c, w).post(path, data=form)
+        assert r.status_code == status, r.text
+    return served
+
+
+def _console_signin(c: Client, _t: TestClient, w: World) -> None:
+    """The browser's way: the sign-in page (a 401), then the form with its double-submit token."""
+    import re
+
+    browser = httpx.Client(base_url="http://testserver", transport=c._http._transport, follow_redirects=False)
+    page = browser.get("/console")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = browser.post("/console/signin", data={"token": w.keys["carol"], "purpose": "governance", "csrf": token})
+    assert r.status_code == 303 and "govern_console" in r.cookies
+    assert browser.get("/console/fleet").status_code == 200
+
+
+_TABLE = "/delta-sharing/shares/analytics/schemas/default/tables/patients"
+_SHARE = {"share": "astrology", "schema": "default", "table": "patients"}
+
+
+def _share_query(c: Client) -> str:
+    """The query's file URL, as path and query string."""
+    lines = c.send("POST", f"{_TABLE}/query", json={}, idempotent=False).text.splitlines()
+    return json.loads(lines[2])["file"]["url"].removeprefix("http://testserver")
+
+
+def _share_file(c: Client, _t: TestClient, _w: World) -> None:
+    path, _, query = _share_query(c).partition("?ticket=")
+    assert c.send("GET", path, params={"ticket": query}).content.startswith(b"PAR1")
+
+
+def _share_file_head(c: Client, _t: TestClient, _w: World) -> None:
+    path, _, query = _share_query(c).partition("?ticket=")
+    assert int(c.send("HEAD", path, params={"ticket": query}).headers["content-length"]) > 0
+
+
+def _head(path: str, steward: bool = False, **params: str) -> Callable[[Client, TestClient, World], None]:
+    """HEAD answers with a read's checks and headers and no body: one record all the same."""
+    def served(c: Client, _t: TestClient, w: World) -> None:
+        who = Client("http://testserver", w.keys["carol"], "governance", transport=c._http._transport) if steward else c
+        assert who.send("HEAD", path, params=params or None).status_code == 200
+    return served
+
+
+def _synthetic_report_head(c: Client, _t: TestClient, _w: World) -> None:
+    table = c.synthetic("patients", rows=10, seed=1)
+    report = json.loads(table.schema.metadata[b"govern.synthetic.report"])
+    assert c.send("HEAD", f"/v1/datasets/patients/synthetic/reports/{report['id']}").status_code == 200
+
+
 EXAMPLES: dict[Route, Example] = {
     ("GET", "/v1/datasets"): Example(lambda c, t, w: c.datasets()),
     ("GET", "/v1/datasets/{name}"): Example(lambda c, t, w: c.describe("patients"), {"name": "patients"}),
     ("GET", "/v1/datasets/{name}/rows"): Example(_rows, {"name": "patients"}),
     ("POST", "/v1/datasets/{name}/reidentify"): Example(_reidentify, {"name": "patients"}, {"tokens": ["k1:00"]}),
+    ("POST", "/v1/datasets/{name}/scan"): Example(_scan, {"name": "patients"}, {}),
+    ("GET", "/v1/fragments/{fragment_id}"): Example(_scan, {"fragment_id": "0"}, refusals=(401, 401)),
     ("POST", "/v1/sql"): Example(lambda c, t, w: c.sql("select count(*) from patients"),
                                  body={"sql": "select 1"}),
     ("POST", "/v1/datasets/{name}/dp"): Example(
@@ -125,6 +202,53 @@ EXAMPLES: dict[Route, Example] = {
         {"name": "patients"}, {}),
     ("GET", "/v1/datasets/{name}/synthetic/reports/{report_id}"): Example(
         _synthetic_report, {"name": "patients", "report_id": "nope"}),
+    # HEAD: the same checks and headers as GET, without a body
+    ("HEAD", "/v1/datasets"): Example(_head("/v1/datasets")),
+    ("HEAD", "/v1/datasets/{name}"): Example(_head("/v1/datasets/patients"), {"name": "patients"}),
+    ("HEAD", "/v1/datasets/{name}/rows"): Example(_head("/v1/datasets/patients/rows"), {"name": "patients"}),
+    ("HEAD", "/v1/budget"): Example(_head("/v1/budget")),
+    ("HEAD", "/v1/audit"): Example(_head("/v1/audit", steward=True)),
+    ("HEAD", "/v1/policy/explain"): Example(
+        _head("/v1/policy/explain", steward=True, principal="alice", dataset="patients", for_purpose="analytics"),
+        query={"principal": "alice", "dataset": "patients", "for_purpose": "analytics"}),
+    ("HEAD", "/v1/datasets/{name}/synthetic/status"): Example(_head("/v1/datasets/patients/synthetic/status"),
+                                                              {"name": "patients"}),
+    ("HEAD", "/v1/datasets/{name}/synthetic/reports/{report_id}"): Example(
+        _synthetic_report_head, {"name": "patients", "report_id": "nope"}),
+    # the steward console (govern.console): every page view and action, one record each
+    ("GET", "/console"): Example(lambda c, t, w: _steward(c, w).get("/console")),
+    ("POST", "/console/signin"): Example(_console_signin, body={}),
+    ("POST", "/console/signout"): Example(_console_post("/console/signout", {}), body={}),
+    ("GET", "/console/catalog"): Example(_page("/console/catalog")),
+    ("GET", "/console/access"): Example(_page("/console/access")),
+    ("GET", "/console/dry-run"): Example(_page("/console/dry-run")),
+    ("POST", "/console/dry-run"): Example(_console_post("/console/dry-run", {"folder": "policies"}, 200), body={}),
+    ("GET", "/console/audit"): Example(_page("/console/audit")),
+    ("GET", "/console/budgets"): Example(_page("/console/budgets")),
+    ("GET", "/console/fleet"): Example(_page("/console/fleet")),
+    ("GET", "/console/monitoring"): Example(_page("/console/monitoring")),
+    ("POST", "/console/monitoring/profile"): Example(
+        _console_post("/console/monitoring/profile", {"dataset": "patients"}), body={}),
+    ("POST", "/console/catalog/accept"): Example(
+        _console_post("/console/catalog/accept", {"dataset": "patients", "column": "phone"}), body={}),
+    ("GET", "/delta-sharing/shares"): Example(lambda c, t, w: c.send("GET", "/delta-sharing/shares")),
+    ("GET", "/delta-sharing/shares/{share}"): Example(
+        lambda c, t, w: c.send("GET", "/delta-sharing/shares/analytics"), _SHARE),
+    ("GET", "/delta-sharing/shares/{share}/schemas"): Example(
+        lambda c, t, w: c.send("GET", "/delta-sharing/shares/analytics/schemas"), _SHARE),
+    ("GET", "/delta-sharing/shares/{share}/schemas/{schema}/tables"): Example(
+        lambda c, t, w: c.send("GET", "/delta-sharing/shares/analytics/schemas/default/tables"), _SHARE),
+    ("GET", "/delta-sharing/shares/{share}/all-tables"): Example(
+        lambda c, t, w: c.send("GET", "/delta-sharing/shares/analytics/all-tables"), _SHARE),
+    ("GET", "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/version"): Example(
+        lambda c, t, w: c.send("GET", f"{_TABLE}/version"), _SHARE),
+    ("GET", "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/metadata"): Example(
+        lambda c, t, w: c.send("GET", f"{_TABLE}/metadata"), _SHARE),
+    ("POST", "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/query"): Example(
+        lambda c, t, w: _share_query(c), _SHARE, {}),
+    ("GET", "/delta-sharing/files/{file_id}"): Example(_share_file, {"file_id": "0" * 48}, refusals=(401, 401)),
+    ("HEAD", "/delta-sharing/files/{file_id}"): Example(_share_file_head, {"file_id": "0" * 48},
+                                                        refusals=(401, 401)),
 }
 
 
@@ -155,7 +279,7 @@ def test_each_refusal_and_each_response_leaves_one_record(gateway, route: Route)
     method, template = route
     example = EXAMPLES[route]
     url = template.format(**example.path)
-    cases = [({}, 401), (world.auth("alice"), 403)]  # nobody; alice under a purpose she does not have
+    cases = [({}, example.refusals[0]), (world.auth("alice"), example.refusals[1])]
     for headers, status in cases:
         h = {**headers, "X-Purpose": "astrology"}
         params = {"principal": "bob"} if url == "/v1/budget" else example.query

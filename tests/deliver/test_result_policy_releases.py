@@ -102,5 +102,11 @@ def test_row_reads_are_refused_where_a_result_policy_applies(guarded, world: Wor
         r = guarded.get("/v1/datasets/patients/rows", headers=headers(world, who, purpose))
         assert r.status_code == 403, (purpose, r.status_code, r.text[:200])
         assert "result policy" in r.json()["detail"] and "/v1/sql" in r.json()["detail"]
+        r = guarded.head("/v1/datasets/patients/rows", headers=headers(world, who, purpose))
+        assert r.status_code == 403, purpose
+        r = guarded.post("/v1/datasets/patients/scan", headers=headers(world, who, purpose), json={})
+        assert r.status_code == 403 and "result policy" in r.json()["detail"], (purpose, r.text[:200])
     # a dataset and purpose without one reads as always
     assert guarded.get("/v1/datasets/patients/rows", headers=headers(world, "carol", "governance")).status_code == 200
+    assert guarded.post("/v1/datasets/patients/scan", headers=headers(world, "carol", "governance"),
+                        json={}).status_code == 200

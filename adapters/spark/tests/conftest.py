@@ -14,6 +14,10 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
+ROOT = Path(__file__).resolve().parents[3]
+if str(ROOT) not in sys.path:  # tests.gateway (a real govern serve) when run on their own
+    sys.path.insert(0, str(ROOT))
+
 
 def build_session(app: str, **conf: str) -> SparkSession:
     os.environ["PYSPARK_PYTHON"] = sys.executable  # executors run this interpreter

@@ -14,6 +14,8 @@ API (``gateway.ledger`` is one of these)::
         # -> Charge(epsilon, delta, spent, left, ...); raises BudgetExceeded having charged
         #    nothing if it does not fit (or the dataset has no budget), LedgerError if the
         #    store cannot be written (fail closed: then return nothing).
+        #    A request id is charged at most once (a retry returns the sums as they are).
+    ledger.refund(rid)    # give a charge back: only for a result none of whose bytes left the process
     ledger.check(principal, "patients", 0.5, 1e-7)   # same test, charges nothing (pre-flight)
     ledger.status(principal, "patients")             # -> BudgetStatus: limit, spent, left, period
     ledger.charges(principal="bob")                  # the charge rows, oldest first
@@ -123,6 +125,14 @@ class BudgetLedger:
         except Overspend as over:
             raise self._refusal(who.name, dataset, budget, key[2], now, over.spent, epsilon, delta) from None
         return Charge(epsilon, delta, request_id, kind, self._status(who.name, dataset, budget, key[2], now, spent))
+
+    def refund(self, request_id: str) -> bool:
+        """Give back what ``request_id`` was charged, for a release none of whose bytes left the
+        process (its audit record could not be written, so nothing was sent). Once: False when
+        there is nothing (left) to refund. Never call it once a byte of the result went out."""
+        if not request_id:
+            raise InvalidRequest("a refund needs the request id it was charged for")
+        return self.store.refund(request_id)
 
     def check(self, principal: Principal | str, dataset: str, epsilon: float, delta: float = 0.0) -> BudgetStatus:
         """Raise ``BudgetExceeded`` unless a charge of this size fits *now*; charges nothing.

@@ -10,8 +10,15 @@ which request). A charge is one transaction:
 1. make sure the ``spent`` row exists (``INSERT … ON CONFLICT DO NOTHING``);
 2. read it with ``FOR UPDATE`` (PostgreSQL: a row lock held to commit, so chargers in every
    process queue on it; SQLite: ``BEGIN IMMEDIATE`` already holds the database write lock);
-3. if the new sums would pass the limit, roll back — nothing at all is written;
-4. else update the sums and insert the charge row, and commit.
+3. if this request id was already charged (a retry, from this process or another one, of a
+   charge whose commit was not acknowledged), return the sums as they are: a request is charged
+   at most once;
+4. if the new sums would pass the limit, roll back — nothing at all is written;
+5. else update the sums and insert the charge row, and commit.
+
+A refund (:meth:`SqlLedgerStore.refund`) is the inverse for one request id, for a release whose
+result never left the process: it takes the same row lock, subtracts the charge and deletes its
+row, once.
 """
 
 from __future__ import annotations
@@ -102,11 +109,15 @@ class SqlLedgerStore:
                      "WHERE principal = ? AND dataset = ? AND period = ?")
         insert = sql("INSERT INTO {p}budget_charges (time, request_id, principal, dataset, period, kind, "
                      "epsilon, delta) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        charged = sql("SELECT 1 FROM {p}budget_charges WHERE request_id = ? AND principal = ? "
+                      "AND dataset = ? AND period = ? AND kind = ?")
 
         def tx(cur: Cursor) -> Spent:
             cur.execute(ensure, key)
             row = cur.execute(lock, key).fetchone()
             spent = Spent(int(row[0]), int(row[1]), int(row[2]))
+            if cur.execute(charged, (request_id, *key, kind)).fetchone() is not None:
+                return spent  # this request was charged already (under the same lock): once only
             new = Spent(spent.epsilon + cost[0], spent.delta + cost[1], spent.releases + 1)
             if new.epsilon > limit[0] or new.delta > limit[1]:
                 raise Overspend(spent)
@@ -115,6 +126,29 @@ class SqlLedgerStore:
             return new
 
         return self.db.write("charge", tx)
+
+    def refund(self, request_id: str) -> bool:
+        """Give back the charges of ``request_id`` (a release whose result never left the
+        process). True if there was one; False if not (never charged, or refunded already)."""
+        sql = self.db.sql
+        find = sql("SELECT id, principal, dataset, period, epsilon, delta FROM {p}budget_charges "
+                   "WHERE request_id = ? ORDER BY id")
+        lock = sql("SELECT epsilon FROM {p}budget_spent WHERE principal = ? AND dataset = ? AND period = ?"
+                   + self.db.dialect.lock_clause)
+        update = sql("UPDATE {p}budget_spent SET epsilon = epsilon - ?, delta = delta - ?, "
+                     "releases = releases - 1 WHERE principal = ? AND dataset = ? AND period = ?")
+        delete = sql("DELETE FROM {p}budget_charges WHERE id = ?")
+
+        def tx(cur: Cursor) -> bool:
+            rows = cur.execute(find, (request_id,)).fetchall()
+            for row in rows:
+                key = (row[1], row[2], row[3])
+                cur.execute(lock, key)
+                if cur.execute(delete, (row[0],)).rowcount:  # gone already if a peer refunded it
+                    cur.execute(update, (int(row[4]), int(row[5]), *key))
+            return bool(rows)
+
+        return self.db.write("refund", tx)
 
     def spent(self, key: tuple[str, str, str]) -> Spent:
         sql = self.db.sql("SELECT epsilon, delta, releases FROM {p}budget_spent "

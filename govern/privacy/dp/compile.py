@@ -37,6 +37,8 @@ from govern.privacy.dp.query import Aggregate, DpQuery
 
 Kind = Literal["len", "count", "sum", "quantile"]
 SUM_RANGE = 2**31  # scaled |values| ≤ 2^31 and at most MAX_LENGTH rows: sums fit in int64
+MIN_SCALE_TOP = 2.0**-900  # narrower bounds are scaled as if this wide (the power of two stays finite)
+MAX_MAGNITUDE = 1e250  # max(|low|, |high|) × contributions / epsilon above this: refused (results overflow)
 MAX_LENGTH = 2**31  # public upper bound on rows in any group (a margin OpenDP requires)
 DEFAULT_CANDIDATES = 101
 MAX_KEYS = 10_000
@@ -162,7 +164,7 @@ def compile_query(query: DpQuery, plan: AccessPlan, entry: DatasetEntry, schema:
     if requested and math.prod(len(v) for v in requested.values()) > MAX_KEYS:
         raise InvalidRequest(f"at most {MAX_KEYS} group keys")
 
-    builder = _Builder(entry, usable)
+    builder = _Builder(entry, usable, query.contributions, query.epsilon)
     main: list[Primitive] = []
     outputs: list[Output] = []
     histograms: list[Part] = []
@@ -194,9 +196,11 @@ class _Builder:
     """Turns aggregates into primitives and prepared columns, sharing what can be shared
     (``count(x)`` and ``mean(x)`` use one noisy non-null count of x)."""
 
-    def __init__(self, entry: DatasetEntry, usable: Any) -> None:
+    def __init__(self, entry: DatasetEntry, usable: Any, contributions: int = 1, epsilon: float = 1.0) -> None:
         self.entry = entry
         self.usable = usable
+        self.contributions = contributions
+        self.epsilon = epsilon
         self.derived: dict[str, Derived] = {}
         self.sources: list[str] = []
         self._ids = 0
@@ -227,7 +231,12 @@ class _Builder:
         if found is None:
             raise InvalidRequest(f"{agg.function}({agg.column}) needs bounds: the catalog has none for "
                                  f"'{agg.column}', so give \"bounds\": [low, high] (values are clamped into them)")
-        return float(found[0]), float(found[1])
+        lo, hi = float(found[0]), float(found[1])
+        # decided from the request and the catalog alone, so the refusal says nothing about the data
+        if max(abs(lo), abs(hi)) * self.contributions / self.epsilon > MAX_MAGNITUDE:
+            raise InvalidRequest(f"{agg.function}({agg.column}): bounds [{lo:g}, {hi:g}] are too wide for this "
+                                 "epsilon (the noisy result could not be represented); use narrower bounds")
+        return lo, hi
 
     def aggregate(self, agg: Aggregate, main: list[Primitive], histograms: list[Part],
                   group_by: tuple[str, ...]) -> Output:
@@ -244,6 +253,9 @@ class _Builder:
         if agg.function in ("sum", "mean"):
             lo, hi = self.bounds(agg, dtype)
             scale = _sum_scale(lo, hi, pa.types.is_integer(dtype))
+            if round(lo * scale) == round(hi * scale):  # from the request alone: never a data-dependent error
+                raise InvalidRequest(f"{agg.function}({column}): bounds [{lo:g}, {hi:g}] are too narrow to sum "
+                                     "(every value would round to the same number); use wider bounds or rescale")
             prepared = f"{PREFIX}sum_{column}_{_tag(lo)}_{_tag(hi)}"
             self.derived.setdefault(prepared, Derived(prepared, column, "scaled_sum", (lo, hi), scale))
             s = self.primitive("sum", column=prepared, scale=scale, bounds=(lo, hi))
@@ -291,7 +303,7 @@ def _sum_scale(lo: float, hi: float, integer: bool) -> float:
     """A power of two s with max(|lo|, |hi|)·s ≤ 2^31: clamped values × s, rounded, are integers
     whose sum cannot overflow and whose sensitivity is exact. Integer columns with integer
     bounds in range keep s = 1 (no rounding at all)."""
-    top = max(abs(lo), abs(hi), 1e-300)
+    top = max(abs(lo), abs(hi), MIN_SCALE_TOP)
     if integer and float(lo).is_integer() and float(hi).is_integer() and top <= SUM_RANGE:
         return 1.0
     return 2.0 ** math.floor(math.log2(SUM_RANGE / top))

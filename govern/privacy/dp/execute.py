@@ -12,8 +12,9 @@ How OpenDP is used
   OpenDP's formal vetting process. Enabling it is an explicit acceptance of that status; see
   docs/privacy.md.
 - Contributions are bounded *before* OpenDP sees the data: :func:`bound_contributions` keeps
-  at most ``k`` rows per privacy unit (sampled at random, independently per person; rows whose
-  unit is NULL are dropped), so a person with many rows weighs like one with k. This map is
+  at most ``k`` rows per privacy unit (each person's k rows of smallest keyed digest — the same
+  rows on every release, so intervals cover a fixed target; rows whose unit is NULL are
+  dropped), so a person with many rows weighs like one with k. This map is
   stable — adding or removing one person changes at most k rows of its output, and nobody
   else's — so OpenDP is told exactly that: ``dp.unit_of(contributions=k)``. (OpenDP's own
   ``truncate_per_group`` with ``unit_of(identifier=…)`` expresses the same bound, but its
@@ -47,8 +48,13 @@ import pyarrow.compute as pc
 
 from govern.errors import GovernError, InvalidRequest
 from govern.privacy.dp.compile import MAX_KEYS, MAX_LENGTH, PREFIX, DpPlan, Output, Part, Primitive
+from govern.privacy.rows import row_digests
 
 CONFIDENCE = 0.95
+# The PRF key when the caller gives none (tests, tools). Privacy does not rest on its secrecy —
+# any fixed rule that looks only at one person's rows keeps the bound — the gateway passes a
+# subkey of its masking key so that which rows are kept cannot be predicted from outside.
+DEFAULT_PRF_KEY = b"govern-dp-contributions"
 _enabled = threading.Lock()
 _ready = False
 
@@ -108,15 +114,16 @@ class DpResult:
         }
 
 
-def release(plan: DpPlan, data: pa.Table, public_keys: dict[str, list[Any]]) -> DpResult:
-    """Compute every part of ``plan`` on ``data`` (one compositor), post-process into rows."""
+def release(plan: DpPlan, data: pa.Table, public_keys: dict[str, list[Any]], key: bytes = DEFAULT_PRF_KEY) -> DpResult:
+    """Compute every part of ``plan`` on ``data`` (one compositor), post-process into rows.
+    ``key`` keys the PRF that picks each person's kept rows (:func:`bound_contributions`)."""
     import time
 
     dp = opendp()  # first: imports OpenDP and polars under a lock
     import polars as pl
 
     t0 = time.perf_counter()
-    data = bound_contributions(data, plan.unit, plan.contributions)
+    data = bound_contributions(data, plan.unit, plan.contributions, key)
     t_bound = time.perf_counter() - t0
     with _spilled(pl, _prepare(pl, plan, data)) as lf:
         keys = _group_keys(pl, plan, data.schema, public_keys)
@@ -156,7 +163,7 @@ def _release(pl: Any, dp: Any, plan: DpPlan, lf: Any, keys: dict[str, Any], publ
         else:
             query = query.select(*exprs)
         thresholded = plan.key_source == "threshold" and bool(part.group_by)
-        measurement, eps = calibrate(query, thresholded)
+        measurement, eps = calibrate(query, thresholded, floor=plan.contributions + 1)
         summary = summarize_polars_measurement(measurement, 1 - CONFIDENCE)
         half = summarize_polars_measurement(measurement, (1 - CONFIDENCE) / 2)
         t_build += time.perf_counter() - tb
@@ -185,8 +192,10 @@ def _release(pl: Any, dp: Any, plan: DpPlan, lf: Any, keys: dict[str, Any], publ
 
 # -- calibration ---------------------------------------------------------------------------------
 
-def calibrate(query: Any, thresholded: bool) -> tuple[Any, float]:
+def calibrate(query: Any, thresholded: bool, floor: int = 2) -> tuple[Any, float]:
     """The least-noise measurement for ``query`` within its share of the budget, and its epsilon.
+    ``floor``: the smallest threshold OpenDP accepts (above the rows one person may add to a
+    group: ``contributions + 1``).
 
     Scale first (epsilon ∝ 1/scale for Laplace and the exponential mechanism), checked with
     ``Measurement.check`` and nudged up until it passes; then, for groups released through a
@@ -225,7 +234,7 @@ def calibrate(query: Any, thresholded: bool) -> tuple[Any, float]:
             m = make(scale, t)
         if thresholded:
             delta_target = float(d_out[1])
-            lo, hi = 2, 2
+            lo = hi = max(2, floor)
             while float(make(scale, hi).map(d_in)[1]) > delta_target:
                 lo, hi = hi, hi * 2
                 if hi >= never:
@@ -254,11 +263,15 @@ def delta_of(measurement: Any, thresholded: bool) -> float:
 
 # -- preparing the data ----------------------------------------------------------------------------
 
-def bound_contributions(table: pa.Table, unit: str, k: int, rng: Any = None) -> pa.Table:
-    """At most ``k`` rows per value of ``unit``, chosen at random per unit; NULL units dropped.
+def bound_contributions(table: pa.Table, unit: str, k: int, key: bytes = DEFAULT_PRF_KEY) -> pa.Table:
+    """At most ``k`` rows per value of ``unit``: each person's ``k`` rows of smallest keyed
+    digest (a PRF of the row's values, HMAC-SHA-256 under ``key``); NULL units dropped.
 
-    Stable by construction: which rows of one person are kept depends only on that person's
-    rows and fresh random draws, so adding or removing a person changes at most ``k`` rows.
+    Deterministic, so the *same* rows are kept on every release of a query and the interval of
+    a release covers one fixed target (the statistic over the kept rows), not a moving one.
+    Stable: which rows of a person are kept depends only on that person's rows, so adding or
+    removing a person changes at most ``k`` rows. Rows equal in every column read are
+    interchangeable, so ties do not matter.
     """
     import numpy as np
 
@@ -276,8 +289,8 @@ def bound_contributions(table: pa.Table, unit: str, k: int, rng: Any = None) -> 
     if series.n_unique() == n or int(series.value_counts()["count"].max() or 0) <= k:  # type: ignore[arg-type]
         return table  # nobody is over the bound: truncation is the identity
     codes = series.rank("dense").to_numpy().astype(np.int64)
-    rng = rng or np.random.default_rng()
-    order = np.lexsort((rng.random(n), codes))  # by person, random within a person
+    priority = row_digests(table, [unit, *sorted(c for c in table.column_names if c != unit)], key)
+    order = np.lexsort((priority, codes))  # by person, then by the row's keyed digest
     sorted_codes = codes[order]
     starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
     rank = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
@@ -302,14 +315,22 @@ def _spilled(pl: Any, frame: Any) -> Iterator[Any]:
 
 
 def _prepare(pl: Any, plan: DpPlan, data: pa.Table) -> Any:
+    """Row-wise preparation. Non-finite values are handled here, inside the mechanism, so that no
+    release ever fails on the data: NaN is missing (like NULL: not counted, not summed, its own
+    NULL group), +inf and -inf are clamped to the bounds like any value outside them."""
     frame = pl.from_arrow(data)
     assert isinstance(frame, pl.DataFrame)
+    floats = [name for name, dtype in frame.schema.items() if dtype.is_float()]
+    if floats:
+        frame = frame.with_columns([pl.col(c).fill_nan(None) for c in floats])
     exprs = []
     for d in plan.derived:
         src = pl.col(d.source)
         if d.how == "scaled_sum":
             lo, hi = d.bounds  # type: ignore[misc]
-            exprs.append((src.cast(pl.Float64).clip(lo, hi) * d.scale).round().cast(pl.Int64).alias(d.name))
+            # a missing value adds 0, as in SQL's SUM (OpenDP would impute its bounds' midpoint)
+            exprs.append((src.cast(pl.Float64).clip(lo, hi) * d.scale).round().cast(pl.Int64).fill_null(0)
+                         .alias(d.name))
         elif d.how == "float":
             lo, hi = d.bounds  # type: ignore[misc]
             exprs.append(src.cast(pl.Float64).clip(lo, hi).alias(d.name))
@@ -338,7 +359,9 @@ def _expr(pl: Any, dp: Any, p: Primitive) -> Any:
         return pl.col(p.column).dp.count(signed=True).alias(p.id)
     if p.kind == "sum":
         lo, hi = p.bounds  # type: ignore[misc]
-        return pl.col(p.column).dp.sum((round(lo * p.scale), round(hi * p.scale))).alias(p.id)
+        # the clamp range widened to hold 0 (a missing value): under adding or removing a person
+        # the sensitivity, max(|low|, |high|), is unchanged
+        return pl.col(p.column).dp.sum((round(min(lo, 0.0) * p.scale), round(max(hi, 0.0) * p.scale))).alias(p.id)
     return pl.col(p.column).dp.quantile(p.q, list(p.candidates or ())).alias(p.id)
 
 

@@ -120,7 +120,7 @@ class DpService:
         data = self.read(prepared)
         public = self.public_keys(plan, state)
         t_read = time.perf_counter() - t0
-        result = release(plan, data, public)
+        result = release(plan, data, public, self.governor.keys.subkey("dp-contributions"))
         result.timings["read"] = t_read
         result.timings["rows"] = float(data.num_rows)
         return result

@@ -17,6 +17,7 @@ leading comment hint ``/*+ dp epsilon=0.5 delta=1e-7 contributions=2 */``, which
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,8 @@ from govern.errors import SqlError
 from govern.privacy.dp.query import Aggregate, DpQuery, DpRequest
 
 _HINT = re.compile(r"/\*\+?\s*dp\b([^*]*)\*/", re.IGNORECASE)
-_PARAM = re.compile(r"(epsilon|delta|contributions)\s*=\s*([0-9.eE+-]+)", re.IGNORECASE)
+_PARAM = re.compile(r"(epsilon|delta|contributions)\s*=\s*(\S*)", re.IGNORECASE)
+_NUMBER = re.compile(r"^[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?$|^\.[0-9]+([eE][+-]?[0-9]+)?$")
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,15 @@ def hint(text: str) -> dict[str, float]:
     found = _HINT.search(text)
     if not found:
         return {}
-    return {k.lower(): float(v) for k, v in _PARAM.findall(found.group(1))}
+    out: dict[str, float] = {}
+    for key, value in _PARAM.findall(found.group(1)):
+        number = float(value) if _NUMBER.match(value) else math.nan
+        if not math.isfinite(number):  # decided from the text alone: never an error later
+            raise SqlError(f"invalid privacy parameter in the dp hint: {key.lower()}={value[:40]!r} "
+                           "(a plain non-negative number, e.g. epsilon=0.5 delta=1e-7 contributions=2)",
+                           sqlstate="22023")
+        out[key.lower()] = number
+    return out
 
 
 def has_hint(text: str) -> bool:
@@ -120,6 +130,10 @@ def translate(text: str, datasets: set[str], *, epsilon: float | None, delta: fl
     if not aggregates:
         raise _refuse("at least one aggregate (COUNT, SUM, AVG, MEDIAN, QUANTILE)")
     where = select.args.get("where")
+    contributions = params["contributions"]
+    if not (isinstance(contributions, int | float) and math.isfinite(contributions)
+            and float(contributions).is_integer()):
+        raise SqlError("invalid privacy parameters: contributions must be a whole number", sqlstate="22023")
     try:
         request = DpRequest(aggregates=aggregates, group_by=group,
                             filter=where.this.sql(dialect="postgres") if where is not None else None,

@@ -173,8 +173,15 @@ def prepare(table: pa.Table, spec: ViewSpec, privacy_unit: str | None, contribut
         values[name] = np.clip(np.nan_to_num(raw, nan=0.0), lo, hi)
     if spec.filter:
         pred = compile_client_filter(spec.filter)
-        parts = [pc.fill_null(evaluate_predicate(pred.sql, b), False).to_numpy(zero_copy_only=False)
-                 for b in table.to_batches()]
+        try:
+            evaluate_predicate(pred.sql, pa.RecordBatch.from_pylist([], schema=table.schema))  # types, not data
+            parts = [pc.fill_null(evaluate_predicate(pred.sql, b), False).to_numpy(zero_copy_only=False)
+                     for b in table.to_batches()]
+        except (pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            # a type mismatch with the masked view (e.g. a tokenized id compared with a number):
+            # a property of the plan and the request, the same for any data
+            raise InvalidRequest("the filter does not apply to the columns' types as you see them (masked "
+                                 "columns keep their masked type): compare like with like") from None
         selected &= np.concatenate(parts).astype(bool) if parts else np.zeros(0, dtype=bool)
     if privacy_unit:
         selected &= _within_contributions(table.column(privacy_unit), selected, contributions)

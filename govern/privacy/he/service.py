@@ -8,6 +8,14 @@ gateway has one), the rate limiter and a bound on concurrent HE work. Routers ca
 The one rule this module keeps above all: the secret key decrypts only ciphertexts that this
 module made itself, from the governed plaintext, for a declared aggregate — never a ciphertext
 that came in a request. There is no code path that loads a client ciphertext under a secret key.
+
+No free oracle (issue 18): a release (flows 2 and 3) takes its rate-limit slot and is charged
+*before* the data is read, so every answer that depends on the data — values, and whether a
+group has enough rows — has been paid for. The ``he_min_rows`` rule is a noisy threshold, a DP
+mechanism of its own (:func:`threshold`): a group whose noisy row count falls below it is
+released as ``null`` and listed in ``suppressed``, with status 200 like any other release, never
+an exact "fewer than k rows" refusal (padding a filter with k − 1 known rows made that refusal
+an exact, free yes/no question about one person).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import pyarrow as pa
 
 from govern.config import Settings
 from govern.deliver.governor import Governor, PolicyState
-from govern.errors import AccessDenied, InvalidRequest, LimitExceeded, ReleaseRefused
+from govern.errors import AccessDenied, InvalidRequest, LimitExceeded
 from govern.identity.principal import Principal
 from govern.mask.execute_arrow import ArrowExecutor, pushdown_filter, resolve_request, scan_columns
 from govern.plan.model import AccessPlan
@@ -32,16 +40,17 @@ from govern.privacy.budget.ledger import BudgetLedger
 from govern.privacy.he import container
 from govern.privacy.he.computation import Computation, evaluate
 from govern.privacy.he.keystore import KeyStore
-from govern.privacy.he.noise import error_bound, laplace, noise_scale
+from govern.privacy.he.noise import error_bound, laplace, noise_scale, threshold
 from govern.privacy.he.params import PARAMETERS, tenseal
 from govern.privacy.he.prepare import PlainView, ViewSpec, prepare, resolve_spec
 from govern.privacy.he.query import Query, add_noise, load_weights, noise_scales, statistics
 from govern.privacy.he.query import evaluate as evaluate_query
-from govern.privacy.he.ratelimit import RateLimiter
+from govern.privacy.he.ratelimit import RateLimiter, SharedRateLimiter
 from govern.privacy.he.token import ViewToken, sign, verify
 from govern.storage import scan as storage_scan
 
 ACTION = "read_encrypted"
+THRESHOLD_SHARE = 0.1  # of a release's epsilon, spent on the noisy he_min_rows threshold
 
 
 @dataclass
@@ -71,7 +80,12 @@ class HeService:
         self.governor = governor
         self.ledger = ledger
         self.keys = KeyStore(key_dir(settings))
-        self.limiter = RateLimiter(settings.he_releases_per_minute, 60.0)
+        self.limiter: RateLimiter | SharedRateLimiter
+        url = settings.ledger_url or ""
+        if url.startswith(("postgresql://", "postgres://")):  # a fleet: one limit across processes
+            self.limiter = SharedRateLimiter(url, settings.ledger_table_prefix, settings.he_releases_per_minute, 60.0)
+        else:
+            self.limiter = RateLimiter(settings.he_releases_per_minute, 60.0)
         self._work = threading.BoundedSemaphore(settings.he_max_concurrent)
 
     # -- shared steps ----------------------------------------------------------------------------
@@ -85,17 +99,30 @@ class HeService:
         finally:
             self._work.release()
 
-    def plain_view(self, principal: Principal, purpose: str, dataset: str, columns: list[str],
-                   bounds: dict[str, list[float]] | None, filter: str | None, limit: int | None,
-                   group_by: str | None, groups: list[str] | None) -> tuple[AccessPlan, ViewSpec, PlainView]:
-        """Decide, plan (action ``read_encrypted``), read the masked columns, clip and select."""
+    def plan_view(self, principal: Principal, purpose: str, dataset: str, columns: list[str],
+                  bounds: dict[str, list[float]] | None, filter: str | None, limit: int | None,
+                  group_by: str | None, groups: list[str] | None) -> tuple[AccessPlan, ViewSpec, PolicyState]:
+        """Decide, plan (action ``read_encrypted``) and check the view request: policy, catalog
+        and request only — no data is read, so every refusal here is the same for any data."""
         state = self.governor.state
         plan = self.governor.plan(principal, dataset, purpose, action=ACTION, state=state)
         entry = state.policy.datasets[dataset]
         spec = resolve_spec(plan, entry, columns, bounds, filter, limit, group_by, groups,
                             max_groups=self.settings.he_max_slots)
+        return plan, spec, state
+
+    def read_view(self, plan: AccessPlan, spec: ViewSpec, state: PolicyState) -> PlainView:
+        """Read the masked columns, clip and select: the view's plaintext."""
         table = self._read(plan, spec, state)
-        return plan, spec, prepare(table, spec, plan.privacy_unit, self.settings.he_max_contributions)
+        return prepare(table, spec, plan.privacy_unit, self.settings.he_max_contributions)
+
+    def plain_view(self, principal: Principal, purpose: str, dataset: str, columns: list[str],
+                   bounds: dict[str, list[float]] | None, filter: str | None, limit: int | None,
+                   group_by: str | None, groups: list[str] | None) -> tuple[AccessPlan, ViewSpec, PlainView]:
+        """:meth:`plan_view`, then :meth:`read_view`."""
+        plan, spec, state = self.plan_view(principal, purpose, dataset, columns, bounds, filter, limit,
+                                           group_by, groups)
+        return plan, spec, self.read_view(plan, spec, state)
 
     def _read(self, plan: AccessPlan, spec: ViewSpec, state: PolicyState) -> pa.Table:
         cap = self.settings.he_max_rows
@@ -116,12 +143,6 @@ class HeService:
             batches.append(batch)
         return pa.Table.from_batches(batches, schema=reader.schema)
 
-    def _preflight(self, principal: Principal, dataset: str, epsilon: float) -> None:
-        """Refuse early (BudgetExceeded) when the budget cannot cover the release: no HE work
-        is spent on a release that could not be paid for. ``_charge`` still decides."""
-        if self.ledger is not None:
-            self.ledger.check(principal, dataset, epsilon, 0.0)
-
     def _charge(self, principal: Principal, dataset: str, epsilon: float, request_id: str, kind: str) -> bool:
         """Charge the DP ledger if this gateway has one (raises BudgetExceeded, LedgerError)."""
         if self.ledger is None:
@@ -135,14 +156,20 @@ class HeService:
                                  limit=self.settings.he_max_epsilon)
         return float(epsilon)
 
-    def _min_rows(self, plain: PlainView, groups: list[str] | None) -> None:
-        """Refuse aggregates over fewer than he_min_rows selected rows (a single row is not an
-        aggregate, even with noise)."""
-        k = self.settings.he_min_rows
-        small = [g for g in (groups or [None]) if plain.count(g) < k]  # type: ignore[list-item]
-        if small:
-            which = "the selection" if small == [None] else f"group(s) {', '.join(str(g) for g in small)}"
-            raise ReleaseRefused(f"{which} has fewer than {k} rows (he_min_rows): not an aggregate", limit=k)
+    def _split(self, epsilon: float) -> tuple[float, float]:
+        """(epsilon for the values, epsilon for the noisy he_min_rows threshold)."""
+        if self.settings.he_min_rows <= 0:
+            return epsilon, 0.0
+        return epsilon * (1 - THRESHOLD_SHARE), epsilon * THRESHOLD_SHARE
+
+    def _suppressed(self, plain: PlainView, groups: list[str] | None, epsilon: float) -> list[str | None]:
+        """The groups (``None``: the whole selection) whose noisy row count is below he_min_rows."""
+        if epsilon <= 0:
+            return []
+        labels: list[str | None] = list(groups) if groups else [None]
+        counts = [float(plain.count(g)) for g in labels]
+        below = threshold(counts, self.settings.he_min_rows, self.settings.he_max_contributions, epsilon)
+        return [g for g, low in zip(labels, below, strict=True) if low]
 
     # -- flow 1: encrypted view ------------------------------------------------------------------
     def open_view(self, principal: Principal, purpose: str, dataset: str, columns: list[str],
@@ -202,35 +229,42 @@ class HeService:
         spec = token.spec
         comp.check(spec.shape(token.rows), max_slots=self.settings.he_max_slots)
         eps = self._epsilon(epsilon)
-        plan, spec_now, plain = self.plain_view(principal, purpose, spec.dataset, list(spec.columns),
-                                                {k: list(v) for k, v in spec.bounds.items()}, spec.filter,
-                                                spec.limit, spec.group_by, list(spec.groups))
+        plan, spec_now, state = self.plan_view(principal, purpose, spec.dataset, list(spec.columns),
+                                               {k: list(v) for k, v in spec.bounds.items()}, spec.filter,
+                                               spec.limit, spec.group_by, list(spec.groups))
         if plan.hash != token.plan_hash:
             raise InvalidRequest("the policy changed since this view was made: request a new encrypted view")
+        # Paid for before the data is read: every data-dependent answer below is charged.
+        self.limiter.take(principal.name)
+        charged = self._charge(principal, spec.dataset, eps, request_id, "he-release")
+        plain = self.read_view(plan, spec_now, state)
         if plain.digest(self.keys.token_key(), spec_now) != token.digest:
             raise InvalidRequest("the data changed since this view was made: request a new encrypted view")
-        self._min_rows(plain, list(spec.groups) if comp.by_group else None)
-        self._preflight(principal, spec.dataset, eps)
-        self.limiter.take(principal.name)
+        eps_values, eps_threshold = self._split(eps)
+        grouped = list(spec.groups) if comp.by_group else None
+        suppressed = self._suppressed(plain, grouped, eps_threshold)
         exact = self._evaluate(spec.dataset, token.key_id, comp, plain, list(spec.groups))
-        charged = self._charge(principal, spec.dataset, eps, request_id, "he-release")
         shape = spec.shape(plain.rows)
         noisy: dict[str, float] = {}
         scales: dict[str, float] = {}
         for kind, share in comp.parts().items():
             names = [k for k in exact if k.split("@")[0] == kind]
-            error = error_bound(_padded(plain.rows), comp.magnitude(kind, shape), comp.depth(kind))
-            scale = noise_scale(comp.sensitivity(kind, shape, self.settings.he_max_contributions), eps * share,
-                                error, self.settings.he_flood_bits)
+            error = error_bound(plain.rows, comp.magnitude(kind, shape), comp.depth(kind))
+            scale = noise_scale(comp.sensitivity(kind, shape, self.settings.he_max_contributions),
+                                eps_values * share, error, self.settings.he_flood_bits)
             scales[kind] = scale
             noisy.update(zip(names, laplace([exact[n] for n in names], scale), strict=True))
-        values = _compose(comp, noisy, list(spec.groups) if comp.by_group else None, spec)
+        values = _compose(comp, noisy, grouped, spec)
+        for g in suppressed:
+            values[comp.op if g is None else g] = None
+        gate = {"min_rows": self.settings.he_min_rows, "epsilon": eps_threshold,
+                "suppressed": [comp.op if g is None else g for g in suppressed]}
         body = {"view_id": token.view_id, "computation": comp.to_dict(), "values": values, "epsilon": eps,
                 "delta": 0.0, "charged": charged, "noise": {"mechanism": "laplace", "scale": scales},
-                "key_id": token.key_id}
+                "threshold": gate, "key_id": token.key_id}
         audit = {"kind": "he-release", "view_id": token.view_id, "key_id": token.key_id,
                  "computation": comp.to_dict(), "epsilon": eps, "noise_scale": scales, "slots": len(values),
-                 "charged": charged}
+                 "charged": charged, "suppressed": gate["suppressed"]}
         return Outcome(plan, body, plain.rows, audit)
 
     def _evaluate(self, dataset: str, key_id: str, comp: Computation, plain: PlainView,
@@ -253,27 +287,41 @@ class HeService:
         query = Query.parse(computation)
         eps = self._epsilon(epsilon)
         client_ctx = load_client_context(context)
-        plan, spec, plain = self.plain_view(principal, purpose, dataset, list(query.columns), bounds, filter,
-                                            limit, group_by, groups)
+        plan, spec, state = self.plan_view(principal, purpose, dataset, list(query.columns), bounds, filter,
+                                           limit, group_by, groups)
         query.check(spec, max_slots=self.settings.he_max_slots)
         if len(weights) != len(query.weights):
             raise InvalidRequest(f"send {len(query.weights)} encrypted weights ({', '.join(query.weights)})")
         loaded = load_weights(client_ctx, weights, len(query.weights), len(query.outputs(spec)))
-        self._min_rows(plain, list(spec.groups) if spec.groups else None)
-        self._preflight(principal, dataset, eps)
+        # Paid for before the data is read: every data-dependent answer below is charged.
         self.limiter.take(principal.name)
-        m, offset = statistics(query, plain, spec)
-        scales = noise_scales(query, spec, self.settings.he_max_contributions, eps)
         charged = self._charge(principal, dataset, eps, request_id, "he-query")
+        plain = self.read_view(plan, spec, state)
+        eps_values, eps_threshold = self._split(eps)
+        grouped = list(spec.groups) if spec.groups else None
+        suppressed = self._suppressed(plain, grouped, eps_threshold)
+        m, offset = statistics(query, plain, spec)
+        scales = noise_scales(query, spec, self.settings.he_max_contributions, eps_values)
         m, offset = add_noise(m, offset, query, scales, laplace)
+        outputs = query.outputs(spec)
+        if suppressed and grouped is None:  # the whole selection is below the threshold: all zeros
+            m, offset = np.zeros_like(m), np.zeros_like(offset)
+        for g in suppressed:
+            if g is not None:
+                m[:, grouped.index(g)] = 0.0  # type: ignore[union-attr]
         scale = _scale_report(query, scales)
         with self.working():
             blob = evaluate_query(client_ctx, loaded, m, offset)
-        outputs = query.outputs(spec)
+        gate = {"min_rows": self.settings.he_min_rows, "epsilon": eps_threshold,
+                "suppressed": ["total" if g is None and query.op == "linear_groups" else g for g in suppressed]}
+        if suppressed and grouped is None and query.op == "logistic_gradient":
+            gate["suppressed"] = list(outputs)
         body = {"computation": query.to_dict(), "outputs": outputs, "weights": query.weights, "epsilon": eps,
-                "delta": 0.0, "charged": charged, "noise": {"mechanism": "laplace", "scale": scale}}
+                "delta": 0.0, "charged": charged, "noise": {"mechanism": "laplace", "scale": scale},
+                "threshold": gate}
         audit = {"kind": "he-query", "computation": query.to_dict(), "epsilon": eps, "noise_scale": scale,
-                 "slots": len(outputs), "charged": charged, "filter": spec.filter, "groups": list(spec.groups)}
+                 "slots": len(outputs), "charged": charged, "filter": spec.filter, "groups": list(spec.groups),
+                 "suppressed": gate["suppressed"]}
         return Outcome(plan, {**body, "_ciphertext": blob}, plain.rows, audit)
 
 
@@ -328,10 +376,6 @@ def _scale_report(query: Query, scales: tuple[np.ndarray, np.ndarray]) -> dict[s
 
 def _chunks(rows: int) -> int:
     return max(1, -(-rows // PARAMETERS.slots))
-
-
-def _padded(rows: int) -> int:
-    return _chunks(rows) * PARAMETERS.slots
 
 
 def _chunk(vector: np.ndarray, i: int) -> np.ndarray:

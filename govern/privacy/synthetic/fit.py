@@ -13,13 +13,16 @@ Steps (each reports progress through ``progress(stage, fraction)``):
 4. **save** — model, digests, pools and the manifest with the reports go to the store.
 
 Runs inside the fit process (``jobs``) or the CLI (``govern synth fit``), never on a request
-thread. Seeds derive from the model key, so fitting the same data twice gives the same model.
+thread. The synthesizer's seeds derive from the model key, so fitting the same data twice gives
+the same model; the generated-identifier pools use a fresh secret seed (``identifiers``), so
+nobody can regenerate a pool from the key that reports show.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -77,8 +80,9 @@ def fit_model(ref: ModelRef, settings: Settings, keys: KeyRing, store: ModelStor
     if total == 0:
         raise SyntheticError("the dataset has no rows to learn from")
     fit_rows = min(total, max(1, settings.synthetic_fit_rows))
-    builders = {r.name: PoolBuilder(r.name, r.kind or "id", ref.schema.field(r.name).type, fit_rows, seed + i)
-                for i, r in enumerate(ref.generated)}
+    # identifier pools from a secret seed of this fit, never from the model key that reports show
+    builders = {r.name: PoolBuilder(r.name, r.kind or "id", ref.schema.field(r.name).type, fit_rows,
+                                    secrets.randbits(63)) for r in ref.generated}
     digests = []
     wanted = ref.learned + [r.name for r in ref.generated]
     keep = ref.learned + ([unit] if unit is not None and unit not in ref.learned else [])

@@ -2,11 +2,21 @@
 
 A direct identifier is never learned. At fit time govern makes, for each generated column, a
 pool of fake values with Faker (the generator SDV uses for its PII sdtypes: ``email``,
-``name``, ``ssn``, ``postcode``…), removes every value that also occurs in the real column, and
-stores the pool with the model, together with the column's null fraction. Integer identifiers
-get a range that lies entirely above (or below) every real value instead, and are drawn
-without repeats. Sampling then only draws from the pool or range with the request's seeded
-generator: fast, reproducible, and a real value cannot come out.
+``name``, ``ssn``, ``postcode``…) seeded from a **secret** drawn for that fit, and stores the
+pool with the model, together with the column's null fraction. Integer identifiers get a window
+of ``2^40`` integers placed at a secret random offset in the type's range, drawn without repeats.
+Sampling then only draws from the pool or window with the request's seeded generator: fast and
+reproducible for one model.
+
+The generator never looks at the real values (issue 18). Removing real values from the pool —
+what this module once did, to guarantee no real value comes out — made the pool *minus* a large
+sample spell out exactly the real values that Faker happened to produce, and the pool could be
+regenerated from the model key shown in every report. Now the pool is a function of the secret
+seed alone; the only thing read from the real column is how many values are null. A synthetic
+identifier equals a real one only by chance: for a text column, about (distinct real values) /
+(size of Faker's space for that sdtype) — ~2 % for 2,000 five-digit zips, far less for names,
+e-mails and SSNs; for an integer column, (real values inside the window) / 2^40. Measured in
+``tests/privacy/synthetic/test_pools.py``.
 
 Pools hold up to :data:`MAX_POOL` values, so a synthetic set larger than that repeats text
 identifiers (integer identifiers stay unique).
@@ -50,55 +60,42 @@ class IdentifierPool:
                    d.get("low"), d.get("high"))
 
     def describe(self) -> dict[str, Any]:
-        """For reports: how the column is made, without the pool itself."""
-        how = (f"integers drawn from [{self.low}, {self.high})" if self.low is not None
-               else f"{len(self.values)} fake '{self.sdtype}' values (Faker), none equal to a real value")
+        """For reports: how the column is made, without the pool or the window itself."""
+        how = ("distinct integers from a secret window of 2^40 values, placed independently of the real ones"
+               if self.low is not None
+               else f"{len(self.values)} fake '{self.sdtype}' values (Faker, secret seed), made without looking "
+                    "at the real values: one equals a real value only by chance")
         return {"column": self.column, "sdtype": self.sdtype, "generated": how, "null_fraction": self.null_fraction}
 
 
 class PoolBuilder:
-    """Builds the pool of one generated column from its real values, seen batch by batch (the
-    real column is streamed once and never kept)."""
+    """Builds the pool of one generated column: values from ``seed`` alone; of the real column,
+    streamed once, only the null count is kept (the values are never looked at)."""
 
     def __init__(self, column: str, sdtype: str, arrow_type: pa.DataType, rows: int, seed: int,
                  locales: list[str] | None = None) -> None:
         self.column, self.sdtype, self.arrow_type = column, sdtype, arrow_type
+        self._seed = seed
         self._total = self._nulls = 0
-        self._lo: int | None = None
-        self._hi: int | None = None
         self._candidates: list[str] = []
-        self._seen = np.zeros(0, dtype=bool)
         if not pa.types.is_integer(arrow_type):
             size = max(MIN_POOL, min(MAX_POOL, rows))
             self._candidates = _fake_values(sdtype, size, seed, locales or ["en_US"])
-            self._pool = pa.array(self._candidates, pa.string())
-            self._seen = np.zeros(len(self._candidates), dtype=bool)
 
     def update(self, chunk: pa.Array | pa.ChunkedArray) -> None:
-        if isinstance(chunk, pa.ChunkedArray):
-            chunk = chunk.combine_chunks()
+        """Count rows and nulls of one batch of the real column (nothing else is read)."""
         self._total += len(chunk)
         self._nulls += chunk.null_count
-        if len(chunk) == chunk.null_count:
-            return
-        if pa.types.is_integer(self.arrow_type):
-            lo, hi = pc.min(chunk).as_py(), pc.max(chunk).as_py()
-            self._lo = lo if self._lo is None else min(self._lo, lo)
-            self._hi = hi if self._hi is None else max(self._hi, hi)
-            return
-        values = chunk.dictionary if pa.types.is_dictionary(chunk.type) else chunk
-        found = pc.is_in(self._pool, value_set=pc.unique(values.cast(pa.string())).drop_null())
-        self._seen |= found.to_numpy(zero_copy_only=False)
 
     def result(self) -> IdentifierPool:
         null_fraction = (self._nulls / self._total) if self._total else 0.0
         if pa.types.is_integer(self.arrow_type):
-            low, high = _integer_range(self.column, self.arrow_type, self._lo, self._hi)
+            low, high = _integer_window(self.column, self.arrow_type, self._seed)
             return IdentifierPool(self.column, "id", str(self.arrow_type), null_fraction, low=low, high=high)
-        kept = [v for v, s in zip(self._candidates, self._seen.tolist(), strict=True) if not s]
-        if not kept:
-            raise SyntheticError(f"could not make fake values for column '{self.column}' that differ from the real ones")
-        return IdentifierPool(self.column, self.sdtype, str(self.arrow_type), null_fraction, values=kept)
+        if not self._candidates:
+            raise SyntheticError(f"could not make fake values for column '{self.column}'")
+        return IdentifierPool(self.column, self.sdtype, str(self.arrow_type), null_fraction,
+                              values=list(self._candidates))
 
 
 def draw(pool: IdentifierPool, n: int, rng: np.random.Generator, arrow_type: pa.DataType) -> pa.Array:
@@ -116,17 +113,18 @@ def draw(pool: IdentifierPool, n: int, rng: np.random.Generator, arrow_type: pa.
     return arr.cast(arrow_type)
 
 
-def _integer_range(column: str, arrow_type: pa.DataType, lo: int | None, hi: int | None) -> tuple[int, int]:
-    """A range of ``_INT_SPAN`` integers above every real value (or below, if there is no room)."""
+def _integer_window(column: str, arrow_type: pa.DataType, seed: int) -> tuple[int, int]:
+    """A window of ``_INT_SPAN`` integers at an offset drawn from ``seed`` in the type's
+    non-negative range (all of it, for types narrower than the span): no real value is read."""
     lo_t, hi_t = _bounds(arrow_type)
-    lo = 0 if lo is None else lo
-    hi = -1 if hi is None else hi
-    if hi_t - hi >= 2**20:
-        low = hi + 1
-        return int(low), int(min(hi_t + 1, low + _INT_SPAN))
-    if lo - lo_t >= 2**20:
-        return int(max(lo_t, lo - _INT_SPAN)), int(lo)
-    raise SyntheticError(f"integer column '{column}' leaves no room for identifiers outside its real values")
+    lo_t = max(lo_t, 0)
+    room = hi_t + 1 - lo_t
+    if room <= _INT_SPAN:
+        if room < 2**16:
+            raise SyntheticError(f"integer column '{column}' ({arrow_type}) is too narrow for generated identifiers")
+        return int(lo_t), int(hi_t + 1)
+    offset = int(np.random.default_rng(seed).integers(0, room - _INT_SPAN))
+    return int(lo_t + offset), int(lo_t + offset + _INT_SPAN)
 
 
 def _bounds(t: pa.DataType) -> tuple[int, int]:

@@ -5,8 +5,8 @@ Pure: catalog entry + physical schema + tag hierarchy → one :class:`ColumnRole
 - **generate**: direct identifiers (a tag in :data:`DIRECT_IDENTIFIER_TAGS`, or a tag below one
   of them in the ``g2`` hierarchy) and the columns the steward lists under ``generate:``. Their
   real values never reach SDV: each value is drawn from a pool of fake values (Faker, the
-  generator behind SDV's PII anonymization) checked at fit time to contain no real value; integer
-  identifiers are drawn from a range that lies outside the real values.
+  generator behind SDV's PII anonymization, secret seed) made without looking at the real values;
+  integer identifiers from a secret random window (see ``identifiers``).
 - **model**: every other catalogued column of a supported type, learned by the synthesizer.
   Dates and timestamps are learned as numbers (days / time units since the epoch): SDV's
   datetime path parses every value with pandas (about 0.3 ms per value) and collapses

@@ -11,16 +11,15 @@ new model ("refit on demand"); an unchanged dataset never refits.
 from __future__ import annotations
 
 import hashlib
-import posixpath
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from govern.errors import StorageError
 from govern.policy.model import PolicySet
 from govern.privacy.synthetic.roles import ColumnRole, column_roles, config_hash, tag_parents_of
 from govern.privacy.synthetic.spec import SynthesizerSpec, spec_of
+from govern.storage.version import data_version
 
 __all__ = ["ModelRef", "data_version", "model_ref"]
 
@@ -46,25 +45,6 @@ class ModelRef:
     @property
     def generated(self) -> list[ColumnRole]:
         return [r for r in self.roles if r.role == "generate"]
-
-
-def data_version(dataset: ds.Dataset, location: str) -> str:
-    """A digest of the dataset's files as storage lists them."""
-    h = hashlib.sha256()
-    if isinstance(dataset, ds.FileSystemDataset):
-        files = sorted(dataset.files)
-        try:
-            infos = dataset.filesystem.get_file_info(files)
-        except (OSError, pa.ArrowException) as exc:
-            raise StorageError(f"dataset location {location!r} cannot be listed", location=location) from exc
-        # Paths relative to the dataset's folder: moving the data root keeps the version.
-        base = posixpath.commonpath(files) if len(files) > 1 else posixpath.dirname(files[0]) if files else ""
-        for info in infos:
-            rel = posixpath.relpath(info.path, base) if base else info.path
-            h.update(f"{rel}\0{info.size}\0{info.mtime_ns}\n".encode())
-    else:  # pragma: no cover - every catalog location opens as files
-        h.update(str(dataset.schema).encode())
-    return h.hexdigest()[:16]
 
 
 def model_ref(policy: PolicySet, name: str, dataset: ds.Dataset, schema: pa.Schema) -> ModelRef:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Request
 from govern.audit import visible as audit_visible
 from govern.deliver.gateway import Gateway
 from govern.errors import AccessDenied
+from govern.server.contract import errors
 from govern.server.exchange import bearer, governed, purpose_candidates
 
 router = APIRouter(prefix="/v1", tags=["stewards"])
@@ -17,7 +18,8 @@ router = APIRouter(prefix="/v1", tags=["stewards"])
 Auth = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]
 
 
-@router.get("/audit", summary="Audit records of the datasets you administer")
+@router.head("/audit", summary="Audit records (headers only)", responses=errors())
+@router.get("/audit", summary="Audit records of the datasets you administer", responses=errors())
 def read_audit(
     request: Request,
     authorization: Auth = None,

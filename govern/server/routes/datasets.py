@@ -14,13 +14,16 @@ import pyarrow as pa
 from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
 from govern.deliver.gateway import Gateway
 from govern.deliver.governor import GovernedRead, PolicyState
 from govern.deliver.lifecycle import Exchange
-from govern.errors import AccessDenied, InvalidRequest, LimitExceeded
+from govern.errors import InvalidRequest, LimitExceeded
 from govern.plan.model import AccessPlan
+from govern.plan.predicates import compile_client_filter
 from govern.server.bodies import validate
+from govern.server.contract import errors, json_body
 from govern.server.exchange import (
     bearer,
     body_purpose,
@@ -45,7 +48,8 @@ def _gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-@router.get("", summary="Datasets you may read under the declared purpose")
+@router.head("", summary="Datasets you may read (headers only)", responses=errors())
+@router.get("", summary="Datasets you may read under the declared purpose", responses=errors())
 def list_datasets(request: Request, authorization: Auth = None, x_purpose: PurposeHeader = None,
                   purpose: PurposeQuery = None) -> dict:
     with governed(request, "list", "list") as ex:
@@ -58,7 +62,8 @@ def list_datasets(request: Request, authorization: Auth = None, x_purpose: Purpo
     return {"purpose": p, "datasets": items}
 
 
-@router.get("/{name}", summary="The schema as you see it, with each column's action and why")
+@router.head("/{name}", summary="The schema as you see it (headers only)", responses=errors())
+@router.get("/{name}", summary="The schema as you see it, with each column's action and why", responses=errors())
 def describe_dataset(name: str, request: Request, authorization: Auth = None, x_purpose: PurposeHeader = None,
                      purpose: PurposeQuery = None) -> dict:
     with governed(request, "describe", "describe", name) as ex:
@@ -84,10 +89,15 @@ def describe_dataset(name: str, request: Request, authorization: Auth = None, x_
     return body
 
 
+@router.head(
+    "/{name}/rows",
+    summary="The headers of a read (media type, plan hash) without reading: the same checks, no rows",
+    responses={200: {"content": {m: {} for m in MEDIA_TYPES.values()}}, **errors(408, 413)},
+)
 @router.get(
     "/{name}/rows",
     summary="Stream the rows you may see (masked, filtered), as Arrow, Parquet, CSV or JSON lines",
-    responses={200: {"content": {m: {} for m in MEDIA_TYPES.values()}}},
+    responses={200: {"content": {m: {} for m in MEDIA_TYPES.values()}}, **errors(408, 413)},
 )
 def read_rows(
     name: str,
@@ -101,7 +111,7 @@ def read_rows(
                                                       "Without it, a read of more than max_rows rows is "
                                                       "refused (413) or cut short, never truncated.")] = None,
     format: Annotated[Literal["arrow", "parquet", "csv", "jsonl"], Query()] = "arrow",
-) -> ReadStream:
+) -> Response:
     gw = _gateway(request)
     cap = gw.settings.max_rows
     with governed(request, "rows", "read", name) as ex:
@@ -115,38 +125,81 @@ def read_rows(
         cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
         if columns is not None and not cols:
             raise InvalidRequest("columns is empty")
-        refuse_rows_under_result_policy(gw.governor.plan(principal, name, p, state=ex.state))
+        plan = ex.compile_rows(name)  # refused under a result policy (rows are its side door)
+        if request.method == "HEAD":  # the same checks and headers as a read, without reading
+            if filter:
+                compile_client_filter(filter)
+            ex.finish()
+            head = Response(media_type=MEDIA_TYPES[format], headers=_read_headers(name, format, plan))
+            del head.headers["content-length"]  # unknown without reading (not 0)
+            return head
         ex.admit()
-        # Without a limit, read one row past the cap: the extra row shows the cap was hit.
-        opened = gw.governor.read(principal, name, p, columns=cols, filter=filter,
-                                  limit=limit if limit is not None else cap + 1, state=ex.state)
-        ex.plan = opened.plan
-        try:
-            reader = opened.reader if limit is not None else _within_cap(gw, ex.state, opened, cap)
-        except BaseException:
-            opened.reader.close()
-            raise
-
-        def close() -> None:  # the cap's wrapper, then the governed read under it
-            reader.close()
-            if reader is not opened.reader:
+        stored = _materialized(gw, ex, name, cols, filter, limit, cap)
+        if stored is not None:
+            plan, reader = stored
+            close = reader.close
+        else:
+            # Without a limit, read one row past the cap: the extra row shows the cap was hit.
+            opened = gw.governor.read(principal, name, p, columns=cols, filter=filter,
+                                      limit=limit if limit is not None else cap + 1, state=ex.state)
+            plan = ex.plan = opened.plan
+            try:
+                reader = opened.reader if limit is not None else _within_cap(gw, ex.state, opened, cap)
+            except BaseException:
                 opened.reader.close()
+                raise
+
+            def close() -> None:  # the cap's wrapper, then the governed read under it
+                reader.close()
+                if reader is not opened.reader:
+                    opened.reader.close()
 
         stream = ex.stream(lambda finish: encode(format, reader, finish), close=close)
-    headers = {"x-govern-plan-hash": opened.plan.hash, "x-govern-policy-version": opened.plan.policy_version or ""}
+    return ReadStream(stream, media_type=MEDIA_TYPES[format], headers=_read_headers(name, format, plan),
+                      known_length=format == "parquet")
+
+
+def _read_headers(name: str, format: str, plan: AccessPlan) -> dict[str, str]:
+    headers = {"x-govern-plan-hash": plan.hash, "x-govern-policy-version": plan.policy_version or ""}
     if format in ("csv", "jsonl", "parquet"):
         headers["content-disposition"] = f'attachment; filename="{name}.{format}"'
-    return ReadStream(stream, media_type=MEDIA_TYPES[format], headers=headers)
+    return headers
 
 
-def refuse_rows_under_result_policy(plan: AccessPlan) -> None:
-    """A result policy (min_group, projection, k_anonymity) constrains what leaves as *results*;
-    a row read would hand out what it protects, so it is refused — before any data is read —
-    and the caller pointed at SQL, where the policy is enforced (docs/privacy.md)."""
-    if plan.result is not None:
-        raise AccessDenied(f"dataset '{plan.dataset}' is under a result policy for purpose '{plan.purpose}' "
-                           f"({plan.result.reason.source}): rows are not served; query it with POST /v1/sql "
-                           "(or the PostgreSQL wire, Flight SQL), where the policy applies")
+def _materialized(gw: Gateway, ex: Exchange, name: str, cols: list[str] | None, filter: str | None,
+                  limit: int | None, cap: int) -> tuple[AccessPlan, pa.RecordBatchReader] | None:
+    """The read served from the plan's masked materialization (:mod:`govern.deliver.materialize`),
+    or None for the plan-and-mask path. When (docs/sharing.md#materializations):
+
+    - never with a ``filter`` (it is evaluated by the engine, on the masked view);
+    - ``columns`` only when they are visible columns of the plan (projected from the file;
+      anything else takes the engine path, which refuses it with the usual reasons);
+    - with a ``limit``: only when the materialization exists (a peek never builds one);
+    - without a ``limit``: built on this first read when ``materialize_on_read`` is set; a read
+      of more than ``max_rows`` rows is refused (413) before any byte, exactly.
+    """
+    m = gw.materializer
+    if filter is not None or not m.enabled:
+        return None
+    assert ex.principal is not None and ex.purpose is not None
+    plan = gw.governor.plan(ex.principal, name, ex.purpose, state=ex.state)
+    visible = set(plan.visible_names)
+    if cols is not None and (not set(cols) <= visible or len(set(cols)) != len(cols)):
+        return None
+    if limit is None and gw.settings.materialize_on_read:
+        found = m.get_or_build(ex.principal, name, ex.purpose, state=ex.state)
+        plan, entry, built = found.plan, found.entry, found.built
+    else:
+        hit = m.find(plan, m.data_version(name, ex.state))
+        if hit is None:
+            return None
+        entry, built = hit, False
+    ex.plan = plan
+    ex.extra["materialization"] = {"file_id": entry.file_id, "built": built}
+    if limit is None and entry.rows > cap:
+        raise LimitExceeded(f"this read would return {entry.rows} rows, more than max_rows ({cap}); "
+                            f"pass a limit of at most {cap} or a filter", limit=cap)
+    return plan, entry.reader(cols, limit, gw.settings.batch_size)
 
 
 def _within_cap(gw: Gateway, state: PolicyState, result: GovernedRead, cap: int) -> pa.RecordBatchReader:
@@ -185,8 +238,7 @@ class ReidentifyRequest(BaseModel):
 
 
 @router.post("/{name}/reidentify", summary="Reverse tokenize tokens (needs the reidentify action)",
-             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                 "schema": ReidentifyRequest.model_json_schema()}}}})
+             openapi_extra=json_body(ReidentifyRequest), responses=errors(413))
 async def reidentify(name: str, request: Request) -> dict:
     async with governed(request, "reidentify", "reidentify", name) as ex:
         await run_in_threadpool(ex.authenticate, bearer(request))

@@ -24,6 +24,7 @@ from govern.policy.model import local_principal
 from govern.privacy.dp import sql as dp_sql
 from govern.privacy.dp.query import DpRequest, parse_request
 from govern.privacy.dp.service import DpRelease
+from govern.server.contract import errors, json_body
 from govern.server.exchange import (
     bearer,
     body_purpose,
@@ -56,8 +57,8 @@ def _json(body: Any) -> bytes:
 @router.post(
     "/datasets/{name}/dp",
     summary="Differentially private aggregates (count, sum, mean, quantile, histogram), grouped, with 95% intervals",
-    openapi_extra={"requestBody": {"required": True,
-                                   "content": {JSON: {"schema": DpRequest.model_json_schema()}}}},
+    openapi_extra=json_body(DpRequest),
+    responses=errors(408, 413, 501),
 )
 async def dp_release(name: str, request: Request) -> Response:
     async with governed(request, "dp", "query_dp", name) as ex:
@@ -112,8 +113,9 @@ def dp_sql_response(gw: Gateway, ex: Exchange, text: str, *, epsilon: float | No
     return Response(body, media_type=JSON, headers=_headers(ex, release))
 
 
+@router.head("/budget", summary="Privacy budgets (headers only)", responses=errors())
 @router.get("/budget", summary="Privacy budgets: spent and left per dataset, this period (yours, or as a "
-                                "steward, another principal's)")
+                                "steward, another principal's)", responses=errors())
 def budget(request: Request, authorization: Auth = None,
            dataset: Annotated[str | None, Query(description="Only this dataset.")] = None,
            principal: Annotated[str | None, Query(description="Another principal's budgets: needs `administer` "

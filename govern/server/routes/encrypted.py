@@ -24,6 +24,7 @@ from govern.deliver.lifecycle import Exchange
 from govern.errors import InvalidRequest
 from govern.privacy.he import container
 from govern.server.bodies import validate
+from govern.server.contract import errors, json_body
 from govern.server.exchange import (
     bearer,
     body_purpose,
@@ -82,10 +83,6 @@ class QueryRequest(BaseModel):
     groups: list[str] | None = Field(default=None, max_length=64)
 
 
-def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {JSON: {"schema": model.model_json_schema()}}}}
-
-
 def _b64(text: str, what: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
@@ -101,8 +98,8 @@ def _gateway(request: Request) -> Gateway:
 @router.post(
     "/v1/datasets/{name}/encrypted",
     summary="CKKS ciphertexts of the numeric columns you may read, with the public context (no secret key)",
-    openapi_extra=_json_schema(ViewRequest),
-    responses={200: {"content": {container.MEDIA_TYPE: {}}}},
+    openapi_extra=json_body(ViewRequest),
+    responses={200: {"content": {container.MEDIA_TYPE: {}}}, **errors(408, 413, 501)},
 )
 async def encrypted_view(name: str, request: Request) -> ReadStream:
     async with governed(request, "encrypted", "read_encrypted", name) as ex:
@@ -139,7 +136,7 @@ def _start_view(gw: Gateway, ex: Exchange, request: Request, raw: bytes) -> Read
 @router.post(
     "/v1/he/release",
     summary="Release a declared aggregate over an encrypted view, with DP noise (never a decryption)",
-    openapi_extra=_json_schema(ReleaseRequest),
+    openapi_extra=json_body(ReleaseRequest), responses=errors(413, 429, 501),
 )
 async def release(request: Request) -> JSONResponse:
     async with governed(request, "he-release", "he_release") as ex:
@@ -169,7 +166,7 @@ def _release(gw: Gateway, ex: Exchange, request: Request, raw: bytes) -> JSONRes
 @router.post(
     "/v1/datasets/{name}/encrypted-query",
     summary="Encrypted aggregates under your own key: send a public context and encrypted weights",
-    openapi_extra=_json_schema(QueryRequest),
+    openapi_extra=json_body(QueryRequest), responses=errors(408, 413, 429, 501),
 )
 async def encrypted_query(name: str, request: Request) -> JSONResponse:
     gw = _gateway(request)

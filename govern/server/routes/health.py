@@ -11,12 +11,15 @@ from govern.server.problems import problem_response
 router = APIRouter(tags=["health"])
 
 
+@router.head("/healthz", summary="Liveness (headers only)")
 @router.get("/healthz", summary="Liveness: the process is up")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: policy loaded and valid, storage reachable")
+@router.head("/readyz", summary="Readiness (headers only)", responses={503: {"description": "Not ready"}})
+@router.get("/readyz", summary="Readiness: policy loaded and valid, storage reachable",
+            responses={503: {"description": "Not ready: the policy problems and unreachable storage"}})
 def readyz(request: Request) -> Response:
     gw = request.app.state.gateway
     status = gw.reloader.status() if gw.reloader else None
@@ -29,13 +32,16 @@ def readyz(request: Request) -> Response:
             storage.append(f"dataset '{name}': {exc.detail}")
     body = {
         "policy_version": gw.governor.state.policy.version,
+        "policy_since": gw.policy_since(),
+        "instance": gw.fleet.instance_id if gw.fleet is not None else None,
         "policy_problems": problems,
         "storage_problems": storage,
     }
     if problems or storage:
         detail = "; ".join(problems + storage)
         return problem_response(503, "not-ready", "Not ready", detail,
-                                extra={"problems": [p.to_dict() for p in status.problems] if status else []})
+                                extra={"problems": [p.to_dict() for p in status.problems] if status else [],
+                                       "policy_version": body["policy_version"], "instance": body["instance"]})
     return JSONResponse({"status": "ready", **body})
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query, Request
 from govern.deliver.gateway import Gateway
 from govern.errors import GovernError
 from govern.policy.model import local_principal
+from govern.server.contract import errors
 from govern.server.exchange import bearer, governed, purpose_candidates
 
 router = APIRouter(prefix="/v1/policy", tags=["stewards"])
@@ -16,7 +17,9 @@ router = APIRouter(prefix="/v1/policy", tags=["stewards"])
 Auth = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]
 
 
-@router.get("/explain", summary="The access plan of a principal for a dataset and purpose, with reasons")
+@router.head("/explain", summary="An access plan (headers only)", responses=errors())
+@router.get("/explain", summary="The access plan of a principal for a dataset and purpose, with reasons",
+            responses=errors())
 def explain(
     request: Request,
     principal: Annotated[str, Query(description="The principal to explain.")],

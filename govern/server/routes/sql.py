@@ -26,6 +26,7 @@ from govern.deliver.queries import note_text, run_query
 from govern.errors import InvalidRequest
 from govern.privacy.dp.sql import has_hint as has_dp_hint
 from govern.server.bodies import validate
+from govern.server.contract import errors, json_body
 from govern.server.exchange import (
     bearer,
     body_purpose,
@@ -60,18 +61,12 @@ class SqlRequest(BaseModel):
     bounds: dict[str, list[float]] | None = Field(default=None, description="DP SQL: column → [low, high] clamp.")
 
 
-def _problem_schema() -> dict[str, Any]:
-    return {"application/problem+json": {"schema": {"type": "object"}}}
-
-
 @router.post(
     "/sql",
     summary="Run one read-only SQL query over the masked views you may read",
-    openapi_extra={"requestBody": {"required": True,
-                                   "content": {JSON_MEDIA_TYPE: {"schema": SqlRequest.model_json_schema()}}}},
+    openapi_extra=json_body(SqlRequest),
     responses={200: {"content": {JSON_MEDIA_TYPE: {}, **{m: {} for m in MEDIA_TYPES.values()}}},
-               400: {"content": _problem_schema()}, 408: {"content": _problem_schema()},
-               413: {"content": _problem_schema()}},
+               **errors(408, 413)},
 )
 async def run_sql(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway

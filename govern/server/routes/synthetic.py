@@ -14,7 +14,7 @@ report: in the Arrow/Parquet schema metadata (``govern.synthetic.report``), summ
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +28,7 @@ from govern.plan.model import AccessPlan
 from govern.privacy.synthetic.service import SyntheticService
 from govern.privacy.synthetic.version import ModelRef
 from govern.server.bodies import validate
+from govern.server.contract import errors, json_body
 from govern.server.exchange import (
     bearer,
     body_purpose,
@@ -60,15 +61,11 @@ class FitRequest(BaseModel):
     purpose: str | None = None
 
 
-def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
-
-
 @router.post(
     "/{name}/synthetic",
     summary="Synthetic rows shaped like the dataset, with your plan applied, and a quality/privacy report",
-    openapi_extra=_json_schema(SyntheticRequest),
-    responses={200: {"content": {m: {} for m in MEDIA_TYPES.values()}},
+    openapi_extra=json_body(SyntheticRequest),
+    responses={**errors(408, 413, 501), 200: {"content": {m: {} for m in MEDIA_TYPES.values()}},
                202: {"description": "No fitted model yet: a fit is running; poll Location, then retry."}},
 )
 async def synthetic_rows(name: str, request: Request) -> Response:
@@ -77,8 +74,11 @@ async def synthetic_rows(name: str, request: Request) -> Response:
         return await run_in_threadpool(_synthesize, request, ex, raw)
 
 
+@router.head("/{name}/synthetic/status", summary="The synthetic model's state (headers only)",
+             responses=errors(501))
 @router.get("/{name}/synthetic/status",
-            summary="The synthetic model of the dataset's current version: state, fit progress, reports")
+            summary="The synthetic model of the dataset's current version: state, fit progress, reports",
+            responses=errors(501))
 async def synthetic_status(name: str, request: Request) -> dict:
     async with governed(request, "synthetic-status", ACTION, name) as ex:
         await _begin(request, ex, body=False)
@@ -86,14 +86,17 @@ async def synthetic_status(name: str, request: Request) -> dict:
 
 
 @router.post("/{name}/synthetic/fit", summary="Start fitting the synthetic model (unless it is fitted or fitting)",
-             openapi_extra=_json_schema(FitRequest), status_code=202)
+             openapi_extra=json_body(FitRequest), status_code=202, responses=errors(413, 501))
 async def synthetic_fit(name: str, request: Request) -> Response:
     async with governed(request, "synthetic-fit", ACTION, name) as ex:
         raw = await _begin(request, ex)
         return await run_in_threadpool(_fit, request, ex, raw)
 
 
-@router.get("/{name}/synthetic/reports/{report_id}", summary="The stored report of one of your synthetic responses")
+@router.head("/{name}/synthetic/reports/{report_id}", summary="A stored report (headers only)",
+             responses=errors(501))
+@router.get("/{name}/synthetic/reports/{report_id}", summary="The stored report of one of your synthetic responses",
+            responses=errors(501))
 async def synthetic_report(name: str, report_id: str, request: Request) -> dict:
     async with governed(request, "synthetic-report", ACTION, name) as ex:
         await _begin(request, ex, body=False)

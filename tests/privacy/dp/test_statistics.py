@@ -149,16 +149,18 @@ def test_values_are_clamped_into_the_bounds() -> None:
     assert 0.0 <= row["mean_x"]["value"] <= 1.0
 
 
-def test_bound_contributions_keeps_at_most_k_random_rows_per_person() -> None:
+def test_bound_contributions_keeps_at_most_k_rows_per_person_the_same_ones_each_time() -> None:
     from govern.privacy.dp.execute import bound_contributions
 
     table = pa.table({"pid": [0] * 10 + [1, 1] + [None], "row": list(range(13))})
     kept_sets = set()
-    for _ in range(30):
+    for _ in range(5):
         out = bound_contributions(table, "pid", 3)
         pids = out.column("pid").to_pylist()
         assert pids.count(0) == 3 and pids.count(1) == 2 and None not in pids
         kept_sets.add(tuple(r for p, r in zip(pids, out.column("row").to_pylist(), strict=True) if p == 0))
-    assert len(kept_sets) > 1  # sampled, not the first rows (all-equal odds: (1/120)^29)
+    assert len(kept_sets) == 1  # a keyed PRF of the row: the same rows on every release
+    assert kept_sets != {(0, 1, 2)} or bound_contributions(table, "pid", 3, b"k2").column("row").to_pylist()[:3] != [
+        0, 1, 2]  # not simply the first rows
     untouched = pa.table({"pid": [1, 2, 3], "row": [0, 1, 2]})
     assert bound_contributions(untouched, "pid", 1) is untouched

@@ -195,3 +195,15 @@ def test_a_fresh_secret_context_matches_the_parameters() -> None:
     assert data.key_context_data().parms().poly_modulus_degree() == 8192
     assert data.key_context_data().total_coeff_modulus_bit_count() == 200
     assert ctx.global_scale == 2.0 ** 40 and np.isclose(ctx.global_scale, 2 ** 40)
+
+
+def test_the_min_rows_threshold_is_noisy_and_scaled_to_one_person() -> None:
+    from govern.privacy.he.noise import threshold
+
+    # Laplace(1/epsilon = 1): a count 10 scales below or above the cut fails with p < 1e-4 each
+    assert threshold([0.0, 1000.0, 0.0], 10, 1, 1.0) == [True, False, True]
+    # at the cut, the answer is a coin with both sides seen: no exact bit
+    seen = {tuple(threshold([10.0], 10, 1, 1.0)) for _ in range(60)}
+    assert seen == {(True,), (False,)}
+    with pytest.raises(ValueError):
+        threshold([1.0], 10, 1, 0.0)

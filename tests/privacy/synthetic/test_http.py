@@ -65,10 +65,13 @@ def test_no_real_record_and_no_real_identifier_comes_out(world) -> None:
     key = ["birth_date", "region", "diagnosis", "charges"]
     joined = table.select(key).join(real.select(key), keys=key, join_type="inner")
     assert joined.num_rows == 0
-    # direct identifiers (and the generated zip) never carry a real value
-    for col in GENERATED:
+    # direct identifiers (and the generated zip) are made without looking at the real values, so
+    # they equal a real one only by chance (tests/privacy/synthetic/test_pools.py measures it):
+    # none for the integer id, SSNs and e-mails; a few percent at most for 5-digit zips
+    for col, at_most in (("patient_id", 0), ("ssn", 0), ("email", 0), ("name", 20), ("zip", 100)):
         synthetic = table.column(col)
-        assert pc.sum(pc.is_in(synthetic, value_set=real.column(col).combine_chunks())).as_py() in (0, None), col
+        hits = pc.sum(pc.is_in(synthetic, value_set=real.column(col).combine_chunks()).cast(pa.int8())).as_py()
+        assert hits <= at_most, (col, hits)
     # ... yet they look like identifiers: unique integer ids, e-mail addresses, SSNs
     assert pc.count_distinct(table.column("patient_id")).as_py() == 2000
     assert all("@" in e for e in table.column("email").to_pylist())

@@ -1,0 +1,315 @@
+"""Tier 1: ``spark.read.format("govern")`` — Spark reading *through* the gateway.
+
+::
+
+    driver                                   gateway                          executors
+    ──────                                   ───────                          ─────────
+    schema():     GET  /v1/datasets/{name}   (API key)  the masked schema
+    pushFilters(): keep filters on columns the plan leaves unmasked (exact in the gateway)
+    partitions(): POST /v1/datasets/{name}/scan (API key) ─► fragments + one ticket each
+                                                                     read(partition):
+                                             GET /v1/fragments/{id} ◄── Bearer <ticket> only
+                                             masked Arrow IPC ─────────► record batches
+
+The gateway keeps storage credentials and masking keys; Spark receives masked Arrow. The API
+key is read on the driver, from a file (``api_key_file``) or an environment variable
+(``api_key_env``, default ``GOVERN_API_KEY``), each time it is needed, and is never kept in
+any object Spark pickles, in an option, the query plan or the Spark conf: executors hold only
+their fragment's ticket, which opens that fragment under that plan and data version until it
+expires.
+
+Options: ``dataset`` and ``purpose`` (required), ``url`` (default ``GOVERN_URL``, then
+``http://127.0.0.1:8000``), ``columns`` (comma-separated: column pruning, pushed to the
+gateway; Spark's Python Data Source API has no pruning callback), ``api_key_file`` /
+``api_key_env``, ``timeout`` (seconds, default 60).
+
+Executors need only pyarrow, httpx and pyspark: this module imports nothing else of govern but
+the Arrow → Spark type map.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pyarrow as pa
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
+from pyspark.sql.datasource import (
+    DataSource,
+    DataSourceReader,
+    EqualTo,
+    Filter,
+    GreaterThan,
+    GreaterThanOrEqual,
+    In,
+    InputPartition,
+    IsNotNull,
+    IsNull,
+    LessThan,
+    LessThanOrEqual,
+    Not,
+    StringContains,
+    StringEndsWith,
+    StringStartsWith,
+)
+
+from govern_spark.types import arrow_type, spark_schema
+
+__all__ = ["FragmentPartition", "GatewayError", "GovernDataSource", "GovernReader", "register", "to_sql"]
+
+PUSHDOWN_CONF = "spark.sql.python.filterPushdown.enabled"
+
+
+class GatewayError(RuntimeError):
+    """The gateway refused or failed: its status, problem type and detail (never a credential)."""
+
+
+def register(spark: SparkSession) -> None:
+    """Register ``format("govern")`` on ``spark`` and enable filter pushdown to Python data
+    sources (``spark.sql.python.filterPushdown.enabled``; Spark refuses a source that pushes
+    filters while it is off)."""
+    spark.conf.set(PUSHDOWN_CONF, "true")
+    spark.dataSource.register(GovernDataSource)
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options that travel with the source (pickled to Spark's workers): no secret."""
+
+    url: str
+    dataset: str
+    purpose: str
+    columns: tuple[str, ...] | None
+    api_key_file: str | None
+    api_key_env: str
+    timeout: float
+
+    @classmethod
+    def parse(cls, options: Any) -> Options:
+        def get(name: str) -> str | None:
+            value = options.get(name)
+            return str(value) if value not in (None, "") else None
+
+        dataset, purpose = get("dataset"), get("purpose")
+        if not dataset or not purpose:
+            raise ValueError('format("govern") needs .option("dataset", ...) and .option("purpose", ...)')
+        for secret in ("api_key", "token", "key"):
+            if options.get(secret) is not None:
+                raise ValueError(f"option {secret!r} would put the API key in the query plan and the Spark UI: "
+                                 "use api_key_file or api_key_env")
+        cols = get("columns")
+        return cls(url=(get("url") or os.environ.get("GOVERN_URL") or "http://127.0.0.1:8000").rstrip("/"),
+                   dataset=dataset, purpose=purpose,
+                   columns=tuple(c.strip() for c in cols.split(",") if c.strip()) if cols else None,
+                   api_key_file=get("api_key_file"), api_key_env=get("api_key_env") or "GOVERN_API_KEY",
+                   timeout=float(get("timeout") or 60))
+
+    def api_key(self) -> str:
+        """The caller's API key, read now (on the driver), never stored."""
+        if self.api_key_file:
+            with open(self.api_key_file, encoding="utf-8") as fh:
+                key = fh.read().strip()
+        else:
+            key = os.environ.get(self.api_key_env, "").strip()
+        if not key:
+            where = self.api_key_file or f"the environment variable {self.api_key_env}"
+            raise GatewayError(f"no API key in {where}")
+        return key
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.api_key()}", "X-Purpose": self.purpose}
+        response = httpx.request(method, self.url + path, headers=headers, timeout=self.timeout, **kwargs)
+        check(response)
+        return response
+
+
+def check(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+        detail = f"{body.get('type', '')}: {body.get('detail', '')}"
+    except ValueError:
+        detail = response.text[:200]
+    raise GatewayError(f"gateway answered {response.status_code} ({detail})")
+
+
+# -- filters --------------------------------------------------------------------------------------
+
+_COMPARE = {EqualTo: "=", GreaterThan: ">", GreaterThanOrEqual: ">=", LessThan: "<", LessThanOrEqual: "<="}
+_LIKE = {StringStartsWith: "{}%", StringEndsWith: "%{}", StringContains: "%{}%"}
+
+
+def _literal(value: Any) -> str | None:
+    """A SQL literal whose comparison means in the gateway what it means in Spark, else None:
+    booleans, integers, strings (both compare UTF-8 bytes) and dates. Floats (NaN orders
+    differently), timestamps (session time zones) and decimals stay in Spark."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return f"DATE '{value.isoformat()}'"
+    return None
+
+
+def to_sql(f: Filter, allowed: set[str]) -> str | None:
+    """``f`` as a post-policy predicate of the gateway, if it reads only ``allowed`` columns and
+    the gateway computes it exactly as Spark would; else None (it stays in Spark)."""
+    attr = getattr(f, "attribute", None)
+    if isinstance(f, Not):
+        inner = to_sql(f.child, allowed)
+        return f"NOT ({inner})" if inner else None
+    if attr is None or len(attr) != 1 or attr[0] not in allowed:
+        return None
+    column = '"' + attr[0].replace('"', '""') + '"'
+    if isinstance(f, IsNull):
+        return f"{column} IS NULL"
+    if isinstance(f, IsNotNull):
+        return f"{column} IS NOT NULL"
+    if type(f) in _COMPARE:
+        lit = _literal(f.value)  # type: ignore[attr-defined]
+        return f"{column} {_COMPARE[type(f)]} {lit}" if lit else None
+    if isinstance(f, In):
+        lits = [_literal(v) for v in f.value]
+        if not lits or any(lit is None for lit in lits) or any(v is None for v in f.value):
+            return None
+        return f"{column} IN ({', '.join(lits)})"  # type: ignore[arg-type]
+    if type(f) in _LIKE:
+        value = f.value  # type: ignore[attr-defined]
+        if not isinstance(value, str) or any(ch in value for ch in "%_\\"):
+            return None
+        pattern = _LIKE[type(f)].format(value).replace("'", "''")
+        return f"{column} LIKE '{pattern}'"
+    return None
+
+
+# -- the source -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Described:
+    """What the driver learned from the gateway: the masked schema and which columns the plan
+    leaves unmasked (kept, no cell rule)."""
+
+    schema: pa.Schema
+    unmasked: frozenset[str]
+
+
+def describe(options: Options) -> Described:
+    body = options.call("GET", f"/v1/datasets/{options.dataset}").json()
+    by_name = {c["name"]: c for c in body["columns"]}
+    names = list(options.columns) if options.columns else list(by_name)
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise GatewayError(f"unknown or withheld column(s): {', '.join(unknown)}")
+    ruled = {r["column"] for r in body.get("cell_rules", [])}
+    schema = pa.schema([pa.field(n, arrow_type(by_name[n]["type"])) for n in names])
+    unmasked = frozenset(n for n in names if by_name[n]["action"] == "keep" and n not in ruled)
+    return Described(schema, unmasked)
+
+
+class GovernDataSource(DataSource):
+    """``spark.read.format("govern")``: a governed dataset, masked by the gateway."""
+
+    def __init__(self, options: Any) -> None:
+        super().__init__(options)
+        self.settings = Options.parse(options)
+        self.described: Described | None = None
+
+    @classmethod
+    def name(cls) -> str:
+        return "govern"
+
+    def schema(self) -> T.StructType:
+        self.described = describe(self.settings)
+        return spark_schema(self.described.schema)
+
+    def reader(self, schema: T.StructType) -> GovernReader:
+        described = self.described or describe(self.settings)
+        return GovernReader(self.settings, described, [f.name for f in schema.fields])
+
+
+@dataclass(frozen=True)
+class FragmentPartition(InputPartition):
+    """One fragment: where to fetch it and the ticket that opens it (no API key)."""
+
+    url: str
+    ticket: str
+    timeout: float
+
+    def __repr__(self) -> str:  # Spark may print partitions: never the ticket
+        return f"FragmentPartition({self.url})"
+
+
+class GovernReader(DataSourceReader):
+    def __init__(self, settings: Options, described: Described, names: list[str]) -> None:
+        self.settings = settings
+        self.described = described
+        self.names = names
+        self.pushed: list[str] = []
+
+    def pushFilters(self, filters: list[Filter]) -> Iterator[Filter]:
+        for f in filters:
+            sql = to_sql(f, set(self.described.unmasked))
+            if sql is None:
+                yield f
+            else:
+                self.pushed.append(sql)
+
+    def partitions(self) -> Sequence[InputPartition]:
+        s = self.settings
+        body = {"columns": self.names, "filters": self.pushed}
+        manifest = s.call("POST", f"/v1/datasets/{s.dataset}/scan", json=body).json()
+        return [FragmentPartition(s.url + f["url"], f["ticket"], s.timeout) for f in manifest["fragments"]]
+
+    def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
+        assert isinstance(partition, FragmentPartition)
+        target = self.described.schema
+        headers = {"Authorization": f"Bearer {partition.ticket}"}
+        with httpx.stream("GET", partition.url, headers=headers, timeout=partition.timeout) as response:
+            if response.status_code >= 400:
+                response.read()
+                check(response)
+            reader = pa.ipc.open_stream(_ResponseFile(response.iter_raw()))
+            for batch in reader:
+                yield _for_spark(batch, target)
+
+
+def _for_spark(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
+    """The batch with Spark's view of each type (dictionaries decoded; values unchanged)."""
+    arrays = [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in batch.columns]
+    return pa.RecordBatch.from_arrays(arrays, names=target.names)
+
+
+class _ResponseFile:
+    """A read-only file over an HTTP body, for pyarrow's IPC reader (bounded memory)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = bytearray()
+        self.closed = False
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buffer) < n:
+            try:
+                self._buffer += next(self._chunks)
+            except StopIteration:
+                break
+        if n < 0:
+            n = len(self._buffer)
+        out = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,93 @@
+"""A dataset's files cut into fragments (file / row-group splits) that readers fetch one by one.
+
+Why: a Spark job (or Ray, Dask) reads a governed dataset in parallel, one task per fragment,
+each task fetching its fragment's masked rows from any gateway instance. The split must be the
+same on every instance for the same data, so a fragment is named by what storage shows — the
+file's path relative to the dataset's folder and a range of Parquet row groups — and is valid
+only for the data version it was cut from (:mod:`govern.storage.version`).
+
+A Parquet file is cut at row-group boundaries into runs of about ``target_rows`` rows; other
+formats (CSV, JSON lines) are one fragment per file.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from govern.errors import StorageError
+
+__all__ = ["Fragment", "split", "subset"]
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """``file`` (relative to the dataset's folder), row groups ``[start, stop)`` — ``None`` for
+    the whole file — and how many stored rows and bytes it holds (before any row filter)."""
+
+    file: str
+    row_groups: tuple[int, int] | None
+    rows: int
+    nbytes: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {"file": self.file, "row_groups": list(self.row_groups) if self.row_groups else None}
+
+
+def _base(files: list[str]) -> str:
+    return posixpath.commonpath(files) if len(files) > 1 else posixpath.dirname(files[0]) if files else ""
+
+
+def _relative(path: str, base: str) -> str:
+    return posixpath.relpath(path, base) if base else path
+
+
+def split(dataset: ds.Dataset, target_rows: int, *, location: str = "") -> list[Fragment]:
+    """The dataset's fragments, in file order, each of about ``target_rows`` stored rows."""
+    if not isinstance(dataset, ds.FileSystemDataset):  # pragma: no cover - every catalog location opens as files
+        raise StorageError(f"dataset location {location!r} cannot be split into fragments", location=location)
+    target = max(1, int(target_rows))
+    out: list[Fragment] = []
+    try:
+        fragments = list(dataset.get_fragments())
+        base = _base([f.path for f in fragments])
+        for frag in fragments:
+            rel = _relative(frag.path, base)
+            if not isinstance(frag, ds.ParquetFileFragment):
+                size = dataset.filesystem.get_file_info(frag.path).size or 0
+                out.append(Fragment(rel, None, frag.count_rows(), size))
+                continue
+            groups = frag.metadata.num_row_groups
+            start, rows, nbytes = 0, 0, 0
+            for i in range(groups):
+                rg = frag.metadata.row_group(i)
+                rows += rg.num_rows
+                nbytes += rg.total_byte_size
+                if rows >= target or i == groups - 1:
+                    out.append(Fragment(rel, (start, i + 1), rows, nbytes))
+                    start, rows, nbytes = i + 1, 0, 0
+            if groups == 0:
+                out.append(Fragment(rel, (0, 0), 0, 0))
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"dataset location {location!r} cannot be split into fragments",
+                           location=location) from exc
+    return out
+
+
+def subset(dataset: ds.Dataset, file: str, row_groups: tuple[int, int] | None, *,
+           location: str = "") -> ds.Dataset:
+    """The dataset restricted to one fragment (same schema, format and partition values)."""
+    if not isinstance(dataset, ds.FileSystemDataset):  # pragma: no cover
+        raise StorageError(f"dataset location {location!r} cannot be split into fragments", location=location)
+    fragments = list(dataset.get_fragments())
+    base = _base([f.path for f in fragments])
+    for frag in fragments:
+        if _relative(frag.path, base) != file:
+            continue
+        if row_groups is not None and isinstance(frag, ds.ParquetFileFragment):
+            frag = frag.subset(row_group_ids=list(range(*row_groups)))
+        return ds.FileSystemDataset([frag], dataset.schema, dataset.format, dataset.filesystem)
+    raise StorageError(f"dataset location {location!r} has no file {file!r}", location=location)
