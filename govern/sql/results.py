@@ -403,7 +403,8 @@ def rewrite(query: MinGroupQuery, tree: exp.Select, refs: Sequence[Reference], p
 def _bind(tree: exp.Select, params: Sequence[Any]) -> exp.Select:
     def replace(node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.Placeholder) and str(node.this or "").isdigit():
-            value = params[int(str(node.this)) - 1]
+            index = int(str(node.this)) - 1  # describing a prepared statement: no values yet (NULL)
+            value = params[index] if index < len(params) else None
             return literal(float(value) if isinstance(value, Decimal) else value)
         return node
 
