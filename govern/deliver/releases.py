@@ -8,9 +8,10 @@ recorded as served when it was not::
       → compute (bounded pool) → check the result can be represented (finite numbers)
       → charge the ledger → the caller's representation → the one ``ok`` record
 
-A result the surface cannot represent (a sum that overflowed to infinity with bounds of 1e308)
-is refused *before* the charge; a charge that fails (over budget, ledger down) leaves the
-computed result unseen. If rendering or the ``ok`` record then fails, no byte of the result has
+Bounds that could overflow are refused from the request before anything is read. Any failure
+once the data is being read (a 5xx, a result that is not a finite number) is charged before it
+is raised: a failure that depends on the data is an answer about it and never free (issue 18).
+A charge that fails (over budget, ledger down) leaves the computed result unseen. If rendering or the ``ok`` record then fails, no byte of the result has
 left the process, so the charge is refunded (``BudgetLedger.refund``, once per request id);
 after the record is written the charge stays, whatever happens to the connection.
 """
@@ -53,8 +54,16 @@ def release_dp(ex: Exchange, dp: DpService, query: DpQuery, render: Callable[[Dp
     ex.plan = prepared.access_plan
     check_result_policy(prepared.access_plan, query)  # from the request and the plan only
     ex.admit()
-    result = dp.compute(prepared)
-    _representable({"rows": result.rows, "privacy": result.privacy()})
+    try:
+        result = dp.compute(prepared)
+    except BaseException as exc:
+        if _failed_on_data(exc):
+            _charge_failure(ex, dp, prepared)
+        raise
+    if not _representable({"rows": result.rows, "privacy": result.privacy()}):
+        _charge_failure(ex, dp, prepared)  # computed on the data: the refusal is an answer, so it is paid for
+        raise InvalidRequest("the release has a value that is not a finite number (an overflow): use narrower "
+                             "bounds; it was computed on the data, so it was charged")
     charged = dp.charge(prepared, ex.request_id)
     ex.extra.update(epsilon_spent=query.epsilon, delta_spent=query.delta,
                     budget_left=charged.status.to_dict()["left"], keys=prepared.plan.key_source,
@@ -116,6 +125,26 @@ def suppress_small_groups(plan: AccessPlan, query: DpQuery, rows: list[dict[str,
     return suppressed
 
 
+def _failed_on_data(exc: BaseException) -> bool:
+    """Whether a failure of the compute step may depend on the data, and so must be paid for:
+    anything but a refusal decided from the request, the plan or the load (4xx: bad bounds or
+    keys, no slot, the deadline)."""
+    if isinstance(exc, GovernError):
+        return exc.status >= 500
+    return isinstance(exc, Exception)
+
+
+def _charge_failure(ex: Exchange, dp: DpService, prepared: Any) -> None:
+    """Charge a release that failed once the data was being read: a failure that depends on the
+    data is an answer about it, so it is never free (over-counting is the safe direction)."""
+    try:
+        dp.charge(prepared, ex.request_id)
+    except GovernError:  # over budget or the ledger down: the original failure is what the caller sees
+        log.warning("a failed release could not be charged", extra={"request_id": ex.request_id})
+        return
+    ex.extra.update(epsilon_spent=prepared.query.epsilon, delta_spent=prepared.query.delta, charged_failure=True)
+
+
 def _refund(dp: DpService, request_id: str) -> None:
     try:
         dp.ledger.refund(request_id)
@@ -123,14 +152,16 @@ def _refund(dp: DpService, request_id: str) -> None:
         log.warning("a charge for an unreleased result could not be refunded", extra={"request_id": request_id})
 
 
-def _representable(release: dict[str, Any]) -> None:
-    """Refuse (before any charge) a result with a value no surface can send — a statistic, an
-    interval or a noise scale — since JSON has no infinity or NaN, and neither should a release."""
+def _representable(release: dict[str, Any]) -> bool:
+    """Whether every value of a computed release — a statistic, an interval or a noise scale —
+    is a finite number a surface can send (JSON has no infinity or NaN, and neither should a
+    release). Bounds that could overflow are refused from the request before anything is read
+    (``dp.compile``), so this is defence in depth."""
     try:
         json.dumps(release, allow_nan=False, default=str)
     except ValueError:
-        raise InvalidRequest("the release has a value that is not a finite number (an overflow): use narrower "
-                             "bounds; nothing was charged") from None
+        return False
+    return True
 
 
 def translate_sql(ex: Exchange, text: str, *, epsilon: float | None, delta: float = 0.0, contributions: int = 1,

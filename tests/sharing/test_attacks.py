@@ -4,14 +4,14 @@ expiry — each refused, nothing of the file sent, and each refusal audited."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from delta_sharing.protocol import DeltaSharingProfile, Table
-from delta_sharing.rest_client import DataSharingRestClient
+from delta_sharing.protocol import DeltaSharingProfile
 
 from tests.conftest import edit
 from tests.gateway import stop_server
@@ -90,10 +90,12 @@ def test_urls_go_stale_with_policy_and_data_changes_and_expire(attacked) -> None
 
 
 def test_an_expired_profile_is_refused(attacked) -> None:
-    path = write_profile(attacked.server, "alice", "analytics", "--days", "0.00003")  # ~2.6 seconds
-    rest = DataSharingRestClient(DeltaSharingProfile.read_from_file(str(path)))
-    assert rest.list_files_in_table(Table(name="patients", share="analytics", schema="default")).add_files
-    time.sleep(3)
+    path = write_profile(attacked.server, "alice", "analytics", "--days", "0.0001")  # ~9 seconds
     token = json.loads(path.read_text())["bearerToken"]
-    r = httpx.get(f"{attacked.server.url}/delta-sharing/shares", headers={"Authorization": f"Bearer {token}"})
-    _refused(attacked, r, 401, "ticket-expired")
+    expires = DeltaSharingProfile.read_from_file(str(path)).expiration_time
+    shares = f"{attacked.server.url}/delta-sharing/shares"
+    assert httpx.get(shares, headers={"Authorization": f"Bearer {token}"}).json()["items"][0]["name"] == "analytics"
+    while datetime.datetime.now(datetime.UTC).isoformat() <= expires.replace("Z", "+00:00"):
+        time.sleep(0.5)
+    time.sleep(1)
+    _refused(attacked, httpx.get(shares, headers={"Authorization": f"Bearer {token}"}), 401, "ticket-expired")

@@ -372,6 +372,9 @@ def _group_keys(pl: Any, plan: DpPlan, schema: pa.Schema, public: dict[str, list
         values = plan.requested_keys.get(g, public.get(g))
         if values is None:
             continue
+        # NaN is missing (see _prepare): its rows form the NULL group, never a NaN key no surface
+        # could send (a refusal that would depend on whether the data holds a NaN)
+        values = list(dict.fromkeys(None if isinstance(v, float) and math.isnan(v) else v for v in values))
         dtype = pl.from_arrow(pa.array([], schema.field(g).type)).dtype
         try:
             out[g] = pl.Series(g, list(values)).cast(dtype, strict=True)

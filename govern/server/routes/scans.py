@@ -36,6 +36,7 @@ from govern.identity.tickets import Ticket, issue
 from govern.plan.model import AccessPlan
 from govern.plan.predicates import compile_client_filter
 from govern.server.bodies import validate
+from govern.server.contract import errors
 from govern.server.exchange import (
     bearer,
     body_purpose,
@@ -91,7 +92,8 @@ def combined_filter(plan: AccessPlan, filters: list[str]) -> str | None:
 
 @router.post("/v1/datasets/{name}/scan", summary="A scan manifest: the dataset's fragments, each with a ticket",
              openapi_extra={"requestBody": {"required": False, "content": {"application/json": {
-                 "schema": ScanRequest.model_json_schema()}}}})
+                 "schema": ScanRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
+             responses=errors(413))
 async def scan(name: str, request: Request, authorization: Auth = None) -> dict:
     async with governed(request, "scan", "read", name) as ex:
         await run_in_threadpool(ex.authenticate, bearer(request))
@@ -135,7 +137,7 @@ def _manifest(gw: Gateway, ex: Exchange, request: Request, raw: bytes) -> dict:
 
 
 @router.get("/v1/fragments/{fragment_id}", summary="One fragment's masked rows (Arrow IPC); the bearer is its ticket",
-            responses={200: {"content": {MEDIA_TYPES["arrow"]: {}}}})
+            responses={200: {"content": {MEDIA_TYPES["arrow"]: {}}}, **errors(408, 413)})
 def fragment(fragment_id: str, request: Request, authorization: Auth = None) -> ReadStream:
     gw = _gateway(request)
     with governed(request, "fragment", "read") as ex:

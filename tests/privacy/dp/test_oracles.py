@@ -118,3 +118,36 @@ def test_degenerate_bounds_release_or_refuse_without_a_500(dp_client, nan_world:
     r = dp_client.post("/v1/sql", headers={**nan_world.auth("bob"), **BOB},
                        json={"sql": sql, "bounds": {"charges": bounds}})
     assert r.status_code in (200, 400), r.text
+
+
+def test_a_nan_key_of_a_public_group_column_is_the_null_group() -> None:
+    """NaN in a ``public_values`` float column would become a NaN group key that no surface can
+    send (JSON has no NaN): a refusal only when the data holds a NaN. It is the NULL group."""
+    from tests.privacy.dp.conftest import run
+
+    table = pa.table({"pid": [1, 2, 3, 4], "g": [1.0, 2.0, float("nan"), None], "x": [1.0, 2.0, 3.0, 4.0]})
+    result = run(table, {"aggregates": [{"function": "count"}], "group_by": ["g"], "epsilon": 1.0}, public=("g",))
+    keys = [r["g"] for r in result.rows]
+    assert sorted(keys, key=lambda k: (k is None, k)) == [1.0, 2.0, None]
+    json.dumps(result.rows, allow_nan=False)
+
+
+def test_a_failure_while_reading_the_data_is_charged_like_an_answer(demo_world, tmp_path) -> None:
+    """Whatever fails once the data is being read (here: a corrupt data page, the footer intact)
+    is an answer that may depend on the data, so it costs the release's epsilon: no failure of
+    the compute step is free."""
+    d = tmp_path / "world"
+    shutil.copytree(demo_world.directory, d, ignore=shutil.ignore_patterns("audit.db*", "ledger.db*"))
+    path = d / "data" / "patients.parquet"
+    meta = pq.ParquetFile(path).metadata
+    column = meta.schema.names.index("charges")
+    start = meta.row_group(0).column(column).data_page_offset
+    raw = bytearray(path.read_bytes())
+    raw[start + 16:start + 400] = b"\xff" * 384  # scribble over the charges page
+    path.write_bytes(bytes(raw))
+    world = World(d, json.loads((d / "keys.json").read_text()))
+    with make_client(world) as c:
+        r = c.post("/v1/datasets/patients/dp", headers={**world.auth("bob"), **BOB},
+                   json={"aggregates": [{"function": "sum", "column": "charges"}], "epsilon": 0.25})
+        assert r.status_code >= 500, r.text
+        assert [ch["epsilon"] for ch in c.app.state.gateway.ledger.charges(principal="bob")] == [0.25]
