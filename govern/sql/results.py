@@ -120,6 +120,7 @@ def guard(statement: Statement, refs: Sequence[Reference], plans: dict[str, Acce
 def check_projection(statement: Statement, refs: Sequence[Reference], plans: dict[str, AccessPlan],
                      projected: set[str]) -> None:
     tree, text = statement.tree, statement.text
+    projected = _joined_closure(tree, projected)
     hidden = {r.node.alias_or_name.lower() for r in refs if plans[r.dataset].result
               and plans[r.dataset].result.projection}  # type: ignore[union-attr]
     ref_ids = {id(r.node) for r in refs}
@@ -152,6 +153,23 @@ def check_projection(statement: Statement, refs: Sequence[Reference], plans: dic
                                       "(col = col in JOIN … ON), grouped on without being output, or counted; "
                                       "it cannot be output, compared, filtered, ordered by or passed to a "
                                       "function (a predicate on it answers questions about its values)")
+
+
+def _joined_closure(tree: exp.Expr, projected: set[str]) -> set[str]:
+    """A column joined to a projected column (``ON p.patient_id = e.encounter_id``) becomes
+    projection-only too: outputting it would output the projected value of every matching row."""
+    found = set(projected)
+    pairs = [(eq.this.name.lower(), eq.expression.name.lower()) for join in tree.find_all(exp.Join)
+             if join.args.get("on") is not None for eq in join.args["on"].find_all(exp.EQ)
+             if isinstance(eq.this, exp.Column) and isinstance(eq.expression, exp.Column)]
+    grew = True
+    while grew:
+        grew = False
+        for a, b in pairs:
+            if (a in found) != (b in found):
+                found |= {a, b}
+                grew = True
+    return found
 
 
 def _projection_allowed(column: exp.Column, ref_ids: set[int]) -> bool:
@@ -430,7 +448,8 @@ def rewrite(query: MinGroupQuery, tree: exp.Select, refs: Sequence[Reference], p
 def _bind(tree: exp.Select, params: Sequence[Any]) -> exp.Select:
     def replace(node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.Placeholder) and str(node.this or "").isdigit():
-            value = params[int(str(node.this)) - 1]
+            index = int(str(node.this)) - 1  # describing a prepared statement: no values yet (NULL)
+            value = params[index] if index < len(params) else None
             return literal(float(value) if isinstance(value, Decimal) else value)
         return node
 

@@ -126,8 +126,8 @@ def read_rows(
         cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
         if columns is not None and not cols:
             raise InvalidRequest("columns is empty")
+        plan = ex.compile_rows(name)  # refused under a result policy (rows are its side door)
         if request.method == "HEAD":  # the same checks and headers as a read, without reading
-            plan = ex.compile(name, "read")
             if filter:
                 compile_client_filter(filter)
             ex.finish(rows=0)  # recorded like any request: a HEAD sent no rows
