@@ -45,7 +45,7 @@ test-fast: install
 bench: install ## masking benchmark (2M rows by default; ROWS=... to change)
 	$(PY) benchmarks/masking.py --rows $(or $(BENCH_ROWS),2000000) --json benchmarks/results/masking.json
 
-bench-spark: install ## Spark adapter benchmark (local[2]; Tier 2: plan expressions vs hand-written)
+bench-spark: install ## Spark adapter benchmark (local[2]; Tier 2: plan expressions vs hand-written; Tier 1: format("govern") vs unmasked parquet)
 	$(PY) benchmarks/spark.py --rows $(or $(BENCH_ROWS),2000000) --json benchmarks/results/spark.json
 
 lint: install ## ruff and mypy over the whole package (CI runs it before the tests)

@@ -23,6 +23,9 @@ SURFACES = {"govern.server", "govern.pgwire", "govern.client", "govern.cli"}
 ALLOWED = {
     # catalog.yaml's `synthesizer:` block is checked with the rest of the policy files
     ("govern.policy.load", "govern.privacy.synthetic.spec"),
+    # the console is pages of the HTTP app, mounted by it: it names its exchanges and reads its
+    # forms with the HTTP shell's own helpers rather than a copy of them
+    ("govern.console.routes", "govern.server.exchange"),
 }
 
 
@@ -115,7 +118,7 @@ def test_the_core_never_reaches_up_into_delivery() -> None:
 
 @pytest.mark.parametrize("surface", sorted(SURFACES))
 def test_surfaces_are_leaves(surface: str) -> None:
-    users = {m for m, t in _edges() if _room(t) == surface and _room(m) != "govern.cli"}
+    users = {m for m, t in _edges() if _room(t) == surface and _room(m) != "govern.cli" and (m, t) not in ALLOWED}
     assert users == set(), f"{surface} is imported by {sorted(users)}"
 
 

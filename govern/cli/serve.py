@@ -33,10 +33,10 @@ def serve(config: str | None, host: str | None, port: int | None, pg_port: int |
     import uvicorn
 
     from govern.flight.server import FlightServerThread
+    from govern.logs import log_everything_as_json
     from govern.pgwire.server import PgServerThread
     from govern.server.app import create_app
     from govern.server.connections import IdleClosingH11
-    from govern.server.logs import log_everything_as_json
     from govern.storage.scan import use_jemalloc
 
     use_jemalloc()  # a long-running server: the allocator that returns freed memory (docs/performance.md)

@@ -32,7 +32,8 @@ from govern.plan.model import AccessPlan
 from govern.policy.decide import Decider
 from govern.policy.model import PolicySet, local_principal
 
-__all__ = ["Change", "GroupOutcome", "Replay", "matrix_diff", "proposed_folder", "replay"]
+__all__ = ["Change", "Delivered", "GroupOutcome", "Replay", "delivered", "matrix_diff", "proposed_folder",
+           "read_plans", "replay"]
 
 # Audit actions that are governed reads of a dataset, and the policy action each one needs.
 POLICY_ACTION = {"read": "read", "describe": "read", "sql": "read", "query_dp": "query_dp",
@@ -139,17 +140,39 @@ def _label(value: str) -> tuple[str, int]:
     return value.removeprefix("mask:"), RANK.get(action, 0)
 
 
+Delivered = dict[str, str]  # column → what the plan delivers: keep | withhold | mask:FUNCTION
+
+
+def delivered(plan: AccessPlan) -> Delivered:
+    """A plan's columns as an audit record's ``columns`` names them."""
+    return {c.name: (f"mask:{c.mask.function}" if c.action == "mask" and c.mask else c.action) for c in plan.columns}
+
+
+def read_plans(matrices: Iterable[DatasetMatrix]) -> dict[tuple[str, str, str], Delivered | str]:
+    """The ``read`` plans a matrix already holds, by (principal, purpose, dataset): the replay
+    reuses them instead of compiling each again."""
+    out: dict[tuple[str, str, str], Delivered | str] = {}
+    for m in matrices:
+        for r in m.rows:
+            out[(r.subject, r.purpose, m.dataset)] = r.denied if r.denied is not None else {
+                name: (f"mask:{c.label}" if c.action == "mask" else c.action)
+                for name, c in zip(m.columns, r.cells, strict=True)}
+    return out
+
+
 def replay(records: Iterable[AuditRecord], policy: PolicySet, decider: Decider,
-           schemas: Mapping[str, pa.Schema], *, key_id: str | None = None) -> Replay:
-    """Decide each data request of ``records`` again under ``policy``."""
+           schemas: Mapping[str, pa.Schema], *, key_id: str | None = None,
+           known: Mapping[tuple[str, str, str], Delivered | str] | None = None) -> Replay:
+    """Decide each data request of ``records`` again under ``policy``; ``known``: ``read``
+    plans of ``policy`` compiled already (:func:`read_plans` of its matrix)."""
     result = Replay()
-    plans: dict[tuple[str, str, str, str], AccessPlan | str] = {}
+    plans: dict[tuple[str, str, str, str], Delivered | str] = {}
     groups: dict[tuple[str, str, str, str, str], GroupOutcome] = {}
 
     def skip(why: str) -> None:
         result.skipped[why] = result.skipped.get(why, 0) + 1
 
-    def decide(principal: str, purpose: str, dataset: str, action: str) -> AccessPlan | str:
+    def decide(principal: str, purpose: str, dataset: str, action: str) -> Delivered | str:
         key = (principal, purpose, dataset, action)
         found = plans.get(key)
         if found is None:
@@ -157,10 +180,12 @@ def replay(records: Iterable[AuditRecord], policy: PolicySet, decider: Decider,
                 found = f"'{principal}' is not a principal of the proposed policy"
             elif dataset not in schemas:
                 found = f"no dataset '{dataset}' in the proposed policy"
+            elif action == "read" and known is not None and (principal, purpose, dataset) in known:
+                found = known[(principal, purpose, dataset)]
             else:
                 try:
-                    found = compile_plan(policy, decider, local_principal(policy, principal), purpose, dataset,
-                                         schemas[dataset], action=action, key_id=key_id)
+                    found = delivered(compile_plan(policy, decider, local_principal(policy, principal), purpose,
+                                                   dataset, schemas[dataset], action=action, key_id=key_id))
                 except GovernError as exc:
                     found = exc.detail
             plans[key] = found
@@ -211,15 +236,10 @@ def replay(records: Iterable[AuditRecord], policy: PolicySet, decider: Decider,
                 group.detail = "served under the proposed policy"
                 continue
             before_changes = len(group.columns)
-            for column, delivered in (record.columns or {}).items():
-                try:
-                    col = now.column(column)
-                except KeyError:
-                    proposed = "withhold"
-                else:
-                    proposed = f"mask:{col.mask.function}" if col.action == "mask" and col.mask else col.action
-                if proposed != delivered:
-                    group.columns[column] = (delivered, proposed)
+            for column, got in (record.columns or {}).items():
+                proposed = now.get(column, "withhold")
+                if proposed != got:
+                    group.columns[column] = (got, proposed)
             if group.columns and before_changes == 0:
                 result.changed.append(group)
             elif not group.columns:

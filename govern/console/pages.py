@@ -183,7 +183,7 @@ def dry_run(v: Viewer, folder_text: str | None) -> dict[str, Any]:
                                                     key_id=key_id))
     changes = dryrun.matrix_diff(before, after)
     records = recent_records(v, REPLAY_RECORDS)
-    replayed = dryrun.replay(records, proposed, decider, new_schemas, key_id=key_id)
+    replayed = dryrun.replay(records, proposed, decider, new_schemas, key_id=key_id, known=dryrun.read_plans(after))
     out.update(ran=True, problems=[], version=proposed.version, current_version=state.policy.version,
                changes=changes, gains=sum(c.kind == "gain" for c in changes),
                losses=sum(c.kind == "loss" for c in changes), replay=replayed, errors=errors,
@@ -278,7 +278,7 @@ def fleet(v: Viewer) -> dict[str, Any]:
 def monitoring(v: Viewer, *, dataset: str | None, baseline: str | None) -> dict[str, Any]:
     name = dataset or (v.administered[0] if v.administered else None)
     out: dict[str, Any] = {"dataset": name or "", "datasets": v.administered, "profiles": [], "baseline": None,
-                           "latest": None, "reports": [], "plots": [], "error": None}
+                           "latest": None, "reports": [], "plots": [], "error": None, "stored_baseline": None}
     if name is None:
         return out
     if name not in v.administered:
@@ -295,13 +295,14 @@ def monitoring(v: Viewer, *, dataset: str | None, baseline: str | None) -> dict[
     out["view"] = view[:16]
     if not profiles:
         return out
+    stored_base = store.baseline(name, view)
+    out["stored_baseline"] = stored_base.data_version if stored_base is not None else None
     chosen: Profile | None = None
     if baseline:
         chosen = next((p for p in profiles if p.data_version == baseline), None)
         if chosen is None:
             raise InvalidRequest(f"no profile of data version '{baseline}' of '{name}' in your view")
     else:
-        stored_base = store.baseline(name, view)
         chosen = visible_to(stored_base, plan) if stored_base is not None else profiles[0]
     latest = profiles[-1]
     thresholds = Thresholds.from_settings(v.gateway.settings.monitor)
@@ -316,6 +317,13 @@ def monitoring(v: Viewer, *, dataset: str | None, baseline: str | None) -> dict[
                                  title=f"rows per data version of {name}", y_label="rows",
                                  x_ticks=[(i, p.data_version[:6]) for i, p in enumerate(profiles)]))
     return out
+
+
+def set_baseline(v: Viewer, dataset: str, version: str) -> None:
+    """Make ``version`` the stored baseline of the viewer's own view of ``dataset``."""
+    plan = v.governor.plan(v.principal, dataset, v.purpose, state=v.state)
+    store = ProfileStore.under(v.gateway.settings.state_dir)
+    store.set_baseline(dataset, view_key(rows_view(plan)), version)
 
 
 # Each metric's threshold, to put every column on one scale: its worst metric ÷ that threshold.

@@ -20,26 +20,24 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 from starlette.responses import RedirectResponse, Response
 
 from govern.console import pages
 from govern.console.assets import ASSETS
 from govern.console.service import Console
 from govern.console.session import COOKIE, PRE_COOKIE, Session
-from govern.deliver.lifecycle import Bearer, Call, Exchange
+from govern.deliver.lifecycle import Bearer, Exchange
 from govern.errors import (
     AccessDenied,
-    ClientGone,
     GovernError,
     InvalidRequest,
-    LimitExceeded,
     NotFound,
 )
 from govern.monitor.catalog_patch import catalog_change
 from govern.monitor.run import profile_dataset
 from govern.monitor.store import ProfileStore
 from govern.policy.load import load_policy
+from govern.server.exchange import governed, read_body
 
 __all__ = ["router"]
 
@@ -54,42 +52,18 @@ def _console(request: Request) -> Console:
     return console
 
 
-def _exchange(request: Request, route: str, action: str, dataset: str | None = None) -> Exchange:
-    """The request's exchange (opened by the HTTP middleware), named for this route; the
-    console's twin of :func:`govern.server.exchange.governed` (the console sits below the
-    server package, which only mounts it)."""
-    exchange: Exchange = request.scope["state"]["exchange"]
-    exchange.call = Call("http", route, action, dataset, exchange.call.client_request_id, exchange.call.extra)
-    exchange.action = action
-    exchange.dataset = dataset
-    return exchange
-
-
-async def _read_form(request: Request, limit: int) -> dict[str, str]:
+async def _read_form(ex: Exchange, request: Request, limit: int, *, credential: bool = False) -> dict[str, str]:
     """A urlencoded body (first value of each field), refused with 413 past ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise LimitExceeded(f"the form may be at most {limit} bytes", limit=limit)
-    size, chunks = 0, []
+    raw = await read_body(ex, request, limit, credential=credential)
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise LimitExceeded(f"the form may be at most {limit} bytes", limit=limit)
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ClientGone("the client went away while sending the form") from None
-    try:
-        fields = parse_qs(b"".join(chunks).decode("utf-8"), keep_blank_values=True, max_num_fields=50)
+        fields = parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=50)
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequest("the form is not valid") from None
     return {k: v[0] for k, v in fields.items() if v}
 
 
 def _authenticated_form(ex: Exchange, request: Request) -> Any:
-    if ex.principal is None:
-        raise RuntimeError("authenticate before reading the form")
-    return _read_form(request, FORM_LIMIT)
+    return _read_form(ex, request, FORM_LIMIT)
 
 
 def _check_csrf(session: Session | None, form: dict[str, str]) -> None:
@@ -100,7 +74,7 @@ def _check_csrf(session: Session | None, form: dict[str, str]) -> None:
 def _page(request: Request, route: str, template: str,
           build: Callable[[pages.Viewer], dict[str, Any]]) -> Response:
     console = _console(request)
-    ex = _exchange(request, route, "console_view")
+    ex = governed(request, route, "console_view")
     try:
         with ex:
             viewer, session = console.enter(request, ex)
@@ -116,7 +90,7 @@ def _page(request: Request, route: str, template: str,
 @router.get("")
 def home(request: Request) -> Response:
     console = _console(request)
-    ex = _exchange(request, "console", "console_view")
+    ex = governed(request, "console", "console_view")
     try:
         with ex:
             console.enter(request, ex)
@@ -129,10 +103,10 @@ def home(request: Request) -> Response:
 @router.post("/signin")
 async def signin(request: Request) -> Response:
     console = _console(request)
-    ex = _exchange(request, "console.signin", "console_signin")
+    ex = governed(request, "console.signin", "console_signin")
     try:
         async with ex:
-            form = await _read_form(request, SIGNIN_LIMIT)  # the body is the credential: bounded, tiny
+            form = await _read_form(ex, request, SIGNIN_LIMIT, credential=True)  # the body is the credential: bounded, tiny
             token = form.get("token", "").strip()
             credential = f"Bearer {token}" if token else request.headers.get("authorization")
             await run_in_threadpool(ex.authenticate, Bearer(credential))
@@ -155,7 +129,7 @@ async def signin(request: Request) -> Response:
 @router.post("/signout")
 async def signout(request: Request) -> Response:
     console = _console(request)
-    ex = _exchange(request, "console.signout", "console_signout")
+    ex = governed(request, "console.signout", "console_signout")
     try:
         async with ex:
             _viewer, session = await run_in_threadpool(console.enter, request, ex)
@@ -218,7 +192,7 @@ def monitoring(request: Request) -> Response:
 @router.post("/dry-run")
 async def dry_run(request: Request) -> Response:
     console = _console(request)
-    ex = _exchange(request, "console.dry-run", "console_dry_run")
+    ex = governed(request, "console.dry-run", "console_dry_run")
     try:
         async with ex:
             viewer, session = await run_in_threadpool(console.enter, request, ex)
@@ -242,7 +216,7 @@ async def accept(request: Request) -> Response:
     """Accept the classification suggestion of one unclassified column: a catalog.yaml change,
     checked, written atomically, and installed (the policy reloads)."""
     console = _console(request)
-    ex = _exchange(request, "console.accept", "console_accept")
+    ex = governed(request, "console.accept", "console_accept")
     try:
         async with ex:
             viewer, session = await run_in_threadpool(console.enter, request, ex)
@@ -283,7 +257,7 @@ def _accept(viewer: pages.Viewer, dataset: str, column: str) -> str:
 async def profile(request: Request) -> Response:
     """Profile the dataset's current data version as the signed-in steward sees it."""
     console = _console(request)
-    ex = _exchange(request, "console.profile", "console_profile")
+    ex = governed(request, "console.profile", "console_profile")
     try:
         async with ex:
             viewer, session = await run_in_threadpool(console.enter, request, ex)
@@ -298,6 +272,29 @@ async def profile(request: Request) -> Response:
                                             viewer.purpose, store)
             ex.extra.update({"data_version": found.data_version, "plan_hash": found.plan_hash})
             await run_in_threadpool(ex.finish, status=303, rows=found.rows)
+        return console.secured(RedirectResponse(f"/console/monitoring?dataset={quote(dataset)}", 303))
+    except GovernError as exc:
+        return console.refusal(request, exc)
+
+
+@router.post("/monitoring/baseline")
+async def baseline(request: Request) -> Response:
+    """Make a profiled data version the baseline of the steward's view: the version drift alerts
+    (``/metrics``) and the Monitoring page compare against."""
+    console = _console(request)
+    ex = governed(request, "console.baseline", "console_baseline")
+    try:
+        async with ex:
+            viewer, session = await run_in_threadpool(console.enter, request, ex)
+            form = await _authenticated_form(ex, request)
+            _check_csrf(session, form)
+            dataset, version = form.get("dataset", ""), form.get("data_version", "")
+            if dataset not in viewer.administered:
+                raise NotFound(f"no dataset '{dataset}' is available to you for purpose '{viewer.purpose}'")
+            ex.dataset = dataset
+            ex.extra["data_version"] = version[:64]
+            await run_in_threadpool(pages.set_baseline, viewer, dataset, version)
+            await run_in_threadpool(ex.finish, status=303)
         return console.secured(RedirectResponse(f"/console/monitoring?dataset={quote(dataset)}", 303))
     except GovernError as exc:
         return console.refusal(request, exc)

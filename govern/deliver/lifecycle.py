@@ -282,6 +282,18 @@ class Exchange:
         self.plan = plan
         return plan
 
+    def compile_rows(self, dataset: str) -> AccessPlan:
+        """:meth:`compile` for a surface that hands out *rows* (reads, scans and fragments, Delta
+        Sharing files): refused where the plan carries a result policy (min_group, projection,
+        k_anonymity), which only the SQL engine and the DP routes enforce — rows would be the side
+        door around it (docs/privacy.md, "Result policies")."""
+        plan = self.compile(dataset, "read")
+        if plan.result is not None:
+            raise AccessDenied(f"dataset '{plan.dataset}' is under a result policy for purpose '{plan.purpose}' "
+                               f"({plan.result.reason.source}): rows are not served; query it with POST /v1/sql "
+                               "(or the PostgreSQL wire, Flight SQL), where the policy applies")
+        return plan
+
     # -- 4. bound ---------------------------------------------------------------------------------------
     def admit(self, *, seconds: float | None = None, slot: bool = True, reserve: bool = True) -> Deadline:
         """Take a read slot (the principal's fair share), start the one deadline, and prove the

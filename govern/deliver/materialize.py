@@ -21,7 +21,13 @@ materialize``):
 - it is keyed by (plan hash, data version): a policy change or a data change finds no entry and
   builds a new one; stale entries age out of the LRU store;
 - concurrent first calls for one key build it once per process; a build whose data changed
-  while it ran is thrown away and built again (once), so an entry never mixes two versions.
+  while it ran is thrown away and built again (once), so an entry never mixes two versions;
+- fragments (Spark, Ray, Dask): split ``entry`` by row group —
+  ``pq.ParquetFile(entry.open()).metadata.num_row_groups`` groups of at most
+  :data:`govern.storage.materialized.ROW_GROUP_ROWS` rows — and bind each fragment's ticket to
+  ``found.plan.hash`` and ``found.data_version`` (:mod:`govern.identity.tickets`); redeeming it,
+  compile the plan again and call :meth:`Materializer.find` with the data version now: a stale
+  ticket is refused by ``Exchange.check_ticket`` before the store is touched.
 """
 
 from __future__ import annotations

@@ -21,12 +21,12 @@ class Metrics:
                                registry=self.registry)
 
         # the PostgreSQL wire server (govern.pgwire); every label takes a fixed set of values
-        self.pg_connections = Counter("govern_pgwire_connections_total", "PG wire connections by outcome",
-                                      ["outcome"], registry=self.registry)  # accepted | refused | tls
+        self.pg_connections = Counter("govern_pgwire_connections_total", "PG wire connections by transport",
+                                      ["transport"], registry=self.registry)  # tls | plain
         self.pg_open = Gauge("govern_pgwire_open_connections", "PG wire connections open now",
                              registry=self.registry)
         self.pg_queries = Counter("govern_pgwire_queries_total", "PG wire statements by kind and outcome",
-                                  ["kind", "outcome"], registry=self.registry)
+                                  ["kind", "outcome"], registry=self.registry)  # outcome: ok | error | cancelled
         self.pg_bytes = Counter("govern_pgwire_bytes_total", "PG wire bytes", ["direction"],
                                 registry=self.registry)  # in | out
         self.catalog_unanswered = Counter("govern_pgwire_catalog_unanswered_total",

@@ -123,8 +123,10 @@ class Connection:
 
     async def flush(self) -> None:
         if self.out:
-            self.writer.write(b"".join(self.out))
+            data = b"".join(self.out)
+            self.writer.write(data)
             self.out.clear()
+            self.gw.metrics.pg_bytes.labels(direction="out").inc(len(data))
         await self.writer.drain()
 
     async def work(self, fn: Callable[..., T], *args: Any) -> T:
@@ -193,7 +195,7 @@ class Connection:
                 continue
             break
         if code != wire.CANCEL_REQUEST:
-            self.gw.metrics.pg_connections.labels(outcome="tls" if tls else "plain").inc()
+            self.gw.metrics.pg_connections.labels(transport="tls" if tls else "plain").inc()
         if not tls and self.host.tls is not None and self.gw.settings.pg_tls_required \
                 and not _loopback(self.writer):
             await self._fatal("28000", "this server requires TLS for clients not on this machine",
@@ -283,7 +285,9 @@ class Connection:
 
     async def _next_message(self) -> tuple[bytes, bytes]:
         try:
-            return await asyncio.wait_for(wire.read_message(self.reader, self.limit), self._timeout())
+            kind, payload = await asyncio.wait_for(wire.read_message(self.reader, self.limit), self._timeout())
+            self.gw.metrics.pg_bytes.labels(direction="in").inc(len(payload) + 5)
+            return kind, payload
         except TimeoutError:
             settings = self.gw.settings
             if time.monotonic() - self.started >= settings.pg_session_lifetime:
@@ -366,9 +370,29 @@ class Connection:
         self.send(wire.ready_for_query(self.session.status))
         await self.flush()
 
+    def _count(self, kind: str, exc: BaseException | None) -> None:
+        """``govern_pgwire_queries_total{kind, outcome}`` (both from fixed sets)."""
+        if exc is None:
+            outcome = "ok"
+        elif isinstance(exc, GovernError) and sqlstate(exc) == "57014":
+            outcome = "cancelled"
+        else:
+            outcome = "error"
+        self.gw.metrics.pg_queries.labels(kind=kind if kind in _KINDS else "other", outcome=outcome).inc()
+
     async def _run_simple(self, text: str) -> None:
+        assert self.runner is not None
+        kind = "other"
+        try:
+            kind = classify(text, self.runner.datasets())
+            await self._run_kind(kind, text)
+        except BaseException as exc:
+            self._count(kind, exc)
+            raise
+        self._count(kind, None)
+
+    async def _run_kind(self, kind: str, text: str) -> None:
         assert self.runner is not None and self.session is not None
-        kind = classify(text, self.runner.datasets())
         await self._check_transaction(kind, text)
         if kind == "empty":
             self.send(wire.EMPTY_QUERY)
@@ -397,6 +421,14 @@ class Connection:
             raise LimitExceeded(f"a connection may hold at most {MAX_STATEMENTS} prepared statements",
                                 sqlstate="54000")
         kind = classify(text, self.runner.datasets())
+        try:
+            await self._parse(name, text, oids, kind)
+        except BaseException as exc:  # a statement refused at Parse is a statement that failed
+            self._count(kind, exc)
+            raise
+
+    async def _parse(self, name: str, text: str, oids: list[int], kind: str) -> None:
+        assert self.runner is not None
         if len(wire.split_statements(text)) > 1:
             raise SqlError("cannot insert multiple commands into a prepared statement", sqlstate="42601",
                            text=text)
@@ -441,8 +473,17 @@ class Connection:
         self.send(wire.BIND_COMPLETE)
 
     async def describe(self, f: Fields) -> None:
-        assert self.runner is not None and self.session is not None
         what, name = f.byte(), f.cstring()
+        try:
+            await self._describe_message(what, name)
+        except GovernError as exc:  # a statement refused at Describe (an unknown column…) failed
+            target = self.statements.get(name) if what == b"S" else self.portals.get(name)
+            kind = target.kind if isinstance(target, Statement) else target.statement.kind if target else "other"
+            self._count(kind, exc)
+            raise
+
+    async def _describe_message(self, what: bytes, name: str) -> None:
+        assert self.runner is not None and self.session is not None
         if what == b"S":
             statement = self._statement(name)
             columns = await self._describe(statement, None)
@@ -459,9 +500,17 @@ class Connection:
         self.send(wire.NO_DATA if columns is None else describe_rows(columns, portal.formats))
 
     async def execute(self, f: Fields) -> None:
-        assert self.session is not None
         portal = self._portal(f.cstring())
         max_rows = f.int32()
+        try:
+            await self._execute(portal, max_rows)
+        except BaseException as exc:
+            self._count(portal.statement.kind, exc)
+            raise
+        self._count(portal.statement.kind, None)
+
+    async def _execute(self, portal: Portal, max_rows: int) -> None:
+        assert self.session is not None
         statement = portal.statement
         if statement.kind == "empty":
             self.send(wire.EMPTY_QUERY)
@@ -746,6 +795,7 @@ def _format(formats: list[int], i: int) -> int:
 
 
 _SQL_STATEMENTS = ("declare", "fetch", "prepare", "execute")
+_KINDS = frozenset({"empty", "local", "catalog", "query", "copy", *_SQL_STATEMENTS})
 
 
 def sql_arguments(text: str) -> list[str | None]:

@@ -83,11 +83,14 @@ class PgServer:
         self._tasks.add(task)
         conn = Connection(self._host, reader, writer, next(self._pids))
         self._connections[conn.pid] = conn
+        metrics = self.gateway.metrics
+        metrics.pg_open.inc()
         try:
             await conn.serve()
         except asyncio.CancelledError:  # the server is closing: the connection was told (57P01)
             pass
         finally:
+            metrics.pg_open.dec()
             self._connections.pop(conn.pid, None)
             self._tasks.discard(task)
 

@@ -86,6 +86,8 @@ def parse_fetch(text: str) -> Fetch:
         raise InvalidRequest("only FETCH [FORWARD] [n | ALL | NEXT] FROM name is supported (cursors move "
                              "forward only)", sqlstate="0A000")
     how = (found.group(2) or "NEXT").upper().split()
+    if how[-1].isdigit() and len(how[-1]) > 18:  # as PostgreSQL: a count is a bigint (and int() of
+        raise InvalidRequest("FETCH count is out of range", sqlstate="22003")  # 4,300+ digits raises)
     count = 1 if how == ["NEXT"] or how == ["FORWARD"] else 0 if how[-1] == "ALL" else int(how[-1])
     if how and how[-1].isdigit() and count == 0:
         count = -1  # FETCH 0: nothing

@@ -20,6 +20,7 @@ slot and the query's deadline are taken, and exactly one audit record is written
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -157,7 +158,18 @@ class Statements:
         with self.exchange("query", "sql", text) as ex:
             self.enter(ex)
             self.cancelled.clear()
-            result = run_query(ex, self.service, text, params, cancel=self.cancelled)
+            # the session's statement_timeout (SET statement_timeout = '2s') cancels like a
+            # CancelRequest; sql_timeout bounds every query anyway
+            seconds = statement_timeout(self.session.values.get("statement_timeout", "0"))
+            timer = threading.Timer(seconds, self.cancelled.set) if seconds else None
+            if timer is not None:
+                timer.daemon = True
+                timer.start()
+            try:
+                result = run_query(ex, self.service, text, params, cancel=self.cancelled)
+            finally:
+                if timer is not None:
+                    timer.cancel()
             try:
                 cursor = self._cursor(ex, named(text, result.schema), _guarded(result.reader), result.close)
                 if result.suppressed_groups is not None:  # a min_group result policy applied
@@ -249,6 +261,16 @@ class Statements:
                                     service=self.service)
             self._catalog_key = key
         return self._catalog
+
+
+def statement_timeout(value: str) -> float:
+    """Seconds of a PostgreSQL ``statement_timeout`` value (``'1500'`` ms, ``'2s'``, ``'1min'``;
+    0: none)."""
+    found = re.fullmatch(r"\s*'?\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*'?\s*", value or "0", re.I)
+    if found is None:
+        return 0.0
+    scale = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}[(found.group(2) or "ms").lower()]
+    return float(found.group(1)) * scale
 
 
 def named(text: str, schema: pa.Schema) -> Columns:

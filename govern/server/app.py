@@ -26,9 +26,9 @@ from govern.console.service import Console
 from govern.deliver.gateway import Gateway, build_gateway
 from govern.deliver.lifecycle import Exchange
 from govern.errors import GovernError
+from govern.logs import configure_logging, request_id_var
 from govern.server.contract import describe
 from govern.server.exchange import METHODS, ExchangeMiddleware
-from govern.server.logs import configure_logging, request_id_var
 from govern.server.problems import from_error, problem_response
 from govern.server.routes import (
     audit,

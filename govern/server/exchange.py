@@ -28,7 +28,7 @@ from govern.console.assets import ASSET_PATHS
 from govern.deliver.gateway import Gateway
 from govern.deliver.lifecycle import Bearer, Call, Exchange
 from govern.errors import ClientGone, InvalidRequest, LimitExceeded
-from govern.server.logs import request_id_var
+from govern.logs import request_id_var
 from govern.server.problems import problem_response
 
 __all__ = ["OPERATIONAL", "ExchangeMiddleware", "bearer", "governed", "load_json", "purpose_candidates",
@@ -143,10 +143,12 @@ def purpose_candidates(request: Request, body_purpose: str | None = None) -> tup
     return request.headers.get("x-purpose"), body_purpose, request.query_params.get("purpose")
 
 
-async def read_body(exchange: Exchange, request: Request, limit: int) -> bytes:
+async def read_body(exchange: Exchange, request: Request, limit: int, *, credential: bool = False) -> bytes:
     """The body, read only for an authenticated caller, refused with 413 as soon as it (or its
-    declared length) passes ``limit`` bytes; a client that leaves midway is recorded as such."""
-    if exchange.principal is None:
+    declared length) passes ``limit`` bytes; a client that leaves midway is recorded as such.
+    ``credential``: the body *is* the credential (the console's sign-in form), so it is read
+    before authentication — keep ``limit`` tiny there."""
+    if exchange.principal is None and not credential:
         raise RuntimeError("authenticate before reading the body")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:

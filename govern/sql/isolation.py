@@ -65,6 +65,7 @@ from govern.config import Settings
 from govern.deliver.governor import Governor
 from govern.errors import GovernError, LimitExceeded, QueryTimeout, SqlError
 from govern.identity.principal import Principal
+from govern.logs import log_everything_as_json
 from govern.policy.model import PolicySet
 from govern.sql.engine import SqlEngine, SqlResult
 from govern.sql.sandbox import SandboxPool
@@ -234,6 +235,7 @@ class SandboxesReady:
 def worker_main(conn: Connection, cancels: Connection, settings: Settings, memory: int, workers: int) -> None:
     """A worker's life: bound its memory, then run jobs one at a time until told to stop.
     ``cancels`` carries the numbers of jobs the gateway gave up on (a thread listens to it)."""
+    log_everything_as_json(settings.log_level)  # a worker's lines are JSON like the gateway's
     if memory > 0:
         try:
             resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))

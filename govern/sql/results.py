@@ -7,7 +7,9 @@ The controls come from the plans (``AccessPlan.result``), never from policy file
 **projection** — a projected column may be used only
 
 - as a ``GROUP BY`` key that is not output,
-- as one side of an equality between two columns in a ``JOIN … ON`` (or in ``USING``),
+- as one side of an equality between two columns in a ``JOIN … ON`` (or in ``USING``), the
+  other a column of a dataset read by the same ``SELECT`` (not a subquery, CTE or table
+  function: a join with a value the analyst wrote is a membership test),
 - inside ``count(…)`` / ``count(DISTINCT …)``.
 
 Anything else is refused with its position: output (also through an alias, a CTE, a subquery,
@@ -118,9 +120,21 @@ def guard(statement: Statement, refs: Sequence[Reference], plans: dict[str, Acce
 def check_projection(statement: Statement, refs: Sequence[Reference], plans: dict[str, AccessPlan],
                      projected: set[str]) -> None:
     tree, text = statement.tree, statement.text
+    projected = _joined_closure(tree, projected)
     hidden = {r.node.alias_or_name.lower() for r in refs if plans[r.dataset].result
               and plans[r.dataset].result.projection}  # type: ignore[union-attr]
+    ref_ids = {id(r.node) for r in refs}
     for node in tree.walk():
+        if (isinstance(node, exp.Join) and str(node.args.get("method") or "").upper() == "NATURAL"
+                and not _all_datasets(node, ref_ids)):
+            raise _refuse(text, node, "a dataset with projection-only columns is read: NATURAL JOIN only between "
+                                      "datasets (it may join a projection-only column to a value you wrote)")
+        if isinstance(node, exp.Join) and node.args.get("using") and not _all_datasets(node, ref_ids):
+            using = [u for u in node.args["using"] if getattr(u, "name", "").lower() in projected]
+            if using:
+                raise _refuse(text, using[0], f"column '{using[0].name}' is projection-only: USING may join it "
+                                              "only when every source of that SELECT is a dataset (a join with "
+                                              "a value you wrote tests whether that value is there)")
         star = isinstance(node, exp.Star) and not isinstance(node.parent, exp.Count)
         if star or type(node).__name__ in ("PositionalColumn", "Columns"):
             raise _refuse(text, node, "a dataset with projection-only columns is read: name the columns you "
@@ -134,14 +148,31 @@ def check_projection(statement: Statement, refs: Sequence[Reference], plans: dic
         if not node.table and name in hidden and name not in projected:
             raise _refuse(text, node, f"'{node.name}' reads a whole row as a struct, which would output its "
                                       "projection-only columns")
-        if name in projected and not _projection_allowed(node):
+        if name in projected and not _projection_allowed(node, ref_ids):
             raise _refuse(text, node, f"column '{node.name}' is projection-only: it may be joined on "
                                       "(col = col in JOIN … ON), grouped on without being output, or counted; "
                                       "it cannot be output, compared, filtered, ordered by or passed to a "
                                       "function (a predicate on it answers questions about its values)")
 
 
-def _projection_allowed(column: exp.Column) -> bool:
+def _joined_closure(tree: exp.Expr, projected: set[str]) -> set[str]:
+    """A column joined to a projected column (``ON p.patient_id = e.encounter_id``) becomes
+    projection-only too: outputting it would output the projected value of every matching row."""
+    found = set(projected)
+    pairs = [(eq.this.name.lower(), eq.expression.name.lower()) for join in tree.find_all(exp.Join)
+             if join.args.get("on") is not None for eq in join.args["on"].find_all(exp.EQ)
+             if isinstance(eq.this, exp.Column) and isinstance(eq.expression, exp.Column)]
+    grew = True
+    while grew:
+        grew = False
+        for a, b in pairs:
+            if (a in found) != (b in found):
+                found |= {a, b}
+                grew = True
+    return found
+
+
+def _projection_allowed(column: exp.Column, ref_ids: set[int]) -> bool:
     parent = column.parent
     if isinstance(parent, exp.Group):
         return True
@@ -151,8 +182,40 @@ def _projection_allowed(column: exp.Column) -> bool:
         up: exp.Expr | None = parent.parent
         while isinstance(up, exp.And | exp.Paren):
             up = up.parent
-        return isinstance(up, exp.Join) and up.args.get("on") is not None and _within(parent, up.args["on"])
+        return (isinstance(up, exp.Join) and up.args.get("on") is not None and _within(parent, up.args["on"])
+                and _dataset_sides(parent, up, ref_ids))
     return False
+
+
+def _sources(join: exp.Join) -> list[exp.Expr]:
+    """What the SELECT holding ``join`` reads: its FROM and every JOIN's table (or subquery)."""
+    select = join.parent
+    if not isinstance(select, exp.Select):
+        return [join.this]
+    found = select.args.get("from_")
+    return ([found.this] if found is not None else []) + [j.this for j in select.args.get("joins") or ()]
+
+
+def _all_datasets(join: exp.Join, ref_ids: set[int]) -> bool:
+    return all(id(s) in ref_ids for s in _sources(join))
+
+
+def _dataset_sides(eq: exp.EQ, join: exp.Join, ref_ids: set[int]) -> bool:
+    """Whether both columns of ``eq`` are columns of datasets read by that SELECT. The other side
+    of the equality must not be something the analyst wrote — a literal subquery, a CTE, a table
+    function — or the join is a membership test (``JOIN (SELECT 'k1:…' AS x) g ON id = g.x``) and
+    the other side outputs the hidden value. A qualified column names its source; an
+    unqualified one is accepted only when every source of the SELECT is a dataset."""
+    sources = _sources(join)
+    datasets = {s.alias_or_name.lower() for s in sources if id(s) in ref_ids}
+    others = {s.alias_or_name.lower() for s in sources if id(s) not in ref_ids}
+    for side in (eq.this, eq.expression):
+        qualifier = side.table.lower()
+        if not qualifier and others:
+            return False
+        if qualifier and (qualifier not in datasets or qualifier in others):
+            return False
+    return True
 
 
 def _within(node: exp.Expr, root: exp.Expr) -> bool:
@@ -385,7 +448,8 @@ def rewrite(query: MinGroupQuery, tree: exp.Select, refs: Sequence[Reference], p
 def _bind(tree: exp.Select, params: Sequence[Any]) -> exp.Select:
     def replace(node: exp.Expr) -> exp.Expr:
         if isinstance(node, exp.Placeholder) and str(node.this or "").isdigit():
-            value = params[int(str(node.this)) - 1]
+            index = int(str(node.this)) - 1  # describing a prepared statement: no values yet (NULL)
+            value = params[index] if index < len(params) else None
             return literal(float(value) if isinstance(value, Decimal) else value)
         return node
 

@@ -7,20 +7,24 @@ file's path relative to the dataset's folder and a range of Parquet row groups â
 only for the data version it was cut from (:mod:`govern.storage.version`).
 
 A Parquet file is cut at row-group boundaries into runs of about ``target_rows`` rows; other
-formats (CSV, JSON lines) are one fragment per file.
+formats (CSV, JSON lines) are one fragment per file. A masked materialization
+(:mod:`govern.storage.materialized`) is cut the same way (:func:`row_group_runs`) and read back
+by row group (:func:`row_group_reader`).
 """
 
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from govern.errors import StorageError
 
-__all__ = ["Fragment", "split", "subset"]
+__all__ = ["Fragment", "row_group_reader", "row_group_runs", "split", "subset"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,45 @@ def _relative(path: str, base: str) -> str:
     return posixpath.relpath(path, base) if base else path
 
 
+def row_group_runs(metadata: pq.FileMetaData, file: str, target_rows: int) -> list[Fragment]:
+    """One Parquet file's row groups in runs of about ``target_rows`` rows."""
+    out: list[Fragment] = []
+    start, rows, nbytes = 0, 0, 0
+    groups = metadata.num_row_groups
+    for i in range(groups):
+        rg = metadata.row_group(i)
+        rows += rg.num_rows
+        nbytes += rg.total_byte_size
+        if rows >= max(1, target_rows) or i == groups - 1:
+            out.append(Fragment(file, (start, i + 1), rows, nbytes))
+            start, rows, nbytes = i + 1, 0, 0
+    return out or [Fragment(file, (0, 0), 0, 0)]
+
+
+def row_group_reader(handle: pa.NativeFile, row_groups: tuple[int, int], columns: list[str],
+                     batch_size: int) -> pa.RecordBatchReader:
+    """Row groups ``[start, stop)`` of the Parquet file ``handle`` (``columns``, in that order),
+    streamed; the handle is closed when the stream ends."""
+    try:
+        pf = pq.ParquetFile(handle)
+        full = pf.schema_arrow
+        schema = pa.schema([full.field(c) for c in columns], metadata=full.metadata)
+    except BaseException:
+        handle.close()
+        raise
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            if row_groups[1] > row_groups[0]:
+                for batch in pf.iter_batches(batch_size=batch_size, row_groups=list(range(*row_groups)),
+                                             columns=columns, use_threads=True):
+                    yield batch.select(columns)
+        finally:
+            handle.close()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
 def split(dataset: ds.Dataset, target_rows: int, *, location: str = "") -> list[Fragment]:
     """The dataset's fragments, in file order, each of about ``target_rows`` stored rows."""
     if not isinstance(dataset, ds.FileSystemDataset):  # pragma: no cover - every catalog location opens as files
@@ -60,17 +103,7 @@ def split(dataset: ds.Dataset, target_rows: int, *, location: str = "") -> list[
                 size = dataset.filesystem.get_file_info(frag.path).size or 0
                 out.append(Fragment(rel, None, frag.count_rows(), size))
                 continue
-            groups = frag.metadata.num_row_groups
-            start, rows, nbytes = 0, 0, 0
-            for i in range(groups):
-                rg = frag.metadata.row_group(i)
-                rows += rg.num_rows
-                nbytes += rg.total_byte_size
-                if rows >= target or i == groups - 1:
-                    out.append(Fragment(rel, (start, i + 1), rows, nbytes))
-                    start, rows, nbytes = i + 1, 0, 0
-            if groups == 0:
-                out.append(Fragment(rel, (0, 0), 0, 0))
+            out.extend(row_group_runs(frag.metadata, rel, target))
     except (OSError, pa.ArrowException) as exc:
         raise StorageError(f"dataset location {location!r} cannot be split into fragments",
                            location=location) from exc

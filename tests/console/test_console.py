@@ -248,3 +248,79 @@ def test_profiles_drift_plots_and_the_gateways_metrics(console) -> None:
     metrics = client.get("/metrics").text
     assert re.search(r'govern_drift_column\{against="baseline",column="charges",dataset="patients",view="\w+"\} 1.0',
                      metrics)
+    # make the latest version the baseline of the alerts: nothing left to compare against it
+    latest = re.findall(r'name="data_version" value="(\w+)"', page)
+    assert len(latest) == 1  # the one that is not the baseline yet
+    r = client.post("/console/monitoring/baseline", data={"dataset": "patients", "data_version": latest[0],
+                                                          "csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303
+    assert records(client, r.headers["x-request-id"])[0].action == "console_baseline"
+    assert 'against="baseline"' not in client.get("/metrics").text
+    assert "Drift against the baseline version" not in client.get("/console/monitoring",
+                                                                   params={"dataset": "patients"}).text
+    r = client.post("/console/monitoring/baseline", data={"dataset": "patients", "data_version": "0" * 16,
+                                                          "csrf": csrf})
+    assert r.status_code == 404
+
+
+def test_an_oidc_bearer_signs_in_and_its_expiry_ends_the_session(world) -> None:
+    import json
+    import time
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.identity.conftest import public_jwk
+    from tests.server.test_oidc import AUDIENCE, ISSUER, token
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (world.directory / "jwks.json").write_text(json.dumps({"keys": [public_jwk(key, "k-1", use="sig")]}))
+    with (world.directory / "govern.yaml").open("a") as fh:
+        fh.write(f"oidc:\n  issuer: '{ISSUER}'\n  audience: {AUDIENCE}\n  jwks_file: jwks.json\n"
+                 "  roles_claim: groups\n  attribute_claims: {clearance: clearance}\n  leeway_seconds: 0\n")
+    with make_client(world) as client:
+        bearer = token(key, groups=["steward"], clearance="confidential", exp=int(time.time()) + 3)
+        page = client.get("/console")
+        r = client.post("/console/signin", data={"token": bearer, "purpose": "governance",
+                                                 "csrf": form_token(page.text)}, follow_redirects=False)
+        assert r.status_code == 303, r.text
+        r = client.get("/console/access", params={"dataset": "patients"})
+        assert r.status_code == 200 and "carol" in r.text
+        [record] = records(client, r.headers["x-request-id"])
+        assert record.principal.endswith(":frank") and bearer not in str(record)
+        time.sleep(4)
+        r = client.get("/console/catalog")
+        assert r.status_code == 401 and "expired" in r.text
+
+
+def test_markup_in_what_callers_send_is_shown_as_text(console) -> None:
+    """A caller controls text that lands in audit records (an unknown column's name is echoed in
+    the refusal, a purpose is recorded as declared): the audit page must render it inert."""
+    client, world = console
+    evil = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+    r = client.get("/v1/datasets/patients/rows", params={"columns": f"zip,{evil}", "limit": 1},
+                   headers={**world.auth("alice"), "X-Purpose": "analytics"})
+    assert r.status_code in (400, 403, 404)
+    r = client.get("/v1/datasets", headers={**world.auth("alice"), "X-Purpose": evil})
+    assert r.status_code == 403
+    sign_in(client, world)
+    recorded = [r for r in client.app.state.gateway.audit.latest(50) if evil in (r.detail or "") or evil == r.purpose]
+    assert any(r.dataset == "patients" for r in recorded)  # the attacker's text is in the log, on your dataset
+    page = client.get("/console/audit", params={"principal": "alice"}).text
+    assert "<script>alert" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # shown, as text
+
+
+def test_a_dry_run_cannot_read_another_datasets_schema_through_a_moved_location(console) -> None:
+    """A steward of patients only proposes a policy whose ``patients`` reads encounters' file:
+    the dry run must not show encounters' columns (nor anything computed from that file)."""
+    client, world = console
+    edit(world.directory / "policies" / "policy.csv", "p, steward, group:clinical, administer, governance, allow",
+         "p, steward, dataset:patients, administer, governance, allow")
+    assert client.app.state.gateway.reloader.check_now().ok
+    proposed = world.directory / "proposed"
+    shutil.copytree(world.directory / "policies", proposed)
+    edit(proposed / "catalog.yaml", "    location: patients.parquet", "    location: encounters.parquet")
+    csrf = sign_in(client, world)
+    r = client.post("/console/dry-run", data={"folder": "proposed", "csrf": csrf})
+    assert r.status_code == 200, r.text[:500]
+    assert "department" not in r.text and "encounters" not in r.text, r.text[:3000]

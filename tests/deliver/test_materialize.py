@@ -86,3 +86,24 @@ def test_policy_and_data_changes_make_a_new_entry(client, world) -> None:
     assert third.extra["materialization"]["built"] is True
     assert third.extra["materialization"]["file_id"] != second.extra["materialization"]["file_id"]
     assert got.equals(expected(world, "alice", "patients", "analytics"))
+
+
+def test_govern_materialize_builds_what_the_first_read_then_finds(client, world) -> None:
+    from click.testing import CliRunner
+
+    from govern.cli import main
+
+    args = ["materialize", "patients", "--principal", "bob", "--purpose", "research", "--config", str(world.config)]
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 0 and ": built: plan " in done.output and " rows, " in done.output, done.output
+    assert "already stored" in CliRunner().invoke(main, args).output
+    got, record = _get(client, world, "bob", "research")
+    assert record.extra["materialization"]["built"] is False  # the CLI's entry, found by the gateway
+    assert got.equals(expected(world, "bob", "patients", "research"))
+    r = client.get("/v1/datasets/patients/rows", params={"format": "parquet"},
+                   headers={**world.auth("bob"), "X-Purpose": "research"})
+    [path] = (world.directory / "state" / "materialized").glob("*.parquet")
+    assert r.content == path.read_bytes()  # a whole Parquet read is the stored file itself
+    refused = CliRunner().invoke(main, ["materialize", "patients", "--principal", "eve", "--purpose", "analytics",
+                                        "--config", str(world.config)])
+    assert refused.exit_code != 0 and refused.output.startswith("error:")

@@ -126,6 +126,20 @@ def _console_post(path: str, form: dict[str, str], status: int = 303) -> Callabl
     return served
 
 
+def _console_baseline(c: Client, _t: TestClient, w: World) -> None:
+    steward = _steward(c, w)
+    assert steward.post("/console/monitoring/profile", data={"dataset": "patients"}).status_code == 303
+    import re
+
+    version = re.search(r'name="data_version" value="(\w+)"', steward.get("/console/monitoring",
+                                                                       params={"dataset": "patients"}).text)
+    if version is None:  # the only version is the baseline already: make it so again through the form's twin
+        version = re.search(r"<code>(\w{16})</code>", steward.get("/console/monitoring",
+                                                                 params={"dataset": "patients"}).text)
+    r = steward.post("/console/monitoring/baseline", data={"dataset": "patients", "data_version": version.group(1)})
+    assert r.status_code == 303, r.text
+
+
 def _console_signin(c: Client, _t: TestClient, w: World) -> None:
     """The browser's way: the sign-in page (a 401), then the form with its double-submit token."""
     import re
@@ -229,6 +243,7 @@ EXAMPLES: dict[Route, Example] = {
     ("GET", "/console/monitoring"): Example(_page("/console/monitoring")),
     ("POST", "/console/monitoring/profile"): Example(
         _console_post("/console/monitoring/profile", {"dataset": "patients"}), body={}),
+    ("POST", "/console/monitoring/baseline"): Example(_console_baseline, body={}),
     ("POST", "/console/catalog/accept"): Example(
         _console_post("/console/catalog/accept", {"dataset": "patients", "column": "phone"}), body={}),
     ("GET", "/delta-sharing/shares"): Example(lambda c, t, w: c.send("GET", "/delta-sharing/shares")),

@@ -92,3 +92,21 @@ def test_a_second_catalog_name_for_the_same_source_shares_its_budget(world: Worl
         assert budgets["patients"]["left"]["epsilon"] == budgets["patients_again"]["left"]["epsilon"] == 0
         charges = c.app.state.gateway.ledger.charges(principal="alice")
         assert [(ch["dataset"], ch["epsilon"]) for ch in charges] == [("patients", 4.0), ("patients", 1.0)]
+
+
+# -- rows: the side door around result policies -------------------------------------------------------------
+def test_row_reads_are_refused_where_a_result_policy_applies(guarded, world: World) -> None:
+    """Without this, ``GET …/rows`` hands out every row a min_group / projection policy protects
+    in SQL (the attack: read rows instead of querying)."""
+    for purpose, who in (("analytics", "alice"), ("research", "bob")):  # min_group + projection; k_anonymity
+        r = guarded.get("/v1/datasets/patients/rows", headers=headers(world, who, purpose))
+        assert r.status_code == 403, (purpose, r.status_code, r.text[:200])
+        assert "result policy" in r.json()["detail"] and "/v1/sql" in r.json()["detail"]
+        r = guarded.head("/v1/datasets/patients/rows", headers=headers(world, who, purpose))
+        assert r.status_code == 403, purpose
+        r = guarded.post("/v1/datasets/patients/scan", headers=headers(world, who, purpose), json={})
+        assert r.status_code == 403 and "result policy" in r.json()["detail"], (purpose, r.text[:200])
+    # a dataset and purpose without one reads as always
+    assert guarded.get("/v1/datasets/patients/rows", headers=headers(world, "carol", "governance")).status_code == 200
+    assert guarded.post("/v1/datasets/patients/scan", headers=headers(world, "carol", "governance"),
+                        json={}).status_code == 200

@@ -81,7 +81,8 @@ def test_fit_charges_the_steward_then_samples_with_the_same_report(small: Path, 
     real = pq.read_table(world.directory / "data" / "patients.parquet")
     assert set(table.column("region").to_pylist()) <= set(real.column("region").to_pylist())
     charges = [v for v in table.column("charges").to_pylist() if v is not None]
-    assert charges and all(0 <= v <= 50000 for v in charges)  # inside the catalog's bounds
+    # inside the catalog's bounds, give or take bob's mask (financial: noise, scale 100)
+    assert charges and all(-1000 <= v <= 51000 for v in charges)
 
 
 def test_a_fit_the_budget_cannot_pay_for_reads_nothing(small: Path, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import io
 import httpx
 import pyarrow.parquet as pq
 
-from tests.server.test_http import assert_problem
+from tests.server.test_http import assert_problem, audit_records
 
 
 def test_head_on_rows_answers_the_headers_of_a_read_without_reading(client, world) -> None:
@@ -21,6 +21,8 @@ def test_head_on_rows_answers_the_headers_of_a_read_without_reading(client, worl
     assert head.headers["x-govern-plan-hash"] == get.headers["x-govern-plan-hash"]
     assert head.headers["content-disposition"] == get.headers["content-disposition"]
     assert "content-length" not in head.headers  # unknown without reading; never a false 0
+    [record] = [r for r in audit_records(world) if r.request_id == head.headers["x-request-id"]]
+    assert record.outcome == "ok" and record.rows == 0
 
 
 def test_head_refuses_like_get(client, world) -> None:

@@ -39,3 +39,48 @@ def test_every_line_of_a_served_gateways_log_is_json(world) -> None:
     assert any(name.startswith("uvicorn") for name in loggers), loggers  # uvicorn's own lines too
     statuses = [r.get("status") for r in records if r["message"] == "request"]
     assert 200 in statuses and 400 in statuses and 401 in statuses
+
+
+SCRIPT = r'''
+import logging, threading, warnings
+from govern.logs import log_everything_as_json
+
+logging.getLogger("sqlglot").addHandler(logging.StreamHandler())  # a library's own plain handler
+log_everything_as_json("info")
+logging.getLogger("sqlglot").warning("unsupported syntax, falling back to %s", "parsing as a command")
+logging.getLogger("sdv.single_table").info("fitting %d rows", 10)
+logging.getLogger("uvicorn.error").info("Started server process [%d]", 1)
+logging.getLogger("broken").info("%s and %s", "only one argument")
+warnings.warn("a library's warning", UserWarning)
+try:
+    1 / 0
+except ZeroDivisionError:
+    logging.getLogger("govern.test").exception("it failed")
+t = threading.Thread(target=lambda: {}["missing"])
+t.start(); t.join()
+raise RuntimeError("the end")
+'''
+
+
+def test_libraries_warnings_and_tracebacks_are_one_json_line_each(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONWARNINGS": "default"})
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            raise AssertionError(f"not JSON: {line!r}\n\n" + done.stderr) from None
+    by_logger = {r["logger"]: r for r in records}
+    assert {"sqlglot", "sdv.single_table", "uvicorn.error", "broken", "py.warnings", "govern.test",
+            "govern.crash"} <= set(by_logger)
+    assert "ZeroDivisionError" in by_logger["govern.test"]["traceback"]
+    crashes = [r for r in records if r["logger"] == "govern.crash"]
+    assert {r["error"] for r in crashes} == {"KeyError", "RuntimeError"}
+    assert len(records) == 8  # each event exactly once: no plain duplicate from the library's handler

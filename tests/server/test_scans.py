@@ -32,7 +32,16 @@ def split_world(world: World) -> World:
 
 @pytest.fixture
 def gw(split_world: World):
-    with make_client(split_world, fragment_rows=500) as c:
+    """Fragments of the dataset's own files (the materialization store off)."""
+    with make_client(split_world, fragment_rows=500, materialize_max_bytes=0) as c:
+        yield c
+
+
+@pytest.fixture
+def gw_materialized(split_world: World):
+    """Fragments of the plan's masked materialization (one file, 300-row row groups rewritten
+    by the store as it likes)."""
+    with make_client(split_world, fragment_rows=1) as c:
         yield c
 
 
@@ -186,3 +195,24 @@ def test_filters_only_on_unmasked_columns(gw, split_world) -> None:
     got = table_of(fetch(gw, f) for f in m["fragments"])
     assert got.equals(rows(gw, split_world, "carol", "governance", filter="region = 'EU'"))
     assert 0 < got.num_rows < rows(gw, split_world, "carol", "governance").num_rows
+
+
+@pytest.mark.parametrize(("who", "purpose"), [("alice", "analytics"), ("bob", "research")])
+def test_fragments_of_the_masked_materialization(gw_materialized, split_world, who, purpose) -> None:
+    gw = gw_materialized
+    m = manifest(gw, split_world, who, purpose, columns=["zip", "region", "email"])
+    [scan] = records(gw, request_id=m["scan_id"])
+    assert scan.extra["materialization"]["file_id"]
+    responses = [fetch(gw, f) for f in m["fragments"]]
+    got = table_of(responses)
+    expected = rows(gw, split_world, who, purpose, columns="zip,region,email")
+    assert got.schema.equals(expected.schema) and got.equals(expected)
+    for r in responses:
+        [rec] = records(gw, request_id=r.headers["x-request-id"])
+        assert rec.extra["materialization"]["file_id"] == scan.extra["materialization"]["file_id"]
+        assert rec.extra["scan"] == m["scan_id"] and rec.plan_hash == m["plan_hash"]
+    # a data change makes the materialized fragments' tickets stale as well
+    path = split_world.directory / "data" / "patients.parquet"
+    pq.write_table(pq.read_table(path).slice(0, 1000), path, row_group_size=300)
+    r = fetch(gw, m["fragments"][0])
+    assert r.status_code == 403 and "data changed" in r.json()["detail"]

@@ -125,19 +125,25 @@ def test_a_read_without_limit_is_refused_or_cut_at_max_rows_never_truncated(capp
     r = httpx.get(rows, headers=bob, params={"limit": 100})
     assert r.status_code == 200 and pa.ipc.open_stream(r.content).read_all().num_rows == 100
 
-    # alice's row filter (and any client filter) hides the count: the stream is cut instead,
-    # without its end marker, exactly like a storage failure midway
+    # alice's plain read is served from her plan's masked materialization, whose row count is
+    # known: refused before any byte, exactly like bob's
     assert expected(world, "alice", "patients", "analytics").num_rows > 100
-    with httpx.stream("GET", rows, headers=alice) as r:
+    body = assert_problem(httpx.get(rows, headers=alice), 413, "limit-exceeded")
+    assert body["limit"] == 100
+    # a client filter hides the count (it runs on the masked view as it streams): the stream is
+    # cut instead, without its end marker, exactly like a storage failure midway
+    every = "region IS NOT NULL OR region IS NULL"
+    assert expected(world, "alice", "patients", "analytics", filter=every).num_rows > 100
+    with httpx.stream("GET", rows, headers=alice, params={"filter": every}) as r:
         assert r.status_code == 200
         with pytest.raises(httpx.RemoteProtocolError):
             for _ in r.iter_raw():
                 pass
     with Client(url, token=world.keys["alice"], purpose="analytics", retries=0) as c:
         with pytest.raises(StreamInterrupted):
-            c.read("patients")
+            c.read("patients", filter=every)
         with pytest.raises(StreamInterrupted):
-            list(c.stream("patients"))
+            list(c.stream("patients", filter=every))
         with Client(url, token=world.keys["bob"], purpose="model-training", retries=0) as b, \
                 pytest.raises(LimitExceeded):
             b.read("patients")

@@ -4,20 +4,20 @@ expiry — each refused, nothing of the file sent, and each refusal audited."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from delta_sharing.protocol import DeltaSharingProfile, Table
-from delta_sharing.rest_client import DataSharingRestClient
+from delta_sharing.protocol import DeltaSharingProfile
 
 from tests.conftest import edit
 from tests.gateway import stop_server
 from tests.sharing.conftest import problem, start_shared, write_profile
 
-TTL = 4  # seconds a file URL lives on this server
+TTL = 10  # seconds a file URL lives on this server (long enough for the steps before expiry under load)
 
 
 @pytest.fixture
@@ -90,10 +90,31 @@ def test_urls_go_stale_with_policy_and_data_changes_and_expire(attacked) -> None
 
 
 def test_an_expired_profile_is_refused(attacked) -> None:
-    path = write_profile(attacked.server, "alice", "analytics", "--days", "0.00003")  # ~2.6 seconds
-    rest = DataSharingRestClient(DeltaSharingProfile.read_from_file(str(path)))
-    assert rest.list_files_in_table(Table(name="patients", share="analytics", schema="default")).add_files
-    time.sleep(3)
+    path = write_profile(attacked.server, "alice", "analytics", "--days", "0.0001")  # ~9 seconds
     token = json.loads(path.read_text())["bearerToken"]
-    r = httpx.get(f"{attacked.server.url}/delta-sharing/shares", headers={"Authorization": f"Bearer {token}"})
-    _refused(attacked, r, 401, "ticket-expired")
+    expires = DeltaSharingProfile.read_from_file(str(path)).expiration_time
+    shares = f"{attacked.server.url}/delta-sharing/shares"
+    assert httpx.get(shares, headers={"Authorization": f"Bearer {token}"}).json()["items"][0]["name"] == "analytics"
+    while datetime.datetime.now(datetime.UTC).isoformat() <= expires.replace("Z", "+00:00"):
+        time.sleep(0.5)
+    time.sleep(1)
+    _refused(attacked, httpx.get(shares, headers={"Authorization": f"Bearer {token}"}), 401, "ticket-expired")
+
+
+def test_hostile_ranges_and_a_fragment_ticket_on_a_file_url(attacked) -> None:
+    """A Range whose numbers are too long for Python's int() (4,300 digits) is a 416, not a
+    crash; a ticket for a Spark fragment does not open a shared file."""
+    url = _url(attacked, "bob", "research")
+    huge = "9" * 5000
+    for value in (f"bytes={huge}-", f"bytes=0-{huge}", f"bytes=-{huge}"):
+        r = httpx.get(url, headers={"Range": value})
+        assert r.status_code in (206, 416), (value[:20], r.status_code, r.text[:200])
+        if r.status_code == 416:
+            assert b"PAR1" not in r.content
+    world = attacked.world
+    scan = httpx.post(f"{attacked.server.url}/v1/datasets/patients/scan",
+                      headers={**world.auth("bob"), "X-Purpose": "research"}, json={})
+    assert scan.status_code == 200, scan.text
+    fragment_ticket = scan.json()["fragments"][0]["ticket"]
+    head = url.partition("?ticket=")[0]
+    _refused(attacked, httpx.get(f"{head}?ticket={fragment_ticket}"), 401, "unauthenticated")

@@ -43,3 +43,29 @@ def test_every_example_runs(shared) -> None:
     want = rows(shared.server, "bob", "research", "patients")
     assert isinstance(namespace["table"], pa.Table) and namespace["table"].equals(want)
     assert len(namespace["df"]) == want.num_rows and isinstance(namespace["version"], int)
+
+
+README = DOC.parents[1] / "README.md"
+
+
+def test_the_readme_partner_example_runs(shared) -> None:
+    """The README's partner section: the same profile command, then the one-line pandas read."""
+    section = README.read_text().split("### Partner", 1)[1].split("\n## ", 1)[0]
+    shell = section.split("```shell\n", 1)[1].split("```", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    port = shared.server.url.rsplit(":", 1)[1]
+    lines = [line for line in shell.splitlines() if line.strip()]
+    assert lines[0] == "cd demo"
+    for line in lines[1:]:
+        done = govern_cli(shared.world, *shlex.split(line)[1:], env={"GOVERN_PORT": port})
+        assert done.returncode == 0, (line, done.stderr)
+    namespace: dict[str, object] = {}
+    cwd = os.getcwd()
+    os.chdir(shared.world.directory)
+    try:
+        exec(compile(code, str(README), "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    want = rows(shared.server, "bob", "research", "patients")
+    assert len(namespace["df"]) == want.num_rows
+    assert list(namespace["df"].columns) == want.column_names

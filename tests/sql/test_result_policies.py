@@ -236,9 +236,11 @@ def test_filters_only_pick_rows_of_the_one_grouped_answer(engine: SqlEngine) -> 
     for sql in attacks:
         rows, _ = run(engine, sql)
         assert {_key(r) for r in rows} <= answer, sql
-    # a parameter is a filter like any other
+    # a parameter is a filter like any other; describing it (no values yet) reads nothing
     rows, _ = run(engine, f"{base} WHERE zip = $1 GROUP BY zip", params=[target])
     assert rows == []
+    schema = engine.describe(principal(engine.governor, "alice"), "analytics", f"{base} WHERE zip = $1 GROUP BY zip")
+    assert schema.names == ["zip", "n", "units"]
 
 
 def test_total_minus_shown_groups_is_the_remainder_of_at_least_k(engine: SqlEngine) -> None:
@@ -290,6 +292,8 @@ PROJECTION_REFUSED = [
     ("order", "SELECT count(*) AS n FROM patients GROUP BY patient_id ORDER BY patient_id"),
     ("alias", "SELECT x FROM (SELECT patient_id AS x FROM patients)"),
     ("case", "SELECT sum(CASE WHEN patient_id = 'a' THEN 1 END) FROM patients"),
+    ("joined-column-output", "SELECT e.encounter_id, count(*) FROM patients p JOIN encounters e "
+                             "ON p.patient_id = e.encounter_id GROUP BY 1"),
 ]
 
 

@@ -9,9 +9,14 @@ import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.gateway import free_port
 
 pytestmark = pytest.mark.xdist_group("spark")  # one worker, one JVM, for all Spark tests
 
@@ -37,3 +42,61 @@ def test_five_minute_start(spark, tmp_path, monkeypatch) -> None:
     assert re.search(r"\|\s*patient_id\s*\|", text) and "|k1:" in text  # tokens and pseudonyms carry the key id
     assert "'patient_id': \"arrow: mask 'tokenize'" in text and "'email': 'spark'" in text
     assert "diagnosis" not in text.split("only showing")[0]  # withheld
+
+
+def section(title: str) -> str:
+    """The text of the docs/adapters.md section headed ``title``, up to the next heading."""
+    text = DOC.read_text().split(title, 1)[1]
+    return re.split(r"\n##+ ", text, maxsplit=1)[0]
+
+
+def code(title: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", section(title), re.S)
+
+
+@contextlib.contextmanager
+def served_tier1_demo(directory: Path) -> Iterator[str]:
+    """The Tier 1 start's shell commands run in ``directory``, its ``govern serve`` started as
+    written but on a free port (parallel tests); yields the gateway's URL."""
+    setup, serve = code("### Tier 1 in five minutes", "bash")
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    subprocess.run(["bash", "-euo", "pipefail", "-c", setup], cwd=directory, check=True, capture_output=True,
+                   env=env)
+    port = free_port()
+    command = serve.strip().replace("--port 8000", f"--port {port} --pg-port 0 --flight-port 0")
+    log = (directory / "serve.log").open("w")
+    proc = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=directory, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError((directory / "serve.log").read_text())
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def run_python(source: str, url: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(source.replace("http://127.0.0.1:8000", url), str(DOC), "exec"), {})
+    return out.getvalue()
+
+
+def test_tier1_in_five_minutes(spark, tmp_path, monkeypatch) -> None:
+    (python,) = code("### Tier 1 in five minutes", "python")
+    with served_tier1_demo(tmp_path) as url:
+        monkeypatch.chdir(tmp_path)
+        text = run_python(python, url)
+    assert re.search(r"\|\s*patient_id\s*\|\s*email\s*\|\s*ssn\s*\|\s*region\s*\|", text)
+    assert "k1:" in text and "EU|" in text  # tokens; the pushed filter's rows
+    assert re.search(r"^\d+ fragments; \d+ EU rows$", text, re.M)
+    assert re.search(r"\*+\d{4}\|", text) and not re.search(r"\d{3}-\d{2}-\d{4}", text)  # last four digits only

@@ -28,6 +28,7 @@ from typing import Any
 
 from govern.config import Settings
 from govern.errors import GovernError
+from govern.logs import log_everything_as_json
 from govern.mask.keys import KeyRing
 from govern.privacy.synthetic.store import ModelStore
 from govern.privacy.synthetic.version import ModelRef
@@ -122,7 +123,7 @@ def run_fit(ref: ModelRef, settings: Settings, keys: KeyRing, store: ModelStore,
 def _child(ref: ModelRef, settings: Settings) -> None:  # pragma: no cover - runs in the spawned process
     from govern.mask.keys import KeyRing
 
-    logging.basicConfig(level=logging.INFO)
+    log_everything_as_json(settings.log_level)  # SDV's and the fit's lines: JSON like the gateway's
     keys = KeyRing.from_settings(settings)
     store = ModelStore(settings.state_dir / "synthetic", keys)
     try:

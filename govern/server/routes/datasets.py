@@ -7,7 +7,7 @@ exchange write the one audit record.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Literal
 
 import pyarrow as pa
@@ -19,7 +19,7 @@ from starlette.responses import Response
 from govern.deliver.gateway import Gateway
 from govern.deliver.governor import GovernedRead, PolicyState
 from govern.deliver.lifecycle import Exchange
-from govern.errors import InvalidRequest, LimitExceeded
+from govern.errors import InvalidRequest, LimitExceeded, StorageError
 from govern.plan.model import AccessPlan
 from govern.plan.predicates import compile_client_filter
 from govern.server.bodies import validate
@@ -32,8 +32,9 @@ from govern.server.exchange import (
     purpose_candidates,
     read_body,
 )
-from govern.server.streaming import MEDIA_TYPES, ReadStream, encode
+from govern.server.streaming import CHUNK, MEDIA_TYPES, Chunk, ReadStream, encode
 from govern.storage import scan as storage_scan
+from govern.storage.materialized import Entry
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -125,19 +126,23 @@ def read_rows(
         cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
         if columns is not None and not cols:
             raise InvalidRequest("columns is empty")
+        plan = ex.compile_rows(name)  # refused under a result policy (rows are its side door)
         if request.method == "HEAD":  # the same checks and headers as a read, without reading
-            plan = ex.compile(name, "read")
             if filter:
                 compile_client_filter(filter)
-            ex.finish()
+            ex.finish(rows=0)  # recorded like any request: a HEAD sent no rows
             head = Response(media_type=MEDIA_TYPES[format], headers=_read_headers(name, format, plan))
             del head.headers["content-length"]  # unknown without reading (not 0)
             return head
         ex.admit()
         stored = _materialized(gw, ex, name, cols, filter, limit, cap)
-        if stored is not None:
-            plan, reader = stored
-            close = reader.close
+        if stored is not None and format == "parquet" and cols is None and limit is None:
+            plan, entry = stored  # the stored file is the answer: its bytes, as they are
+            stream = ex.stream(lambda finish: _file_bytes(entry, finish))
+        elif stored is not None:
+            plan, entry = stored
+            reader = entry.reader(cols, limit, gw.settings.batch_size)
+            stream = ex.stream(lambda finish: encode(format, reader, finish), close=reader.close)
         else:
             # Without a limit, read one row past the cap: the extra row shows the cap was hit.
             opened = gw.governor.read(principal, name, p, columns=cols, filter=filter,
@@ -154,7 +159,7 @@ def read_rows(
                 if reader is not opened.reader:
                     opened.reader.close()
 
-        stream = ex.stream(lambda finish: encode(format, reader, finish), close=close)
+            stream = ex.stream(lambda finish: encode(format, reader, finish), close=close)
     return ReadStream(stream, media_type=MEDIA_TYPES[format], headers=_read_headers(name, format, plan),
                       known_length=format == "parquet")
 
@@ -167,7 +172,7 @@ def _read_headers(name: str, format: str, plan: AccessPlan) -> dict[str, str]:
 
 
 def _materialized(gw: Gateway, ex: Exchange, name: str, cols: list[str] | None, filter: str | None,
-                  limit: int | None, cap: int) -> tuple[AccessPlan, pa.RecordBatchReader] | None:
+                  limit: int | None, cap: int) -> tuple[AccessPlan, Entry] | None:
     """The read served from the plan's masked materialization (:mod:`govern.deliver.materialize`),
     or None for the plan-and-mask path. When (docs/sharing.md#materializations):
 
@@ -199,7 +204,23 @@ def _materialized(gw: Gateway, ex: Exchange, name: str, cols: list[str] | None, 
     if limit is None and entry.rows > cap:
         raise LimitExceeded(f"this read would return {entry.rows} rows, more than max_rows ({cap}); "
                             f"pass a limit of at most {cap} or a filter", limit=cap)
-    return plan, entry.reader(cols, limit, gw.settings.batch_size)
+    return plan, entry
+
+
+def _file_bytes(entry: Entry, finish: Callable[[int, int], None]) -> Iterator[Chunk]:
+    """A stored materialization's bytes; its footer (the end marker) only after ``finish``."""
+    tail = min(8, entry.size)
+    with entry.open() as handle:
+        left = entry.size - tail
+        while left > 0:
+            chunk = handle.read(min(CHUNK, left))
+            if not chunk:
+                raise StorageError("the materialization ended early")
+            left -= len(chunk)
+            yield chunk
+        last = handle.read(tail)
+    finish(entry.rows, entry.size)
+    yield last
 
 
 def _within_cap(gw: Gateway, state: PolicyState, result: GovernedRead, cap: int) -> pa.RecordBatchReader:

@@ -11,6 +11,11 @@ masked rows stream as Arrow IPC.
 
 So the workers of a distributed job (Spark executors) never hold the caller's API key, storage
 credentials or masking keys; any gateway instance sharing the key ring serves any fragment.
+Without filters, fragments are row-group runs of the plan's masked materialization
+(:mod:`govern.deliver.materialize`, built on the first scan when the store is enabled), so a
+fragment fetch decodes Parquet and masks nothing; with filters (or the store off), fragments are
+row-group runs of the dataset's own files, masked by the engine as ``/rows`` would.
+
 The job's reads are audited as one scan (the manifest's record, whose request id is the scan id)
 plus one record per fragment carrying that scan id.
 
@@ -25,17 +30,20 @@ import base64
 import time
 from typing import Annotated
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from govern.deliver.gateway import Gateway
 from govern.deliver.lifecycle import Exchange
-from govern.errors import AuthenticationFailed, InvalidRequest
+from govern.errors import AuthenticationFailed, InvalidRequest, TicketStale
 from govern.identity.tickets import Ticket, issue
 from govern.plan.model import AccessPlan
 from govern.plan.predicates import compile_client_filter
 from govern.server.bodies import validate
+from govern.server.contract import errors
 from govern.server.exchange import (
     bearer,
     body_purpose,
@@ -45,7 +53,7 @@ from govern.server.exchange import (
     read_body,
 )
 from govern.server.streaming import MEDIA_TYPES, ReadStream, encode
-from govern.storage.fragments import Fragment
+from govern.storage.fragments import Fragment, row_group_reader, row_group_runs
 
 router = APIRouter(tags=["scans"])
 
@@ -91,7 +99,8 @@ def combined_filter(plan: AccessPlan, filters: list[str]) -> str | None:
 
 @router.post("/v1/datasets/{name}/scan", summary="A scan manifest: the dataset's fragments, each with a ticket",
              openapi_extra={"requestBody": {"required": False, "content": {"application/json": {
-                 "schema": ScanRequest.model_json_schema()}}}})
+                 "schema": ScanRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
+             responses=errors(413))
 async def scan(name: str, request: Request, authorization: Auth = None) -> dict:
     async with governed(request, "scan", "read", name) as ex:
         await run_in_threadpool(ex.authenticate, bearer(request))
@@ -105,7 +114,7 @@ def _manifest(gw: Gateway, ex: Exchange, request: Request, raw: bytes) -> dict:
     ex.authorize(ex.dataset or "", "read")
     body = validate(ScanRequest, data)
     name = ex.dataset or ""
-    plan = ex.compile(name, "read")
+    plan = ex.compile_rows(name)  # no fragments of a dataset under a result policy
     where = combined_filter(plan, body.filters)
     ex.extra.update({k: v for k, v in {"columns": body.columns, "filters": body.filters or None}.items() if v})
     ex.admit(slot=False)
@@ -116,13 +125,22 @@ def _manifest(gw: Gateway, ex: Exchange, request: Request, raw: bytes) -> dict:
     schema = opened.reader.schema
     opened.reader.close()
     version = governor.data_version(name, ex.state)
-    fragments = governor.fragments(name, ex.state)
+    fragments, materialized = governor.fragments(name, ex.state), False
+    m = gw.materializer
+    if where is None and m.enabled:  # fragments of the plan's masked Parquet: nothing masked again
+        found = m.get_or_build(ex.principal, name, purpose, state=ex.state)
+        if found.plan.hash == plan.hash and found.data_version == version:
+            with found.entry.open() as handle:
+                fragments = row_group_runs(pq.ParquetFile(handle).metadata, found.entry.file_id,
+                                           gw.settings.fragment_rows)
+            materialized = True
+            ex.extra["materialization"] = {"file_id": found.entry.file_id, "built": found.built}
     expires = int(time.time() + gw.settings.fragment_ticket_ttl)
     keys = governor.keys
     out = []
     for i, frag in enumerate(fragments):
         ticket = Ticket(KIND, ex.principal, purpose, name, plan.hash, version, str(i), expires,
-                        {"scan": ex.request_id, "fragment": frag.to_dict(),
+                        {"scan": ex.request_id, "fragment": {**frag.to_dict(), "materialized": materialized},
                          "columns": list(opened.request.columns), "filter": where})
         out.append({"id": str(i), "rows": frag.rows, "bytes": frag.nbytes, "url": f"/v1/fragments/{i}",
                     "ticket": issue(ticket, keys)})
@@ -135,7 +153,7 @@ def _manifest(gw: Gateway, ex: Exchange, request: Request, raw: bytes) -> dict:
 
 
 @router.get("/v1/fragments/{fragment_id}", summary="One fragment's masked rows (Arrow IPC); the bearer is its ticket",
-            responses={200: {"content": {MEDIA_TYPES["arrow"]: {}}}})
+            responses={200: {"content": {MEDIA_TYPES["arrow"]: {}}}, **errors(408, 413)})
 def fragment(fragment_id: str, request: Request, authorization: Auth = None) -> ReadStream:
     gw = _gateway(request)
     with governed(request, "fragment", "read") as ex:
@@ -144,22 +162,40 @@ def fragment(fragment_id: str, request: Request, authorization: Auth = None) -> 
         ex.extra["scan"] = ticket.extra.get("scan")
         if ticket.subject != fragment_id:
             raise AuthenticationFailed("invalid ticket", reason="another fragment's ticket")
-        plan = ex.compile(ticket.dataset, "read")
+        plan = ex.compile_rows(ticket.dataset)
         ex.check_ticket(ticket, plan, gw.governor.data_version(ticket.dataset, ex.state))
         where = ticket.extra.get("filter")
         combined_filter(plan, [where] if where else [])  # signed, and checked again all the same
         spec = ticket.extra.get("fragment") or {}
         groups = spec.get("row_groups")
         frag = Fragment(str(spec.get("file")), (int(groups[0]), int(groups[1])) if groups else None, 0, 0)
+        columns = list(ticket.extra["columns"])
         ex.admit()
         assert ex.principal is not None and ex.purpose is not None
-        opened = gw.governor.read(ex.principal, ticket.dataset, ex.purpose, columns=list(ticket.extra["columns"]),
-                                  filter=where, state=ex.state, fragment=frag)
-        ex.plan = opened.plan
-        reader = opened.reader
+        if spec.get("materialized"):
+            reader = _materialized(gw, ex, ticket.dataset, frag, columns)
+        else:
+            opened = gw.governor.read(ex.principal, ticket.dataset, ex.purpose, columns=columns, filter=where,
+                                      state=ex.state, fragment=frag)
+            ex.plan, reader = opened.plan, opened.reader
         stream = ex.stream(lambda finish: encode("arrow", reader, finish), close=reader.close)
-    headers = {"x-govern-plan-hash": opened.plan.hash, "x-govern-policy-version": opened.plan.policy_version or ""}
+    headers = {"x-govern-plan-hash": plan.hash, "x-govern-policy-version": plan.policy_version or ""}
     return ReadStream(stream, media_type=MEDIA_TYPES["arrow"], headers=headers)
+
+
+def _materialized(gw: Gateway, ex: Exchange, dataset: str, frag: Fragment,
+                  columns: list[str]) -> pa.RecordBatchReader:
+    """The fragment's row groups of the plan's masked materialization, built again if the store
+    evicted it (same plan, same data: the same rows and row groups)."""
+    assert ex.principal is not None and ex.purpose is not None
+    found = gw.materializer.get_or_build(ex.principal, dataset, ex.purpose, state=ex.state)
+    if found.entry.file_id != frag.file:  # the plan or the data moved after check_ticket: stale all the same
+        raise TicketStale("the data changed since this ticket was issued: ask the gateway for a new one",
+                          reason="data changed")
+    ex.plan = found.plan
+    ex.extra["materialization"] = {"file_id": found.entry.file_id, "built": found.built}
+    assert frag.row_groups is not None
+    return row_group_reader(found.entry.open(), frag.row_groups, columns, gw.settings.batch_size)
 
 
 def _ticket_text(header: str | None) -> str:

@@ -28,6 +28,7 @@ from govern.deliver.materialize import Materialized
 from govern.errors import AccessDenied, InvalidRequest, NotFound, RangeNotSatisfiable, StorageError
 from govern.identity.tickets import Ticket, issue, looks_like_ticket
 from govern.server.bodies import validate
+from govern.server.contract import errors
 from govern.server.exchange import bearer, governed, load_json, read_body
 from govern.server.streaming import CHUNK, Chunk, ReadStream
 from govern.sharing.protocol import (
@@ -99,7 +100,7 @@ def _table(share: str, name: str) -> dict:
             "id": stable_id("table", share, name)}
 
 
-@router.get("/shares", summary="Shares (purposes) you may use")
+@router.get("/shares", summary="Shares (purposes) you may use", responses=errors())
 def list_shares(request: Request, max_results: MaxResults = None, page_token: PageToken = None) -> dict:
     with governed(request, "sharing-shares", "list") as ex:
         shares = _recipient(ex, request, None)
@@ -108,7 +109,7 @@ def list_shares(request: Request, max_results: MaxResults = None, page_token: Pa
     return body
 
 
-@router.get("/shares/{share}", summary="One share")
+@router.get("/shares/{share}", summary="One share", responses=errors())
 def get_share(share: str, request: Request) -> dict:
     with governed(request, "sharing-share", "list") as ex:
         _recipient(ex, request, share)
@@ -116,7 +117,7 @@ def get_share(share: str, request: Request) -> dict:
     return {"share": {"name": share, "id": stable_id("share", share)}}
 
 
-@router.get("/shares/{share}/schemas", summary="The share's schemas (one)")
+@router.get("/shares/{share}/schemas", summary="The share's schemas (one)", responses=errors())
 def list_schemas(share: str, request: Request, max_results: MaxResults = None, page_token: PageToken = None) -> dict:
     with governed(request, "sharing-schemas", "list") as ex:
         _recipient(ex, request, share)
@@ -125,7 +126,7 @@ def list_schemas(share: str, request: Request, max_results: MaxResults = None, p
     return body
 
 
-@router.get("/shares/{share}/schemas/{schema}/tables", summary="Datasets you may read under the share's purpose")
+@router.get("/shares/{share}/schemas/{schema}/tables", summary="Datasets you may read under the share's purpose", responses=errors())
 def list_tables(share: str, schema: str, request: Request, max_results: MaxResults = None,
                 page_token: PageToken = None) -> dict:
     with governed(request, "sharing-tables", "list") as ex:
@@ -136,7 +137,7 @@ def list_tables(share: str, schema: str, request: Request, max_results: MaxResul
     return body
 
 
-@router.get("/shares/{share}/all-tables", summary="Every table of the share")
+@router.get("/shares/{share}/all-tables", summary="Every table of the share", responses=errors())
 def list_all_tables(share: str, request: Request, max_results: MaxResults = None,
                     page_token: PageToken = None) -> dict:
     with governed(request, "sharing-all-tables", "list") as ex:
@@ -159,7 +160,7 @@ def _headers(version: int) -> dict[str, str]:
     return {"Delta-Table-Version": str(version), "delta-sharing-capabilities": "responseformat=parquet"}
 
 
-@router.get("/shares/{share}/schemas/{schema}/tables/{table}/version", summary="The table's version")
+@router.get("/shares/{share}/schemas/{schema}/tables/{table}/version", summary="The table's version", responses=errors())
 def table_version_route(share: str, schema: str, table: str, request: Request) -> Response:
     gw = _gateway(request)
     with governed(request, "sharing-version", "describe", table) as ex:
@@ -168,7 +169,7 @@ def table_version_route(share: str, schema: str, table: str, request: Request) -
     return Response(status_code=200, headers=_headers(version))
 
 
-@router.get("/shares/{share}/schemas/{schema}/tables/{table}/metadata", summary="The masked schema")
+@router.get("/shares/{share}/schemas/{schema}/tables/{table}/metadata", summary="The masked schema", responses=errors())
 def table_metadata(share: str, schema: str, table: str, request: Request) -> Response:
     gw = _gateway(request)
     with governed(request, "sharing-metadata", "describe", table) as ex:
@@ -200,7 +201,8 @@ class QueryRequest(BaseModel):
 @router.post("/shares/{share}/schemas/{schema}/tables/{table}/query",
              summary="The masked schema and the table's file (a masked materialization)",
              openapi_extra={"requestBody": {"content": {"application/json": {
-                 "schema": QueryRequest.model_json_schema()}}}})
+                 "schema": QueryRequest.model_json_schema()}}}},
+             responses=errors(408, 413))
 async def query_table(share: str, schema: str, table: str, request: Request) -> Response:
     async with governed(request, "sharing-query", "share", table) as ex:
         gw = _gateway(request)
@@ -211,7 +213,7 @@ async def query_table(share: str, schema: str, table: str, request: Request) -> 
 
 def _query(gw: Gateway, ex: Exchange, request: Request, share: str, schema: str, table: str, raw: bytes) -> Response:
     _schema(schema)
-    plan = ex.compile(table, "read")
+    plan = ex.compile_rows(table)  # no file of a table under a result policy
     body = validate(QueryRequest, load_json(raw, '{"limitHint"?: n}') or {})
     if body.timestamp is not None or body.startingVersion is not None or body.endingVersion is not None:
         raise InvalidRequest("govern shares the current snapshot only: no timestamp or version ranges")
@@ -230,10 +232,10 @@ def _query(gw: Gateway, ex: Exchange, request: Request, share: str, schema: str,
     entry = found.entry
     ex.extra.update({"file_id": entry.file_id, "files": 1, "built": found.built,
                      "hints": sorted(k for k, v in body.model_dump().items() if v is not None)})
-    ex.finish(rows=None)
     lines = [protocol_line(),
              metadata_line(stable_id("table", share, table), entry.schema(), size=entry.size, num_files=1),
              file_line(url, entry.file_id, entry.size, entry.rows, expires * 1000)]
+    ex.finish(rows=None)
     return Response("\n".join(lines) + "\n", media_type=NDJSON, headers=_headers(version))
 
 
@@ -249,6 +251,12 @@ def _file_url(gw: Gateway, request: Request, ex: Exchange, found: Materialized) 
 
 # -- files ---------------------------------------------------------------------------------------------
 
+def _position(digits: str) -> int:
+    """A Range number; past 18 digits it is beyond any file, and ``int()`` of thousands of
+    digits would raise (Python caps str→int at 4,300 digits): a crash, not an answer."""
+    return int(digits) if len(digits) <= 18 else 10**18
+
+
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     """(first, last) byte of a single ``Range: bytes=…``; None for no (or a multi-part) range."""
     if not header:
@@ -259,19 +267,20 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     if m is None or (not m.group(1) and not m.group(2)):
         raise RangeNotSatisfiable("only 'Range: bytes=first-last' is supported", limit=size)
     if not m.group(1):  # the last n bytes
-        n = int(m.group(2))
+        n = _position(m.group(2))
         if n == 0:
             raise RangeNotSatisfiable(f"the range is empty (the file has {size} bytes)", limit=size)
         return max(0, size - n), size - 1
-    first = int(m.group(1))
-    last = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+    first = _position(m.group(1))
+    last = min(_position(m.group(2)), size - 1) if m.group(2) else size - 1
     if first >= size or last < first:
         raise RangeNotSatisfiable(f"the range lies outside the file ({size} bytes)", limit=size)
     return first, last
 
 
 @router.api_route("/files/{file_id}", methods=["GET", "HEAD"],
-                  summary="A file of a query's answer: a masked materialization (Range supported)")
+                  summary="A file of a query's answer: a masked materialization (Range supported)",
+                  responses={206: {"description": "The requested byte range (Range)"}, **errors(408, 413)})
 def get_file(file_id: str, request: Request,
              ticket: Annotated[str | None, Query(description="The ticket of the file URL.")] = None) -> Response:
     gw = _gateway(request)
@@ -283,7 +292,7 @@ def get_file(file_id: str, request: Request,
             raise AccessDenied("this file URL was issued to another principal")
         if opened.subject != file_id:
             raise AccessDenied("this ticket does not open that file")
-        plan = ex.compile(opened.dataset, "read")
+        plan = ex.compile_rows(opened.dataset)  # a ticket issued before a result policy came into force
         version = gw.materializer.data_version(opened.dataset, ex.state)
         ex.check_ticket(opened, plan, version)
         ex.admit()

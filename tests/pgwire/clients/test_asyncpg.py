@@ -132,3 +132,29 @@ def test_a_catalog_question_it_cannot_answer_is_an_error(pg, bad) -> None:
     assert float(line.split()[-1]) >= 1
     assert any('"catalog query not answered"' in x and '"warning"' in x
                for x in pg.log.read_text(errors="replace").splitlines())
+
+
+def test_wire_metrics_count_connections_statements_and_bytes(pg) -> None:
+    import httpx
+
+    async def go():
+        con = await _connect(pg)
+        try:
+            await con.fetchval("SELECT count(*) FROM patients")
+            with pytest.raises(asyncpg.PostgresError):
+                await con.fetchval("SELECT no_such_column FROM patients")
+        finally:
+            await con.close()
+
+    run(go())
+    metrics = {line.split(" ")[0]: float(line.split(" ")[-1])
+               for line in httpx.get(pg.url + "/metrics", timeout=10).text.splitlines()
+               if line.startswith("govern_pgwire_")}
+    assert metrics['govern_pgwire_queries_total{kind="query",outcome="ok"}'] >= 1
+    assert metrics['govern_pgwire_queries_total{kind="query",outcome="error"}'] >= 1
+    assert metrics['govern_pgwire_connections_total{transport="plain"}'] >= 1
+    assert metrics['govern_pgwire_bytes_total{direction="in"}'] > 0
+    assert metrics['govern_pgwire_bytes_total{direction="out"}'] > 0
+    assert "govern_pgwire_open_connections" in metrics
+    kinds = {key.split('kind="')[1].split('"')[0] for key in metrics if key.startswith("govern_pgwire_queries_total{")}
+    assert kinds <= {"empty", "local", "catalog", "query", "copy", "declare", "fetch", "prepare", "execute", "other"}

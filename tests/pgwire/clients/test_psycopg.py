@@ -84,3 +84,16 @@ def test_psql_prepare_execute_and_cursors(pg) -> None:
     lines = [line for line in done.stdout.splitlines() if line]
     assert lines[:2] == ["PREPARE", "t"]
     assert lines[2:4] == ["BEGIN", "DECLARE CURSOR"] and len(lines) == 8 and lines[-2:] == ["CLOSE CURSOR", "COMMIT"]
+
+
+def test_statement_timeout_cancels_a_long_query(pg) -> None:
+    import time
+
+    with connect(pg, autocommit=True) as con:
+        con.execute("SET statement_timeout = '1s'")
+        start = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            con.execute("SELECT count(*) FROM range(100000000000) a")
+        assert time.monotonic() - start < 10  # not sql_timeout (30 s)
+        con.execute("SET statement_timeout = 0")
+        assert con.execute("SELECT 1").fetchone() == (1,)

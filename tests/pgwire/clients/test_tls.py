@@ -72,3 +72,4 @@ def test_clients_not_on_this_machine_must_use_tls(tls_pg) -> None:
     assert refused.returncode != 0 and "requires TLS" in refused.stderr
     encrypted = psql(tls_pg, address, "require")
     assert encrypted.returncode == 0, encrypted.stderr
+

@@ -2,9 +2,11 @@
 passed in ``extra`` and the message; tokens and keys are never passed.
 
 :func:`configure_logging` (``create_app``) gives govern's own loggers their JSON handler.
-:func:`log_everything_as_json` is for a process govern owns (``govern serve``): every logger
-(uvicorn, sqlglot, SDV, …), Python warnings and uncaught exceptions, in threads too, become one
-JSON object per line, a traceback being a field of its line.
+:func:`log_everything_as_json` is for a process govern owns (``govern serve``, and the worker
+processes it spawns: SQL workers, synthetic fits): every logger (uvicorn, sqlglot, SDV, …),
+Python warnings and uncaught exceptions, in threads too, become one JSON object per line, a
+traceback being a field of its line. It sits below every room (it imports nothing of govern),
+so the processes of ``sql`` and ``privacy`` use it as the server does.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def log_everything_as_json(level: str = "info") -> None:
         if args.exc_type is SystemExit:
             return
         crash.error("uncaught exception in a thread", exc_info=args.exc_value,
-                    extra={"thread": args.thread.name if args.thread else None})
+                    extra={"thread_name": args.thread.name if args.thread else None})
 
     sys.excepthook = uncaught
     threading.excepthook = uncaught_in_thread

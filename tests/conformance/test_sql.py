@@ -1,6 +1,7 @@
-"""Flight SQL returns what ``POST /v1/sql`` (format=arrow) and the PostgreSQL wire return, for
-every demo principal, every purpose it may use and a set of queries — one real
-``govern serve`` answering all three. Refusals match too (problem type and SQLSTATE).
+"""Analyst SQL, surface by surface: Flight SQL returns what ``POST /v1/sql`` (format=arrow) and the
+PostgreSQL wire return, for every demo principal, every purpose it may use and a set of queries
+— one real ``govern serve`` answering all three. Refusals match too (problem type and SQLSTATE).
+Dataset reads through every surface are in test_reads.py.
 
 Type mapping: Flight and HTTP Arrow carry the engine's Arrow types unchanged (the tables must
 be equal, schema included); the wire's values are read with psycopg and laid out in the
@@ -15,13 +16,9 @@ import adbc_driver_manager
 import httpx
 import psycopg
 import pyarrow as pa
-import pytest
 
-from govern.config import load_settings
-from govern.deliver.governor import Governor
-from govern.policy.model import local_principal
-from tests.flight.conftest import HEADER, copy_world
-from tests.gateway import start_server, stop_server
+from tests.conformance.conftest import NO_RAW, cases
+from tests.flight.conftest import HEADER
 
 QUERIES = (
     "SELECT * FROM patients ORDER BY patient_id LIMIT 40",
@@ -31,26 +28,6 @@ QUERIES = (
     "GROUP BY 1, 2 ORDER BY 1, 2",
     "SELECT ssn FROM patients LIMIT 1",
 )
-
-# Principals and purposes that never see raw names, e-mails, SSNs or birth dates (dave treats
-# his own region's patients and sees them; carol administers).
-NO_RAW = {("alice", "analytics"), ("bob", "model-training"), ("bob", "research")}
-
-
-@pytest.fixture(scope="module")
-def served(demo_world, tmp_path_factory):
-    world = copy_world(demo_world.directory, tmp_path_factory.mktemp("conformance") / "world")
-    server = start_server(world)
-    yield server
-    stop_server(server)
-
-
-def cases(demo_world) -> list[tuple[str, str]]:
-    gov = Governor(load_settings(demo_world.config, watch_policies=False))
-    out = [(who, purpose) for who in sorted(gov.state.policy.principals)
-           for purpose in gov.state.decider.purposes(local_principal(gov.state.policy, who))]
-    return [*out, ("eve", "analytics")]  # eve may use no purpose: refused everywhere
-
 
 def http_sql(server, who: str, purpose: str, sql: str) -> pa.Table | str:
     r = httpx.post(server.url + "/v1/sql", json={"sql": sql, "format": "arrow"}, timeout=60,
