@@ -66,6 +66,23 @@ def _authenticated_form(ex: Exchange, request: Request) -> Any:
     return _read_form(ex, request, FORM_LIMIT)
 
 
+async def _action(console: Console, request: Request,
+                  ex: Exchange) -> tuple[pages.Viewer, Session | None, dict[str, str]]:
+    """What every console action does first: sign-in checked, the form read, its CSRF token
+    checked."""
+    viewer, session = await run_in_threadpool(console.enter, request, ex)
+    form = await _authenticated_form(ex, request)
+    _check_csrf(session, form)
+    return viewer, session, form
+
+
+def _administered(viewer: pages.Viewer, ex: Exchange, dataset: str) -> None:
+    """``dataset`` if the steward administers it; else answered like an unknown one."""
+    if dataset not in viewer.administered:
+        raise NotFound(f"no dataset '{dataset}' is available to you for purpose '{viewer.purpose}'")
+    ex.dataset = dataset
+
+
 def _check_csrf(session: Session | None, form: dict[str, str]) -> None:
     if session is not None and not Console.csrf_ok(session, form.get("csrf")):
         raise AccessDenied("the form's CSRF token is missing or wrong: reload the page and try again")
@@ -195,9 +212,7 @@ async def dry_run(request: Request) -> Response:
     ex = governed(request, "console.dry-run", "console_dry_run")
     try:
         async with ex:
-            viewer, session = await run_in_threadpool(console.enter, request, ex)
-            form = await _authenticated_form(ex, request)
-            _check_csrf(session, form)
+            viewer, session, form = await _action(console, request, ex)
             folder = form.get("folder", "")
             ex.extra["folder"] = folder[:200]
             data = await run_in_threadpool(pages.dry_run, viewer, folder)
@@ -219,13 +234,9 @@ async def accept(request: Request) -> Response:
     ex = governed(request, "console.accept", "console_accept")
     try:
         async with ex:
-            viewer, session = await run_in_threadpool(console.enter, request, ex)
-            form = await _authenticated_form(ex, request)
-            _check_csrf(session, form)
+            viewer, _, form = await _action(console, request, ex)
             dataset, column = form.get("dataset", ""), form.get("column", "")
-            if dataset not in viewer.administered:
-                raise NotFound(f"no dataset '{dataset}' is available to you for purpose '{viewer.purpose}'")
-            ex.dataset = dataset
+            _administered(viewer, ex, dataset)
             ex.extra["column"] = column[:200]
             change = await run_in_threadpool(_accept, viewer, dataset, column)
             ex.extra["catalog_patch"] = change[:2000]
@@ -260,13 +271,9 @@ async def profile(request: Request) -> Response:
     ex = governed(request, "console.profile", "console_profile")
     try:
         async with ex:
-            viewer, session = await run_in_threadpool(console.enter, request, ex)
-            form = await _authenticated_form(ex, request)
-            _check_csrf(session, form)
+            viewer, _, form = await _action(console, request, ex)
             dataset = form.get("dataset", "")
-            if dataset not in viewer.administered:
-                raise NotFound(f"no dataset '{dataset}' is available to you for purpose '{viewer.purpose}'")
-            ex.dataset = dataset
+            _administered(viewer, ex, dataset)
             store = ProfileStore.under(viewer.gateway.settings.state_dir)
             found = await run_in_threadpool(profile_dataset, viewer.governor, viewer.principal, dataset,
                                             viewer.purpose, store)
@@ -285,13 +292,9 @@ async def baseline(request: Request) -> Response:
     ex = governed(request, "console.baseline", "console_baseline")
     try:
         async with ex:
-            viewer, session = await run_in_threadpool(console.enter, request, ex)
-            form = await _authenticated_form(ex, request)
-            _check_csrf(session, form)
+            viewer, _, form = await _action(console, request, ex)
             dataset, version = form.get("dataset", ""), form.get("data_version", "")
-            if dataset not in viewer.administered:
-                raise NotFound(f"no dataset '{dataset}' is available to you for purpose '{viewer.purpose}'")
-            ex.dataset = dataset
+            _administered(viewer, ex, dataset)
             ex.extra["data_version"] = version[:64]
             await run_in_threadpool(pages.set_baseline, viewer, dataset, version)
             await run_in_threadpool(ex.finish, status=303)
