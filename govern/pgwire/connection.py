@@ -677,10 +677,7 @@ class Connection:
                 self.send(chunk)
                 await self.flush()
         except BaseException:
-            try:
-                await self.work(cursor.close)
-            except asyncio.CancelledError:
-                cursor.close()
+            await self._abandon(cursor)
             raise
         finally:
             self.active = None
@@ -737,13 +734,18 @@ class Connection:
                 if max_rows and sent >= max_rows:
                     return False
         except BaseException:  # a failed stream, a client gone, a server stopping: the stream records it
-            try:
-                await self.work(cursor.close)
-            except asyncio.CancelledError:
-                cursor.close()
+            await self._abandon(cursor)
             raise
         finally:
             self.active = None
+
+    async def _abandon(self, cursor: Cursor) -> None:
+        """Close a cursor whose stream failed (its audit record says so), in the work pool — or
+        right here when this task itself is being cancelled."""
+        try:
+            await self.work(cursor.close)
+        except asyncio.CancelledError:
+            cursor.close()
 
     async def _complete(self, cursor: Cursor) -> None:
         assert self.session is not None
