@@ -133,7 +133,10 @@ class Setup:
         environ = {"GOVERN_S3__ENDPOINT_OVERRIDE": moto.endpoint, "GOVERN_S3__SCHEME": "http",
                    "GOVERN_S3__ACCESS_KEY": ACCESS, "GOVERN_S3__SECRET_KEY": SECRET,
                    "GOVERN_S3__CONNECT_TIMEOUT": "1", "GOVERN_S3__REQUEST_TIMEOUT": "2", "GOVERN_S3__RETRIES": "0",
-                   "GOVERN_FLEET_RECHECK": "30", "GOVERN_BATCH_SIZE": "4096", **(env or {})}
+                   "GOVERN_FLEET_RECHECK": "30", "GOVERN_BATCH_SIZE": "4096",
+                   # streams read S3 itself, so that an S3 outage cuts them (a masked materialization
+                   # on local disk would serve them through the outage: tests/deliver/test_materialize.py)
+                   "GOVERN_MATERIALIZE_ON_READ": "false", **(env or {})}
         extra = tuple(() if i == 0 else ("--no-watch",) for i in range(instances))
         try:
             fleet = Fleet.start(world, cluster.url, instances, prefix=PREFIX, extra=extra, env=environ)

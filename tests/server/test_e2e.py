@@ -141,7 +141,11 @@ def test_a_stream_that_breaks_midway_is_an_error_not_a_short_read(world) -> None
         pq.write_table(table.slice(i * 500, 500), folder / f"part-{i}.parquet")
     catalog = world.directory / "policies" / "catalog.yaml"
     edit(catalog, "location: patients.parquet", "location: patients_parts")
-    edit(world.directory / "govern.yaml", "data_root: data", "data_root: data\nbatch_size: 100")
+    # materialize_on_read off: a read served from a masked materialization is built whole before
+    # its first byte, so a corrupt file is a 503 up front there (tests/deliver/test_materialize.py);
+    # this test is about the stream from storage
+    edit(world.directory / "govern.yaml", "data_root: data",
+         "data_root: data\nbatch_size: 100\nmaterialize_on_read: false")
     s = start_server(world)
     try:
         # corrupt the last part after the gateway has opened the dataset

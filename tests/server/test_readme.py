@@ -20,7 +20,8 @@ def analyst_blocks() -> list[tuple[str, str]]:
     """(language, code) of every fenced block in the README's analyst section."""
     text = README.read_text()
     section = text[text.index("### Analyst"):]
-    section = section[:section.index("\n## ")]
+    ends = [i for i in (section.find("\n## "), section.find("\n### ", 1)) if i > 0]
+    section = section[:min(ends)]
     return [(m.group(1), m.group(2)) for m in re.finditer(r"```(\w*)\n(.*?)```", section, re.S)]
 
 
