@@ -76,7 +76,8 @@ __all__ = ["Job", "SandboxesReady", "SqlService", "WorkerEnv", "parse_size"]
 log = logging.getLogger("govern.sql")
 
 KILL_GRACE = 0.25  # seconds after the deadline the parent waits for the worker's own timeout
-CANCEL_WAIT = 2.0  # seconds a cancelled job may take to stop before its worker is killed
+CANCEL_WAIT = 5.0  # seconds a cancelled job may take to stop before its worker is killed (a loaded
+#                    machine takes seconds to schedule the worker's cancel listener; a restart costs more)
 _META, _BATCH, _END, _VALUE, _ERROR, _READY = b"M", b"B", b"E", b"V", b"X", b"R"
 START_TIMEOUT = 60.0  # seconds a new worker may take to import and report ready
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
