@@ -24,7 +24,7 @@ from tests.conftest import edit
 from tests.gateway import World, start_server, stop_server
 from tests.leaks import Leaks
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("console-browser")]  # one browser, steps in order
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -22,6 +22,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -152,6 +153,10 @@ def test_closing_a_result_early_stops_the_query_and_frees_the_worker(gateway: Ga
     state = gateway.governor.state
     alice = local_principal(state.policy, "alice")
     assert gateway.service.ready(60)
+    # every worker serves this policy and has its view before the test (a worker the previous
+    # test replaced would otherwise spend its first job starting up while it is being cancelled)
+    with ThreadPoolExecutor(gateway.service.size) as pool:
+        list(pool.map(lambda _: gateway.run("SELECT count(*) AS n FROM patients p"), range(4 * gateway.service.size)))
     pids = set(gateway.service.workers())
     results = []
     for _ in range(gateway.service.size):  # every worker busy streaming a result nobody reads

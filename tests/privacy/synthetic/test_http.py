@@ -67,8 +67,16 @@ def test_no_real_record_and_no_real_identifier_comes_out(world) -> None:
     assert joined.num_rows == 0
     # direct identifiers (and the generated zip) are made without looking at the real values, so
     # they equal a real one only by chance (tests/privacy/synthetic/test_pools.py measures it):
-    # none for the integer id, SSNs and e-mails; a few percent at most for 5-digit zips
-    for col, at_most in (("patient_id", 0), ("ssn", 0), ("email", 0), ("name", 20), ("zip", 100)):
+    # none for the integer id, SSNs and e-mails; a few percent at most for 5-digit zips; names as
+    # often as any 2,000 Faker names hit the real ones (the pool's seed is secret and random per
+    # fit, so the count varies from fit to fit: 31 of 2,000 has been seen)
+    import faker
+
+    fake = faker.Faker(["en_US"])
+    fake.seed_instance(20_261_206)
+    real_names = set(real.column("name").to_pylist())
+    by_chance = sum(fake.name() in real_names for _ in range(2000))
+    for col, at_most in (("patient_id", 0), ("ssn", 0), ("email", 0), ("name", 3 * by_chance + 10), ("zip", 100)):
         synthetic = table.column(col)
         hits = pc.sum(pc.is_in(synthetic, value_set=real.column(col).combine_chunks()).cast(pa.int8())).as_py()
         assert hits <= at_most, (col, hits)
