@@ -33,23 +33,9 @@ import adbc_driver_flightsql as adbc_flightsql
 import adbc_driver_flightsql.dbapi as flightsql
 import httpx
 import pyarrow as pa
+from served import free_port, peak_rss_mib, wait_healthy
 
 QUERY = "SELECT * FROM patients"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> None:
@@ -71,12 +57,7 @@ def main() -> None:
                                   stdout=log, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"
-            for _ in range(300):
-                try:
-                    if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            wait_healthy(url, 30)
             headers = {"Authorization": f"Bearer {keys['bob']}", "X-Purpose": "model-training"}
             conn = flightsql.connect(f"grpc://127.0.0.1:{flight_port}", autocommit=True, db_kwargs={
                 "username": "bob", "password": keys["bob"],

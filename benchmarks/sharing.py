@@ -45,21 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from delta_sharing.protocol import DeltaSharingProfile, Table
 from delta_sharing.rest_client import DataSharingRestClient
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from served import free_port, peak_rss_mib, wait_healthy
 
 
 def timed(runs: dict[str, list[float]], name: str, fn: Callable[[], pa.Table]) -> pa.Table:
@@ -83,12 +69,7 @@ def one_size(rows: int, repeat: int, exe: Path) -> dict[str, object]:
                                   stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             url = f"http://127.0.0.1:{port}"
-            for _ in range(600):
-                try:
-                    if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            wait_healthy(url, 60)
             headers = {"Authorization": f"Bearer {keys['bob']}", "X-Purpose": "model-training"}
             profile = world / "bob.share"
             subprocess.run([str(exe), "sharing", "profile", "bob", "--purpose", "model-training", "-o", str(profile),
