@@ -8,6 +8,7 @@ the whole :class:`PolicyState` atomically; a request keeps the state it started 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ class Governor:
         self._lock = threading.Lock()
         self._keys = keys
         self._datasets: dict[tuple[str, str, bool], Any] = {}
+        # Compiled plans of the current policy state (see plan()); dropped with the state.
+        self._plans: dict[tuple[Any, ...], tuple[PolicyState, AccessPlan]] = {}
 
     # -- policy --------------------------------------------------------------------------------
     @property
@@ -71,6 +74,7 @@ class Governor:
         with self._lock:
             self._state = PolicyState(policy, Decider(policy))
             self._datasets.clear()
+            self._plans.clear()
 
     def budget_for(self, principal: Principal, dataset: str):  # -> govern.privacy.budget.limits.Budget | None
         """The privacy budget the current policy gives ``principal`` on ``dataset``."""
@@ -144,6 +148,13 @@ class Governor:
     # -- plans and reads -----------------------------------------------------------------------
     def plan(self, principal: Principal, dataset: str, purpose: str, *, action: str = "read",
              state: PolicyState | None = None) -> AccessPlan:
+        """``principal``'s plan on ``dataset`` for ``purpose`` under ``state`` (default: now).
+
+        A plan is a pure function of (policy state, principal with its attributes, purpose,
+        dataset, action, stored schema, active key id), so it is compiled once per such tuple
+        and reused: a small read asks for it several times. A policy swap drops them all; a
+        changed schema or key id is another key. Refusals are not remembered (they raise).
+        """
         state = state or self._state
         if dataset not in state.policy.datasets:
             raise NotFound(f"unknown dataset '{dataset}'")
@@ -151,8 +162,16 @@ class Governor:
         authorize(Draft(state.policy, state.decider, principal, purpose, dataset, pa.schema([]), action, None))
         schema = self.schema(dataset, state)
         key_id = getattr(self._keys, "active", None) or self.settings.masking_key_id
-        return compile_plan(state.policy, state.decider, principal, purpose, dataset, schema,
+        key = (id(state), _principal_key(principal), purpose, dataset, action, key_id, schema)
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] is state:
+            return cached[1]
+        plan = compile_plan(state.policy, state.decider, principal, purpose, dataset, schema,
                             action=action, key_id=key_id)
+        if len(self._plans) >= _PLANS_MAX:
+            self._plans.clear()
+        self._plans[key] = (state, plan)
+        return plan
 
     def read(self, principal: Principal, dataset: str, purpose: str, *, columns: list[str] | None = None,
              filter: str | None = None, limit: int | None = None,
@@ -245,3 +264,12 @@ class Reidentification:
         counts = Counter(d for d in self.domains if d is not None)
         return [{"domain": d, "columns": [f"{self.plan.dataset}.{c}" for c in self.columns[d]], "tokens": n}
                 for d, n in counts.items()]
+
+
+_PLANS_MAX = 4096
+
+
+def _principal_key(principal: Principal) -> tuple[Any, ...]:
+    """Everything about ``principal`` a plan may depend on, hashable."""
+    attributes = json.dumps(dict(principal.attributes), sort_keys=True, default=repr)
+    return (principal.name, principal.source, principal.roles, attributes)

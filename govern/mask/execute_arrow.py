@@ -138,6 +138,10 @@ class ArrowExecutor:
         self._has_work = (bool(plan.row_filters) and not row_filter_applied) or self._early_filter or \
             self._late_filter or any(plan.column(c).mask is not None or self._cell_rules[c] for c in self._computed)
         self._memo: dict[object, object] = {}  # predicates' answers per dictionary (predicate_arrow)
+        # Every input row gives one output row (no filter runs here): a limit can cut the input
+        # before the masks run, since every mask is row-local (each has a DuckDB twin).
+        self._keeps_rows = not (plan.row_filters and not row_filter_applied) and \
+            not self._early_filter and not self._late_filter
 
     # -- one batch ---------------------------------------------------------------------------
     def _mask_column(self, col: ColumnPlan, batch: pa.RecordBatch, kernel_threads: int,
@@ -224,18 +228,31 @@ class ArrowExecutor:
             raise PredicateError(f"invalid filter: {why}") from None
 
     def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
-        empty = pa.RecordBatch.from_pylist([], schema=input_schema)
-        return self.transform(empty).schema
+        """The schema of the masked stream, found by masking an empty batch (which also checks
+        the caller's filter). Remembered per (plan hash, request, input schema): the answer
+        depends on nothing else, and small reads would otherwise pay for it every time."""
+        key = (self.plan.hash, self.request, input_schema)
+        found = _SCHEMAS.get(key)
+        if found is None:
+            empty = pa.RecordBatch.from_pylist([], schema=input_schema)
+            found = self.transform(empty).schema
+            if len(_SCHEMAS) >= _SCHEMAS_MAX:
+                _SCHEMAS.clear()
+            _SCHEMAS[key] = found
+        return found
 
     # -- a stream ------------------------------------------------------------------------------
     def batches(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
         remaining = self.request.limit
         if remaining == 0:
             return
+        source: Iterable[pa.RecordBatch] = reader
+        if remaining is not None and self._keeps_rows:
+            source = _head(reader, remaining)  # rows past the limit are neither read on nor masked
         if self.threads == 1 or not self._has_work:
-            stream: Iterator[pa.RecordBatch] = (self.transform(b, 1) for b in reader)
+            stream: Iterator[pa.RecordBatch] = (self.transform(b, 1) for b in source)
         else:
-            stream = self._parallel(reader)
+            stream = self._parallel(source)
         for out in stream:
             if remaining is not None:
                 if out.num_rows >= remaining:
@@ -245,7 +262,7 @@ class ArrowExecutor:
             if out.num_rows:
                 yield out
 
-    def _parallel(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    def _parallel(self, reader: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         batches = iter(reader)
         first = next(batches, None)
         if first is None:
@@ -282,6 +299,20 @@ class ArrowExecutor:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
             # The Arrow message may quote a raw value: keep it out of the error and the audit.
             raise MaskError(f"masking failed ({type(exc).__name__})") from None
+
+
+_SCHEMAS: dict[tuple[str, Request, pa.Schema], pa.Schema] = {}
+_SCHEMAS_MAX = 4096
+
+
+def _head(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """The first ``rows`` rows of ``batches``; stops pulling once they are there."""
+    for b in batches:
+        if b.num_rows >= rows:
+            yield b.slice(0, rows)
+            return
+        rows -= b.num_rows
+        yield b
 
 
 def execute(plan: AccessPlan, reader: pa.RecordBatchReader, keys: KeyRing, *,

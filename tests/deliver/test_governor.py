@@ -45,3 +45,33 @@ def test_files_added_to_a_folder_are_seen(world: World) -> None:
     assert gov.read(bob, "encounters", "model-training").reader.read_all().num_rows == 2 * first
     same = gov.dataset("encounters")
     assert gov.dataset("encounters") is same  # unchanged files: the opened dataset is reused
+
+
+def test_a_plan_is_compiled_once_and_follows_policy_and_attributes(world: World) -> None:
+    """Plans are remembered per (policy state, principal and its attributes, purpose, dataset,
+    schema, key): a repeated request reuses one, anything that could change it compiles anew."""
+    from dataclasses import replace
+
+    gov = Governor(load_settings(world.config, watch_policies=False))
+    alice = local_principal(gov.state.policy, "alice")
+    first = gov.plan(alice, "patients", "analytics")
+    assert gov.plan(alice, "patients", "analytics") is first
+    assert "'EU'" in (first.row_filter_sql or "")
+    # the same name with other attributes (another token's claims) gets its own plan
+    moved = replace(alice, attributes={**alice.attributes, "regions": ["US"]})
+    other = gov.plan(moved, "patients", "analytics")
+    assert "'US'" in (other.row_filter_sql or "") and "'EU'" not in (other.row_filter_sql or "")
+    assert gov.plan(alice, "patients", "analytics") is first
+    # a new policy state: the remembered plan is not served under it
+    masking = world.directory / "policies" / "masking.yaml"
+    masking.write_text(masking.read_text().replace('filter: "region IN subject.regions"',
+                                                   'filter: "region IN subject.regions AND charges > 0"', 1))
+    from govern.policy.load import load_policy
+
+    old = gov.state
+    gov.swap_policy(load_policy(world.directory / "policies"))
+    after = gov.plan(alice, "patients", "analytics")
+    assert after is not first and after.policy_version != first.policy_version
+    assert '"charges" > 0' in (after.row_filter_sql or "")
+    # a request that started under the old state still gets the old state's plan
+    assert '"charges"' not in (gov.plan(alice, "patients", "analytics", state=old).row_filter_sql or "")

@@ -173,3 +173,42 @@ def test_mask_failure_fails_closed(governor) -> None:
     with pytest.raises(MaskError):
         ArrowExecutor(broken, request, governor.keys).reader(
             pa.RecordBatchReader.from_batches(raw.schema, raw.to_batches())).read_all()
+
+
+@pytest.mark.parametrize("name,dataset,purpose", DEMO_PLANS)
+@pytest.mark.parametrize("row_filter_applied", [True, False])
+@pytest.mark.parametrize("limit", [1, 7, 40, 10_000])
+def test_a_limit_gives_the_first_rows_of_the_full_answer(governor, name, dataset, purpose,
+                                                         row_filter_applied, limit) -> None:
+    """A limit may cut the input before the masks run (every mask is row-local), but only where
+    no filter in the executor drops rows: the answer is always the head of the unlimited one,
+    and batches past the limit are never pulled from the scan."""
+    plan = governor.plan(who(governor, name), dataset, purpose)
+    raw = raw_table(governor, dataset)
+    if row_filter_applied:  # what the scan would deliver: rows past the row filters only
+        keep = governor.read(who(governor, name), dataset, purpose).reader.read_all().num_rows
+        raw = raw if not plan.row_filters else raw.filter(
+            pc.field("region").isin(list(who(governor, name).attributes.get("regions", []))))
+        assert raw.num_rows == keep
+    batches = raw.to_batches(max_chunksize=5)
+    pulled = []
+
+    def source():
+        for b in batches:
+            pulled.append(b.num_rows)
+            yield b
+
+    reader = pa.RecordBatchReader.from_batches(raw.schema, source())
+    full = execute(plan, pa.RecordBatchReader.from_batches(raw.schema, iter(batches)), governor.keys,
+                   row_filter_applied=row_filter_applied).read_all()
+    head = execute(plan, reader, governor.keys, limit=limit, row_filter_applied=row_filter_applied).read_all()
+    assert head.equals(full.slice(0, limit))
+    if (row_filter_applied or not plan.row_filters) and limit < raw.num_rows:
+        assert sum(pulled) < limit + 5  # rows in = rows out: the scan stops at the limit's batch
+
+
+def test_a_limit_with_a_masked_filter_still_filters_before_it_cuts(governor) -> None:
+    alice = who(governor, "alice")
+    full = governor.read(alice, "patients", "analytics", filter="zip LIKE '1%'").reader.read_all()
+    head = governor.read(alice, "patients", "analytics", filter="zip LIKE '1%'", limit=3).reader.read_all()
+    assert full.num_rows > 3 and head.equals(full.slice(0, 3))
