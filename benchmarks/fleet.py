@@ -10,10 +10,11 @@ SIGSTOP/SIGCONT, a PostgreSQL restart, an S3 outage mid-stream, client timeouts)
 reloads, ``--rounds`` times over; then the offline checker (``tests/fleet/history.py``).
 
 ``load``: for each instance count in ``--instances`` (default 1 and 3), ``--seconds`` of closed-
-loop mixed load (``--clients`` threads on keep-alive connections, 90 % small reads, 5 % SQL,
-5 % DP releases on a budget large enough never to run out), then the same mix open-loop at half
-the audited rate measured, for its latency. Prints p50/p99 per operation, audited requests per
-second (audit records committed per second of the window) and the gateways' RSS sampled every
+loop small reads (``--clients`` keep-alive connections spread over the instances, driven by one
+asyncio loop: ``loadgen.py``), then small reads open-loop at half the audited rate measured, for
+their latency, then closed-loop mixed load (90 % small reads, 5 % SQL, 5 % DP releases on a
+budget large enough never to run out). Prints p50/p99 per operation, audited requests per second
+(audit records committed per second of the window) and the gateways' RSS sampled every
 ``--sample`` seconds.
 
     .venv/bin/python benchmarks/fleet.py load --seconds 120 --json benchmarks/results/fleet-load.json
@@ -25,12 +26,12 @@ Run it on a quiet machine: the load generator shares the cores with the gateways
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,9 @@ import psycopg  # noqa: E402
 
 from tests.fleet.harness import PREFIX, RunConfig, Setup, collect, percentile, run  # noqa: E402
 from tests.gateway import World  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import Call, Connection  # noqa: E402
 
 
 def demo_world(root: Path) -> World:
@@ -73,6 +77,7 @@ def audited(url: str) -> int:
 
 
 OPS = (("read", 90), ("sql", 5), ("dp", 5))
+READS = (("read", 1),)  # the throughput target is for small reads
 
 
 def one(client: httpx.Client, world: World, kind: str) -> bool:
@@ -88,57 +93,74 @@ def one(client: httpx.Client, world: World, kind: str) -> bool:
     return r.status_code == 200
 
 
-def load_phase(setup: Setup, seconds: float, clients: int, rate: float | None, sample: float) -> dict[str, Any]:
-    """Closed loop (rate None) or open loop at ``rate`` requests/s over all clients."""
+def calls(url: str, world: World) -> dict[str, Call]:
+    """The three operations of the mix, prebuilt for the lean client (loadgen.py)."""
+    headers = {**world.auth("alice"), "X-Purpose": "analytics"}
+    posting = {**headers, "Content-Type": "application/json"}
+    sql = json.dumps({"sql": "SELECT region, COUNT(*) AS n FROM patients GROUP BY region"}).encode()
+    dp = json.dumps({"aggregates": [{"function": "count"}], "epsilon": 0.01}).encode()
+    return {"read": Call.of("read", url, "GET", "/v1/datasets/patients/rows?limit=20&format=jsonl", headers),
+            "sql": Call.of("sql", url, "POST", "/v1/sql", posting, sql),
+            "dp": Call.of("dp", url, "POST", "/v1/datasets/patients/dp", posting, dp)}
+
+
+def load_phase(setup: Setup, seconds: float, clients: int, rate: float | None, sample: float,
+               mix: tuple[tuple[str, int], ...] = OPS) -> dict[str, Any]:
+    """Closed loop (rate None) or open loop at ``rate`` requests/s over all clients, each client
+    one keep-alive connection to one gateway (round robin), all on one asyncio loop."""
+    return asyncio.run(_load_phase(setup, seconds, clients, rate, sample, mix))
+
+
+async def _load_phase(setup: Setup, seconds: float, clients: int, rate: float | None, sample: float,
+                      mix: tuple[tuple[str, int], ...]) -> dict[str, Any]:
     servers = setup.fleet.servers
-    lat: dict[str, list[float]] = {k: [] for k, _ in OPS}
-    errors: dict[str, int] = {k: 0 for k, _ in OPS}
-    kinds = [k for k, w in OPS for _ in range(w)]
-    stop = threading.Event()
-    lock = threading.Lock()
+    prepared = [calls(s.url, setup.world) for s in servers]
+    lat: dict[str, list[float]] = {k: [] for k, _ in mix}
+    errors: dict[str, int] = {k: 0 for k, _ in mix}
+    kinds = [k for k, w in mix for _ in range(w)]
     rss: list[dict[str, float]] = []
     start_seq = audited(setup.cluster.url)
     t0 = time.monotonic()
+    end = t0 + seconds
     interval = clients / rate if rate else 0.0
 
-    def worker(i: int) -> None:
+    async def client(i: int) -> None:
         rng = random.Random(i)
-        with httpx.Client(base_url=servers[i % len(servers)].url, timeout=30) as client:
-            due = time.monotonic() + rng.random() * interval
-            while not stop.is_set():
-                if interval:
-                    wait = due - time.monotonic()
-                    if wait > 0:
-                        time.sleep(wait)
-                    due += interval
-                kind = rng.choice(kinds)
-                began = time.monotonic()
-                try:
-                    ok = one(client, setup.world, kind)
-                except httpx.HTTPError:
-                    ok = False
-                took = time.monotonic() - began
-                with lock:
-                    if ok:
-                        lat[kind].append(took)
-                    else:
-                        errors[kind] += 1
+        server = i % len(servers)
+        conn = Connection(servers[server].url)
+        due = time.monotonic() + rng.random() * interval
+        while time.monotonic() < end:
+            if interval:
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                due += interval
+            kind = rng.choice(kinds)
+            began = time.monotonic()
+            try:
+                status, _ = await conn.send(prepared[server][kind], 30)
+                ok = status == 200
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+                ok = False
+            took = time.monotonic() - began
+            if ok:
+                lat[kind].append(took)
+            else:
+                errors[kind] += 1
+        conn.close()
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
-    for t in threads:
-        t.start()
-    while time.monotonic() - t0 < seconds:
-        time.sleep(sample)
-        rss.append({"t": round(time.monotonic() - t0, 1),
-                    **{f"gw{i}": round(rss_mib(s.process.pid), 1) for i, s in enumerate(servers)}})
-    stop.set()
-    for t in threads:
-        t.join(60)
+    async def sampler() -> None:
+        while time.monotonic() < end:
+            await asyncio.sleep(min(sample, max(0.0, end - time.monotonic())))
+            rss.append({"t": round(time.monotonic() - t0, 1),
+                        **{f"gw{i}": round(rss_mib(s.process.pid), 1) for i, s in enumerate(servers)}})
+
+    await asyncio.gather(sampler(), *(client(i) for i in range(clients)))
     elapsed = time.monotonic() - t0
     records = audited(setup.cluster.url) - start_seq
     return {
         "mode": "open" if rate else "closed", "rate": rate, "clients": clients, "seconds": round(elapsed, 1),
-        "audited_per_s": round(records / elapsed, 1),
+        "mix": dict(mix), "audited_per_s": round(records / elapsed, 1),
         "ops": {k: {"n": len(v), "errors": errors[k], "p50_ms": round(percentile(v, 0.5) * 1000, 1),
                     "p99_ms": round(percentile(v, 0.99) * 1000, 1)} for k, v in lat.items()},
         "rss_mib": rss,
@@ -162,18 +184,21 @@ def cmd_load(args: argparse.Namespace) -> dict[str, Any]:
                     with httpx.Client(base_url=setup.fleet.servers[i].url, timeout=60) as c:
                         for kind, _ in OPS:
                             one(c, world, kind)
-                closed = load_phase(setup, args.seconds, args.clients, None, args.sample)
+                closed = load_phase(setup, args.seconds, args.clients, None, args.sample, READS)
                 half = max(1.0, closed["audited_per_s"] / 2)
-                opened = load_phase(setup, args.seconds, args.clients, half, args.sample)
-                run_ = {"instances": n, "closed": closed, "half_rate": opened, "load_per_core": cpu_busy()}
+                opened = load_phase(setup, args.seconds, args.clients, half, args.sample, READS)
+                mixed = load_phase(setup, args.seconds, args.clients, None, args.sample, OPS)
+                run_ = {"instances": n, "closed": closed, "half_rate": opened, "mixed": mixed,
+                        "load_per_core": cpu_busy()}
                 out["runs"].append(run_)
-                print(f"\n{n} instance(s): closed loop {closed['audited_per_s']} audited req/s "
-                      f"({args.clients} clients); open loop at {half:.0f}/s -> {opened['audited_per_s']} audited req/s")
-                for phase in (closed, opened):
-                    for kind, s in phase["ops"].items():
-                        print(f"  {phase['mode']:6} {kind:5} n={s['n']:6} err={s['errors']:4} p50 {s['p50_ms']:7.1f} ms "
-                              f"p99 {s['p99_ms']:7.1f} ms")
-                first, last = closed["rss_mib"][0], opened["rss_mib"][-1]
+                print(f"\n{n} instance(s), small reads: closed loop {closed['audited_per_s']} audited req/s "
+                      f"({args.clients} clients); open loop at {half:.0f}/s -> {opened['audited_per_s']} audited req/s; "
+                      f"mixed closed loop {mixed['audited_per_s']} audited req/s")
+                for label, phase in (("closed", closed), ("open", opened), ("mixed", mixed)):
+                    for kind, st in phase["ops"].items():
+                        print(f"  {label:6} {kind:5} n={st['n']:6} err={st['errors']:4} p50 {st['p50_ms']:7.1f} ms "
+                              f"p99 {st['p99_ms']:7.1f} ms")
+                first, last = closed["rss_mib"][0], mixed["rss_mib"][-1]
                 print(f"  RSS MiB first sample {first} last sample {last}; load per core {run_['load_per_core']}")
             finally:
                 setup.close()

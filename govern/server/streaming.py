@@ -39,7 +39,7 @@ MEDIA_TYPES = {
 }
 
 CHUNK = 1 << 20  # bytes per ASGI message at most: the server's write buffer stays small
-KNOWN_LENGTH = 8 * CHUNK  # bytes of a body held back to tell its Content-Length (ReadStream)
+KNOWN_LENGTH = 8 * CHUNK  # bytes of a Parquet body held back to tell its Content-Length (ReadStream)
 _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # Arrow IPC end-of-stream: continuation + length 0
 
 Chunk = bytes | memoryview
@@ -176,39 +176,53 @@ class ReadStream(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            if self._known_length:
-                await self._measure()
+            if await _left(receive):  # gone before the first byte: the stream never runs (aborted)
+                return
+            held, ended = await anyio.to_thread.run_sync(_take, self._stream,
+                                                         KNOWN_LENGTH if self._known_length else CHUNK)
+            if ended:  # the whole body: one message with Content-Length, no streaming machinery
+                body = b"".join(held)
+                self.headers["content-length"] = str(len(body))
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            rest = self.body_iterator
+
+            async def resumed() -> AsyncIterator[Chunk]:
+                for part in held:
+                    yield part
+                async for more in rest:
+                    yield more  # type: ignore[misc]  # Starlette types its iterator loosely
+
+            self.body_iterator = resumed()
             await super().__call__(scope, receive, send)
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._stream.close)
 
-    async def _measure(self) -> None:
-        """Hold back up to :data:`KNOWN_LENGTH` bytes of the body: when the whole body fits, send
-        it with ``Content-Length`` (a Parquet reader seeks to the footer and wants the size);
-        otherwise stream on from where it stopped. A failure before the first byte is then an
-        error response, not a broken stream."""
-        held: list[Chunk] = []
-        size = 0
-        while size <= KNOWN_LENGTH:
-            chunk = await anyio.to_thread.run_sync(next, self._stream, None)
-            if chunk is None:
-                self.body_iterator = _replay(held)
-                self.headers["content-length"] = str(size)
-                return
-            held.append(chunk)
-            size += len(chunk)
-        rest = self.body_iterator
 
-        async def resumed() -> AsyncIterator[Chunk]:
-            for part in held:
-                yield part
-            async for more in rest:
-                yield more  # type: ignore[misc]  # Starlette types its iterator loosely
-
-        self.body_iterator = resumed()
+async def _left(receive: Receive) -> bool:
+    """Whether the client has already disconnected: a look at the ASGI channel that never waits
+    (a request body still queued is skipped, as Starlette's own disconnect listener does)."""
+    with anyio.move_on_after(0):
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return True
+    return False
 
 
-async def _replay(chunks: list[Chunk]) -> AsyncIterator[Chunk]:
-    for chunk in chunks:
-        yield chunk
+def _take(stream: AuditedStream[Chunk], limit: int) -> tuple[list[Chunk], bool]:
+    """Pull chunks (in one worker-thread call) until more than ``limit`` bytes are held or the
+    stream ends: (held chunks, whether it ended). A small body — most reads — then leaves as one
+    message with ``Content-Length`` (a Parquet reader seeks to the footer and wants the size),
+    and a failure before the first byte is an error response, not a broken stream."""
+    held: list[Chunk] = []
+    size = 0
+    while size <= limit:
+        chunk = next(stream, None)
+        if chunk is None:
+            return held, True
+        held.append(chunk)
+        size += len(chunk)
+    return held, False

@@ -136,9 +136,11 @@ def test_a_stream_that_breaks_midway_is_an_error_not_a_short_read(world) -> None
     data = world.directory / "data"
     folder = data / "patients_parts"
     folder.mkdir()
-    table = pq.read_table(data / "patients.parquet")
+    # parts of 8,000 rows: the first alone is more than the 1 MiB a response holds back before
+    # its first byte (streaming.CHUNK), so the corrupt last part breaks a stream under way
+    table = pa.concat_tables([pq.read_table(data / "patients.parquet")] * 4)
     for i in range(4):
-        pq.write_table(table.slice(i * 500, 500), folder / f"part-{i}.parquet")
+        pq.write_table(table, folder / f"part-{i}.parquet")
     catalog = world.directory / "policies" / "catalog.yaml"
     edit(catalog, "location: patients.parquet", "location: patients_parts")
     # materialize_on_read off: a read served from a masked materialization is built whole before
@@ -150,7 +152,7 @@ def test_a_stream_that_breaks_midway_is_an_error_not_a_short_read(world) -> None
     try:
         # corrupt the last part after the gateway has opened the dataset
         with Client(s.url, token=world.keys["bob"], purpose="research") as c:
-            assert c.read("patients").num_rows == 2000
+            assert c.read("patients").num_rows == 32_000
             last = folder / "part-3.parquet"
             raw = bytearray(last.read_bytes())
             raw[4:len(raw) // 2] = b"\xff" * (len(raw) // 2 - 4)
@@ -160,6 +162,34 @@ def test_a_stream_that_breaks_midway_is_an_error_not_a_short_read(world) -> None
     finally:
         stop_server(s)
     shutil.rmtree(folder)
+
+
+def test_a_small_read_that_fails_before_its_first_byte_is_an_error_response(world) -> None:
+    """A body that fits in what a response holds back is read whole before anything is sent:
+    a corrupt file is then a 503 problem, not a broken stream."""
+    folder = world.directory / "data" / "patients_parts"
+    folder.mkdir()
+    table = pq.read_table(world.directory / "data" / "patients.parquet")
+    for i in range(4):
+        pq.write_table(table.slice(i * 500, 500), folder / f"part-{i}.parquet")
+    edit(world.directory / "policies" / "catalog.yaml", "location: patients.parquet", "location: patients_parts")
+    edit(world.directory / "govern.yaml", "data_root: data",
+         "data_root: data\nbatch_size: 100\nmaterialize_on_read: false")
+    s = start_server(world)
+    try:
+        headers = {**world.auth("bob"), "X-Purpose": "research"}
+        ok = httpx.get(f"{s.url}/v1/datasets/patients/rows", headers=headers, params={"format": "jsonl"})
+        assert ok.status_code == 200 and ok.headers["content-length"] == str(len(ok.content))
+        assert ok.text.count("\n") == 2000
+        last = folder / "part-3.parquet"
+        raw = bytearray(last.read_bytes())
+        raw[4:len(raw) // 2] = b"\xff" * (len(raw) // 2 - 4)
+        last.write_bytes(bytes(raw))
+        r = httpx.get(f"{s.url}/v1/datasets/patients/rows", headers=headers, params={"format": "jsonl"})
+        assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+        assert r.json()["type"].endswith("storage-unavailable") and "request_id" in r.json()
+    finally:
+        stop_server(s)
 
 
 def test_arrow_stream_is_bounded_and_complete(server) -> None:

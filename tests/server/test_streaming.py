@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pyarrow.csv as pacsv
 import pytest
 
@@ -130,19 +131,17 @@ def test_a_read_without_limit_is_refused_or_cut_at_max_rows_never_truncated(capp
     assert expected(world, "alice", "patients", "analytics").num_rows > 100
     body = assert_problem(httpx.get(rows, headers=alice), 413, "limit-exceeded")
     assert body["limit"] == 100
-    # a client filter hides the count (it runs on the masked view as it streams): the stream is
-    # cut instead, without its end marker, exactly like a storage failure midway
+    # a client filter hides the count (it runs on the masked view as it streams): the cap is
+    # found on the way; before the first byte has left (the first MiB is held back), that is
+    # the same 413 (a stream cut under way: test_a_read_cut_at_max_rows_under_way_is_a_broken_stream)
     every = "region IS NOT NULL OR region IS NULL"
     assert expected(world, "alice", "patients", "analytics", filter=every).num_rows > 100
-    with httpx.stream("GET", rows, headers=alice, params={"filter": every}) as r:
-        assert r.status_code == 200
-        with pytest.raises(httpx.RemoteProtocolError):
-            for _ in r.iter_raw():
-                pass
+    body = assert_problem(httpx.get(rows, headers=alice, params={"filter": every}), 413, "limit-exceeded")
+    assert body["limit"] == 100
     with Client(url, token=world.keys["alice"], purpose="analytics", retries=0) as c:
-        with pytest.raises(StreamInterrupted):
+        with pytest.raises(LimitExceeded):
             c.read("patients", filter=every)
-        with pytest.raises(StreamInterrupted):
+        with pytest.raises(LimitExceeded):
             list(c.stream("patients", filter=every))
         with Client(url, token=world.keys["bob"], purpose="model-training", retries=0) as b, \
                 pytest.raises(LimitExceeded):
@@ -161,6 +160,35 @@ def test_a_read_without_limit_is_refused_or_cut_at_max_rows_never_truncated(capp
 
 
 # -- clients that leave before the first byte --------------------------------------------------
+
+
+def test_a_read_cut_at_max_rows_under_way_is_a_broken_stream(world) -> None:
+    """Once bytes have left, a read that reaches max_rows is cut without its end marker, exactly
+    like a storage failure midway: the client can tell it from a complete answer."""
+    data = world.directory / "data"
+    (data / "big").mkdir()
+    table = pa.concat_tables([pq.read_table(data / "patients.parquet")] * 8)  # 16,000 rows
+    for i in range(5):  # 80,000 rows, about 28,000 in alice's region: megabytes before the cut
+        pq.write_table(table, data / "big" / f"part-{i}.parquet")
+    edit(world.directory / "policies" / "catalog.yaml", "location: patients.parquet", "location: big")
+    edit(world.config, "data_root: data", "data_root: data\nmax_rows: 20000\nmaterialize_on_read: false")
+    s = start_server(world, "--pg-port", "0")
+    try:
+        every = "region IS NOT NULL OR region IS NULL"  # hides the count from the footers
+        alice = {**world.auth("alice"), "X-Purpose": "analytics"}
+        with httpx.stream("GET", f"{s.url}/v1/datasets/patients/rows", headers=alice,
+                          params={"filter": every, "format": "jsonl"}) as r:
+            assert r.status_code == 200 and "content-length" not in r.headers
+            got = 0
+            with pytest.raises(httpx.RemoteProtocolError):
+                for chunk in r.iter_raw():
+                    got += len(chunk)
+            assert got > 1 << 20
+        with Client(s.url, token=world.keys["alice"], purpose="analytics", retries=0) as c, \
+                pytest.raises(StreamInterrupted):
+            c.read("patients", filter=every)
+    finally:
+        stop_server(s)
 
 
 def _abandon(url: str, request: bytes) -> None:
