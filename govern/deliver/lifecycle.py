@@ -36,7 +36,7 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
@@ -154,6 +154,7 @@ class Exchange:
         self._slot: Slot | None = None
         self._handed_off = False
         self._stream: AuditedStream[Any] | None = None
+        self._reserve_due = False  # admit(defer_reserve=True): reserve before a first byte leaves
         self._lock = threading.Lock()
         self._recorded = False
 
@@ -295,9 +296,16 @@ class Exchange:
         return plan
 
     # -- 4. bound ---------------------------------------------------------------------------------------
-    def admit(self, *, seconds: float | None = None, slot: bool = True, reserve: bool = True) -> Deadline:
+    def admit(self, *, seconds: float | None = None, slot: bool = True, reserve: bool = True,
+              defer_reserve: bool = False) -> Deadline:
         """Take a read slot (the principal's fair share), start the one deadline, and prove the
-        audit store writable before any data is produced."""
+        audit store writable before any data is produced.
+
+        ``defer_reserve``: prove it (commit the pending row) only when the first byte of the
+        stream is about to leave the process (:meth:`AuditedStream.release`, or the first chunk
+        of a stream nobody holds back). A response held back whole commits its ``ok`` record
+        before anything leaves, which proves the same: a small read then costs one commit, not
+        two. Only for exchanges that end in :meth:`stream`."""
         principal = self._need_principal("be admitted")
         if self.deadline is not None:
             raise RuntimeError("admit() once per exchange")
@@ -305,9 +313,17 @@ class Exchange:
         if slot:
             self._slot = self._life.slots.acquire(principal.name, settings.queue_timeout)
         self.deadline = Deadline.after(seconds if seconds is not None else settings.request_timeout)
-        if reserve:
+        if defer_reserve:
+            self._reserve_due = True
+        elif reserve:
             self._life.audit.reserve(self.request_id)
         return self.deadline
+
+    def reserve_now(self) -> None:
+        """The reservation :meth:`admit` deferred, if it is still due (once)."""
+        if self._reserve_due:
+            self._life.audit.reserve(self.request_id)
+            self._reserve_due = False
 
     # -- 5 & 6. deliver and audit ------------------------------------------------------------------------
     def finish(self, *, status: int = 200, rows: int | None = None, nbytes: int | None = None,
@@ -430,6 +446,7 @@ class AuditedStream(Iterator[T]):
         self._progress = progress
         self._started = False
         self._done = False
+        self._holding = False
         self._it = self._run(source)
 
     def __iter__(self) -> AuditedStream[T]:
@@ -450,15 +467,34 @@ class AuditedStream(Iterator[T]):
         self._started = True
         return next(self._it)
 
-    def _run(self, source: Callable[[Callable[[int, int], None]], Iterator[T]]) -> Iterator[T]:
+    def hold(self) -> None:
+        """The consumer keeps the chunks in the process until :meth:`release` (or the end): a
+        reservation the exchange deferred is not needed for them yet."""
+        self._holding = True
+
+    def release(self) -> None:
+        """Held chunks are about to leave: make the deferred reservation now. If the audit store
+        refuses it, the stream records its failure and the error is raised (nothing leaves)."""
+        self._holding = False
+        try:
+            self._ex.reserve_now()
+        except BaseException as exc:
+            self._it.throw(exc)  # recorded by _run as the stream's failure, and raised again
+            raise
+
+    def _run(self, source: Callable[[Callable[[int, int], None]], Iterator[T]]) -> Generator[T, None, None]:
         ex = self._ex
         finished = False
 
         def finish(rows: int, nbytes: int) -> None:
             ex._write("ok", 200, rows=rows, nbytes=nbytes)
 
+        chunks = source(finish)
         try:
-            yield from source(finish)
+            for chunk in chunks:
+                if not self._holding:
+                    ex.reserve_now()  # before the first chunk leaves (admit(defer_reserve=True))
+                yield chunk
             finished = True
         except GeneratorExit:  # the consumer stopped: the client went away
             self._abort(499, "client disconnected")
@@ -471,6 +507,9 @@ class AuditedStream(Iterator[T]):
         finally:
             self._done = True
             ex._free()
+            stop = getattr(chunks, "close", None)
+            if stop is not None:
+                stop()  # a source generator left midway runs its own cleanup now
             if not finished:
                 self._close()
 
@@ -484,7 +523,7 @@ class AuditedStream(Iterator[T]):
                 self._ex._free()
                 self._close()
             return
-        self._it.close()  # type: ignore[attr-defined]
+        self._it.close()
 
     def _abort(self, status: int, detail: str) -> None:
         if self._ex._recorded:  # the ok record was written: the end marker was being sent

@@ -178,6 +178,7 @@ class ReadStream(StreamingResponse):
         try:
             if await _left(receive):  # gone before the first byte: the stream never runs (aborted)
                 return
+            self._stream.hold()
             held, ended = await anyio.to_thread.run_sync(_take, self._stream,
                                                          KNOWN_LENGTH if self._known_length else CHUNK)
             if ended:  # the whole body: one message with Content-Length, no streaming machinery
@@ -186,6 +187,7 @@ class ReadStream(StreamingResponse):
                 await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
                 await send({"type": "http.response.body", "body": body})
                 return
+            await anyio.to_thread.run_sync(self._stream.release)  # reserved before a byte leaves
             rest = self.body_iterator
 
             async def resumed() -> AsyncIterator[Chunk]:

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 
 from govern.client import Client, StreamInterrupted
@@ -187,6 +187,51 @@ def test_a_read_cut_at_max_rows_under_way_is_a_broken_stream(world) -> None:
         with Client(s.url, token=world.keys["alice"], purpose="analytics", retries=0) as c, \
                 pytest.raises(StreamInterrupted):
             c.read("patients", filter=every)
+    finally:
+        stop_server(s)
+
+
+def test_a_small_read_commits_one_record_and_a_large_one_reserves_before_its_first_byte(world) -> None:
+    """/rows defers its audit reservation (admit(defer_reserve=True)): a body held back whole
+    commits its ok record before it leaves, so it needs no pending row; a body that streams on
+    has its pending row committed before the first byte leaves, there while it streams."""
+    import sqlite3
+
+    data = world.directory / "data"
+    pq.write_table(pa.concat_tables([pq.read_table(data / "patients.parquet")] * 8), data / "patients.parquet")
+    s = start_server(world, "--pg-port", "0")
+    db = world.directory / "state" / "audit.db"
+
+    def pending(rid: str) -> int:
+        with sqlite3.connect(db) as con:
+            return con.execute("SELECT COUNT(*) FROM audit_pending WHERE request_id = ?", (rid,)).fetchone()[0]
+
+    def recorded(rid: str) -> list[tuple]:
+        with sqlite3.connect(db) as con:
+            return con.execute("SELECT outcome, status FROM audit_log WHERE request_id = ?", (rid,)).fetchall()
+
+    try:
+        bob = {**world.auth("bob"), "X-Purpose": "research"}
+        small = httpx.get(f"{s.url}/v1/datasets/patients/rows", headers=bob, params={"limit": 20, "format": "jsonl"})
+        assert small.status_code == 200 and small.text.count("\n") == 20
+        rid = small.headers["x-request-id"]
+        assert recorded(rid) == [("ok", 200)] and pending(rid) == 0
+        with httpx.stream("GET", f"{s.url}/v1/datasets/patients/rows", headers=bob,
+                          params={"format": "jsonl"}) as r:
+            assert r.status_code == 200 and "content-length" not in r.headers
+            rid = r.headers["x-request-id"]
+            chunks = r.iter_raw()
+            first = next(chunks)
+            assert first and pending(rid) == 1 and recorded(rid) == []  # reserved, still streaming
+            rest = b"".join(chunks)
+        assert (first + rest).count(b"\n") == 16_000
+        assert recorded(rid) == [("ok", 200)] and pending(rid) == 0
+        # the store refuses the reservation: the large read fails before its first byte
+        with sqlite3.connect(db) as con:
+            con.execute("DROP TABLE audit_pending")
+        refused = httpx.get(f"{s.url}/v1/datasets/patients/rows", headers=bob, params={"format": "jsonl"})
+        assert refused.status_code == 503 and refused.json()["type"] == "urn:govern:problem:audit-unavailable"
+        assert "k1:" not in refused.text and "EU" not in refused.text
     finally:
         stop_server(s)
 

@@ -134,7 +134,7 @@ def read_rows(
             head = Response(media_type=MEDIA_TYPES[format], headers=_read_headers(name, format, plan))
             del head.headers["content-length"]  # unknown without reading (not 0)
             return head
-        ex.admit()
+        ex.admit(defer_reserve=True)  # a small read commits one record, before it leaves
         stored = _materialized(gw, ex, name, cols, filter, limit, cap)
         if stored is not None and format == "parquet" and cols is None and limit is None:
             plan, entry = stored  # the stored file is the answer: its bytes, as they are
