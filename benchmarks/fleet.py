@@ -70,6 +70,34 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by ``pids`` (Linux /proc)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+def postgres_pids() -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    out.append(int(entry.name))
+            except OSError:
+                pass
+    return out
+
+
 def audited(url: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {PREFIX}audit_log").fetchone()
@@ -120,6 +148,8 @@ async def _load_phase(setup: Setup, seconds: float, clients: int, rate: float | 
     kinds = [k for k, w in mix for _ in range(w)]
     rss: list[dict[str, float]] = []
     start_seq = audited(setup.cluster.url)
+    gateways, databases = [s.process.pid for s in servers], postgres_pids()
+    cpu0 = (cpu_seconds(gateways), cpu_seconds(databases), time.process_time())
     t0 = time.monotonic()
     end = t0 + seconds
     interval = clients / rate if rate else 0.0
@@ -157,10 +187,15 @@ async def _load_phase(setup: Setup, seconds: float, clients: int, rate: float | 
 
     await asyncio.gather(sampler(), *(client(i) for i in range(clients)))
     elapsed = time.monotonic() - t0
+    cpu = (cpu_seconds(gateways) - cpu0[0], cpu_seconds(databases) - cpu0[1], time.process_time() - cpu0[2])
     records = audited(setup.cluster.url) - start_seq
     return {
         "mode": "open" if rate else "closed", "rate": rate, "clients": clients, "seconds": round(elapsed, 1),
         "mix": dict(mix), "audited_per_s": round(records / elapsed, 1),
+        # cores busy on average, and the gateways' CPU per audited request: where the time went
+        "cores": {"gateways": round(cpu[0] / elapsed, 2), "postgres": round(cpu[1] / elapsed, 2),
+                  "load_generator": round(cpu[2] / elapsed, 2)},
+        "gateway_cpu_ms_per_request": round(cpu[0] / max(records, 1) * 1000, 2),
         "ops": {k: {"n": len(v), "errors": errors[k], "p50_ms": round(percentile(v, 0.5) * 1000, 1),
                     "p99_ms": round(percentile(v, 0.99) * 1000, 1)} for k, v in lat.items()},
         "rss_mib": rss,
@@ -195,6 +230,8 @@ def cmd_load(args: argparse.Namespace) -> dict[str, Any]:
                       f"({args.clients} clients); open loop at {half:.0f}/s -> {opened['audited_per_s']} audited req/s; "
                       f"mixed closed loop {mixed['audited_per_s']} audited req/s")
                 for label, phase in (("closed", closed), ("open", opened), ("mixed", mixed)):
+                    print(f"  {label:6} cores busy {phase['cores']}; gateway CPU "
+                          f"{phase['gateway_cpu_ms_per_request']} ms per audited request")
                     for kind, st in phase["ops"].items():
                         print(f"  {label:6} {kind:5} n={st['n']:6} err={st['errors']:4} p50 {st['p50_ms']:7.1f} ms "
                               f"p99 {st['p99_ms']:7.1f} ms")
