@@ -28,6 +28,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from govern.deliver.lifecycle import AuditedStream
+from govern.errors import InvalidRequest
 
 __all__ = ["CHUNK", "MEDIA_TYPES", "Chunk", "ReadStream", "encode"]
 
@@ -110,7 +111,12 @@ def encode(fmt: str, reader: pa.RecordBatchReader, finish: Callable[[int, int], 
     elif fmt == "parquet":
         writer = pq.ParquetWriter(sink, schema, compression="zstd")
     elif fmt == "csv":
-        writer = pacsv.CSVWriter(sink, schema)
+        try:
+            writer = pacsv.CSVWriter(sink, schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            nested = [f.name for f in schema if pa.types.is_nested(f.type)]
+            raise InvalidRequest(f"format csv cannot hold nested column(s) {', '.join(nested) or ''}: "
+                                 "ask for arrow, parquet or jsonl") from None
     elif fmt == "jsonl":
         writer = None
     else:  # pragma: no cover - validated by the router
