@@ -278,9 +278,10 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return first, last
 
 
-@router.api_route("/files/{file_id}", methods=["GET", "HEAD"],
-                  summary="A file of a query's answer: a masked materialization (Range supported)",
-                  responses={206: {"description": "The requested byte range (Range)"}, **errors(408, 413)})
+@router.head("/files/{file_id}", summary="A file's headers (size, type) without its bytes: the same checks",
+             responses=errors(408, 413))
+@router.get("/files/{file_id}", summary="A file of a query's answer: a masked materialization (Range supported)",
+            responses={206: {"description": "The requested byte range (Range)"}, **errors(408, 413)})
 def get_file(file_id: str, request: Request,
              ticket: Annotated[str | None, Query(description="The ticket of the file URL.")] = None) -> Response:
     gw = _gateway(request)
