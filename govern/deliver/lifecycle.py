@@ -359,20 +359,21 @@ class Exchange:
             self._free()
             return
         try:
-            if isinstance(exc, GovernError):
-                exc.recorded = True
-                self._life.metrics.denials.labels(reason=exc.slug).inc()
-                detail = f"{exc.slug}: {exc.detail}"
-                status = exc.status
-            else:
-                self._life.metrics.denials.labels(reason="internal").inc()
-                detail = f"internal: {type(exc).__name__}"
-                status = 500
+            status, detail = self._refusal(exc)
             self._write(outcome_of(status), status, detail=detail, wait=self.principal is not None)
         except AuditError:
             pass
         finally:
             self._free()
+
+    def _refusal(self, exc: BaseException) -> tuple[int, str]:
+        """(status, detail) of ``exc`` as a refusal, counted in the metrics."""
+        if isinstance(exc, GovernError):
+            exc.recorded = True
+            self._life.metrics.denials.labels(reason=exc.slug).inc()
+            return exc.status, f"{exc.slug}: {exc.detail}"
+        self._life.metrics.denials.labels(reason="internal").inc()
+        return 500, f"internal: {type(exc).__name__}"
 
     def close_as(self, status: int, detail: str, reason: str | None = None) -> None:
         """Record the outcome of a response the surface produced without this exchange (a 404 for
@@ -475,12 +476,12 @@ class AuditedStream(Iterator[T]):
     def release(self) -> None:
         """Held chunks are about to leave: make the deferred reservation now. If the audit store
         refuses it, the stream records its failure and the error is raised (nothing leaves)."""
-        self._holding = False
         try:
             self._ex.reserve_now()
         except BaseException as exc:
-            self._it.throw(exc)  # recorded by _run as the stream's failure, and raised again
+            self._it.throw(exc)  # still held: recorded by _run as a refusal, and raised again
             raise
+        self._holding = False
 
     def _run(self, source: Callable[[Callable[[int, int], None]], Iterator[T]]) -> Generator[T, None, None]:
         ex = self._ex
@@ -500,6 +501,13 @@ class AuditedStream(Iterator[T]):
             self._abort(499, "client disconnected")
             raise
         except BaseException as exc:
+            if self._holding and not ex._recorded:  # nothing has left: a refusal like any other
+                try:
+                    status, detail = ex._refusal(exc)
+                    ex._write(outcome_of(status), status, detail=detail)
+                except AuditError:
+                    pass
+                raise
             status = exc.status if isinstance(exc, GovernError) else 500
             detail = f"{exc.slug}: {exc.detail}" if isinstance(exc, GovernError) else type(exc).__name__
             self._abort(status, f"stream aborted: {detail}")

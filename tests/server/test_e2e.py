@@ -188,6 +188,11 @@ def test_a_small_read_that_fails_before_its_first_byte_is_an_error_response(worl
         r = httpx.get(f"{s.url}/v1/datasets/patients/rows", headers=headers, params={"format": "jsonl"})
         assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
         assert r.json()["type"].endswith("storage-unavailable") and "request_id" in r.json()
+        # nothing left the gateway: recorded as a failed request, not as a stream cut short
+        carol = {**world.auth("carol"), "X-Purpose": "governance"}
+        records = httpx.get(f"{s.url}/v1/audit", headers=carol, params={"limit": 100}).json()["records"]
+        [rec] = [x for x in records if x["request_id"] == r.headers["x-request-id"]]
+        assert (rec["outcome"], rec["status"]) == ("error", 503) and rec["detail"].startswith("storage-unavailable")
     finally:
         stop_server(s)
 

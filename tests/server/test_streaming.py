@@ -155,8 +155,10 @@ def test_a_read_without_limit_is_refused_or_cut_at_max_rows_never_truncated(capp
     carol = {**world.auth("carol"), "X-Purpose": "governance"}
     records = httpx.get(f"{url}/v1/audit", headers=carol, params={"limit": 1000}).json()["records"]
     reads = [r for r in records if r["action"] == "read" and r["dataset"] == "patients"]
-    assert any(r["outcome"] == "denied" and r["status"] == 413 for r in reads)
-    assert any(r["outcome"] == "aborted" and r["status"] == 413 and "limit-exceeded" in r["detail"] for r in reads)
+    # every 413 here was sent before any byte of data: a refusal, recorded as one
+    capped_reads = [r for r in reads if r["status"] == 413]
+    assert len(capped_reads) >= 5 and {r["outcome"] for r in capped_reads} == {"denied"}
+    assert all("limit-exceeded" in r["detail"] for r in capped_reads)
 
 
 # -- clients that leave before the first byte --------------------------------------------------
@@ -184,9 +186,15 @@ def test_a_read_cut_at_max_rows_under_way_is_a_broken_stream(world) -> None:
                 for chunk in r.iter_raw():
                     got += len(chunk)
             assert got > 1 << 20
+        rid = r.headers["x-request-id"]
         with Client(s.url, token=world.keys["alice"], purpose="analytics", retries=0) as c, \
                 pytest.raises(StreamInterrupted):
             c.read("patients", filter=every)
+        # bytes had left: the record says the stream was aborted, at the cap
+        carol = {**world.auth("carol"), "X-Purpose": "governance"}
+        records = httpx.get(f"{s.url}/v1/audit", headers=carol, params={"limit": 1000}).json()["records"]
+        [cut] = [x for x in records if x["request_id"] == rid]
+        assert (cut["outcome"], cut["status"]) == ("aborted", 413) and "limit-exceeded" in cut["detail"]
     finally:
         stop_server(s)
 
