@@ -39,7 +39,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import httpx  # noqa: E402
 import psycopg  # noqa: E402
 
 from tests.fleet.harness import PREFIX, RunConfig, Setup, collect, percentile, run  # noqa: E402
@@ -108,19 +107,6 @@ OPS = (("read", 90), ("sql", 5), ("dp", 5))
 READS = (("read", 1),)  # the throughput target is for small reads
 
 
-def one(client: httpx.Client, world: World, kind: str) -> bool:
-    headers = {**world.auth("alice"), "X-Purpose": "analytics"}
-    if kind == "read":
-        r = client.get("/v1/datasets/patients/rows", params={"limit": 20, "format": "jsonl"}, headers=headers)
-    elif kind == "sql":
-        r = client.post("/v1/sql", json={"sql": "SELECT region, COUNT(*) AS n FROM patients GROUP BY region"},
-                        headers=headers)
-    else:
-        r = client.post("/v1/datasets/patients/dp", json={"aggregates": [{"function": "count"}], "epsilon": 0.01},
-                        headers=headers)
-    return r.status_code == 200
-
-
 def calls(url: str, world: World) -> dict[str, Call]:
     """The three operations of the mix, prebuilt for the lean client (loadgen.py)."""
     headers = {**world.auth("alice"), "X-Purpose": "analytics"}
@@ -130,6 +116,23 @@ def calls(url: str, world: World) -> dict[str, Call]:
     return {"read": Call.of("read", url, "GET", "/v1/datasets/patients/rows?limit=20&format=jsonl", headers),
             "sql": Call.of("sql", url, "POST", "/v1/sql", posting, sql),
             "dp": Call.of("dp", url, "POST", "/v1/datasets/patients/dp", posting, dp)}
+
+
+def warm_up(setup: Setup) -> None:
+    """Each operation of the mix once on every instance (imports, SQL workers); all must succeed."""
+
+    async def run() -> None:
+        for server in setup.fleet.servers:
+            conn = Connection(server.url)
+            try:
+                for kind, call in calls(server.url, setup.world).items():
+                    status, _ = await conn.send(call, 120)
+                    if status != 200:
+                        raise RuntimeError(f"warm-up {kind} on {server.url}: status {status}")
+            finally:
+                conn.close()
+
+    asyncio.run(run())
 
 
 def load_phase(setup: Setup, seconds: float, clients: int, rate: float | None, sample: float,
@@ -215,10 +218,7 @@ def cmd_load(args: argparse.Namespace) -> dict[str, Any]:
             setup = Setup.create(world, Path(tmp) / f"n{n}", instances=n, encounters_rows=10_000,
                                  env={"GOVERN_MAX_CONCURRENT_READS": "32"})
             try:
-                for i in range(len(setup.fleet.servers)):  # warm up (imports, SQL workers)
-                    with httpx.Client(base_url=setup.fleet.servers[i].url, timeout=60) as c:
-                        for kind, _ in OPS:
-                            one(c, world, kind)
+                warm_up(setup)
                 closed = load_phase(setup, args.seconds, args.clients, None, args.sample, READS)
                 half = max(1.0, closed["audited_per_s"] / 2)
                 opened = load_phase(setup, args.seconds, args.clients, half, args.sample, READS)

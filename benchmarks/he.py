@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from served import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -129,15 +129,7 @@ def core(rows: int, repeat: int) -> dict[str, Any]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def end_to_end(rows: int, repeat: int) -> dict[str, Any]:
-    import httpx
-
     from govern.client import Client
     from govern.demo import create_demo
 
@@ -151,12 +143,7 @@ def end_to_end(rows: int, repeat: int) -> dict[str, Any]:
                                  "--port", str(port), "--pg-port", "0", "--no-watch"], stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(300):
-                try:
-                    if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            wait_healthy(url)
             with Client(url, token=keys["bob"], purpose="research", timeout=600) as c:
                 c.encrypted_view("patients", columns=["charges"], limit=10)  # first key made outside the timing
                 out["view_s"], view = timed(lambda: c.encrypted_view("patients", columns=["charges"]), repeat)

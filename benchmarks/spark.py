@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,8 @@ import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
+from pyspark.sql.types import StructType
+from served import free_port, wait_healthy
 
 import govern_spark
 from govern.config import load_settings
@@ -122,22 +123,18 @@ def serve(world, fragment_rows: int) -> tuple[subprocess.Popen, str]:
     """``govern serve`` over ``world`` on a free loopback port (HTTP only)."""
     with (world.directory / "govern.yaml").open("a") as fh:
         fh.write(f"fragment_rows: {fragment_rows}\n")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     exe = Path(sys.executable).parent / "govern"
     proc = subprocess.Popen([str(exe), "serve", "--config", str(world.config), "--port", str(port),
                              "--pg-port", "0", "--flight-port", "0"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the gateway did not start")
+    try:
+        wait_healthy(url)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, url
 
 
 class _LocalArrowPartition(InputPartition):
@@ -164,8 +161,8 @@ class LocalArrow(DataSource):
     def name(cls) -> str:
         return "bench_local_arrow"
 
-    def schema(self) -> str:
-        return self.options["schema"]
+    def schema(self) -> StructType:
+        return StructType.fromJson(json.loads(self.options["schema"]))
 
     def reader(self, schema):  # type: ignore[no-untyped-def]
         return _LocalArrowReader(json.loads(self.options["paths"]))
@@ -189,10 +186,10 @@ def ceiling_cases(spark: SparkSession, url: str, api_key: str, purpose: str, fol
         paths.append(str(path))
         tables.append(table)
     pq.write_table(pa.concat_tables(tables), folder / "masked.parquet", row_group_size=131_072)
-    schema = like.schema.simpleString()[len("struct<"):-1].replace(":", " ")
     return {
         "(f) bob's masked rows, local Arrow files, minimal Python Data Source (no gateway)":
-            spark.read.format("bench_local_arrow").option("paths", json.dumps(paths)).option("schema", schema).load(),
+            spark.read.format("bench_local_arrow").option("paths", json.dumps(paths))
+            .option("schema", like.schema.json()).load(),
         "(g) spark.read.parquet of bob's masked rows": spark.read.parquet(str(folder / "masked.parquet")),
     }
 

@@ -4,10 +4,14 @@ in ``tests/conftest.py``."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,17 +97,54 @@ def start_server(world: World, *extra: str, env: dict[str, str] | None = None, t
     proc = subprocess.Popen([str(exe), "serve", "--config", str(world.config), "--port", str(port), *extra],
                             stdout=fh, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, proc, log, timeout)
+    return Server(url, proc, world, log, pg_port, flight_port)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    """Until ``url``/healthz answers 200; if ``proc`` exits or the time runs out, kill it and
+    raise with its log."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"gateway exited early:\n{log.read_text()}")
         try:
             if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
-                return Server(url, proc, world, log, pg_port, flight_port)
+                return
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"gateway did not start:\n{log.read_text()}")
+
+
+def doc_code(doc: Path, title: str, language: str) -> list[str]:
+    """The ``language`` code blocks of the section of ``doc`` headed ``title`` (up to the next
+    heading of any level)."""
+    text = re.split(r"\n##+ ", doc.read_text().split(title, 1)[1], maxsplit=1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", text, re.S)
+
+
+@contextlib.contextmanager
+def served_doc_commands(setup: str, serve: str, directory: Path) -> Iterator[str]:
+    """A doc's shell ``setup`` run in ``directory``, then its ``govern serve … --port 8000``
+    command as written but on a free port (parallel tests), with the venv's ``bin`` on the PATH;
+    yields the gateway's URL and stops it after."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    subprocess.run(["bash", "-euo", "pipefail", "-c", setup], cwd=directory, check=True, capture_output=True,
+                   env=env)
+    port = free_port()
+    command = serve.strip().replace("--port 8000", f"--port {port} --pg-port 0 --flight-port 0")
+    log = directory / "serve.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=directory, env=env, stdout=fh,
+                                stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc, log)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 def stop_server(server: Server) -> None:

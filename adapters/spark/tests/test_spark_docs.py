@@ -9,14 +9,11 @@ import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.gateway import free_port
+from tests.gateway import doc_code, served_doc_commands
 
 pytestmark = pytest.mark.xdist_group("spark")  # one worker, one JVM, for all Spark tests
 
@@ -44,44 +41,14 @@ def test_five_minute_start(spark, tmp_path, monkeypatch) -> None:
     assert "diagnosis" not in text.split("only showing")[0]  # withheld
 
 
-def section(title: str) -> str:
-    """The text of the docs/adapters.md section headed ``title``, up to the next heading."""
-    text = DOC.read_text().split(title, 1)[1]
-    return re.split(r"\n##+ ", text, maxsplit=1)[0]
-
-
 def code(title: str, language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", section(title), re.S)
+    return doc_code(DOC, title, language)
 
 
-@contextlib.contextmanager
-def served_tier1_demo(directory: Path) -> Iterator[str]:
+def served_tier1_demo(directory: Path) -> contextlib.AbstractContextManager[str]:
     """The Tier 1 start's shell commands run in ``directory``, its ``govern serve`` started as
-    written but on a free port (parallel tests); yields the gateway's URL."""
-    setup, serve = code("### Tier 1 in five minutes", "bash")
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    subprocess.run(["bash", "-euo", "pipefail", "-c", setup], cwd=directory, check=True, capture_output=True,
-                   env=env)
-    port = free_port()
-    command = serve.strip().replace("--port 8000", f"--port {port} --pg-port 0 --flight-port 0")
-    log = (directory / "serve.log").open("w")
-    proc = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=directory, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError((directory / "serve.log").read_text())
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    written but on a free port; the gateway's URL."""
+    return served_doc_commands(*code("### Tier 1 in five minutes", "bash"), directory)
 
 
 def run_python(source: str, url: str) -> str:
