@@ -1,8 +1,8 @@
 """A lean HTTP/1.1 load generator on asyncio streams, for benchmarks that measure the gateway
 rather than the client: one event loop drives every connection, requests are prebuilt bytes and
 responses are parsed just enough to be checked (status, Content-Length or chunked framing to the
-terminal chunk, so a stream cut midway counts as a failure). About 0.1 ms of CPU per request,
-against ~1 ms for an httpx client in a thread, which matters when the generator shares the
+terminal chunk, so a stream cut midway counts as a failure). About 0.1 ms of CPU per request
+(``benchmarks/fleet.py`` reports its cores busy), which matters when the generator shares the
 gateways' cores. Imported as a sibling module (benchmarks run as scripts)."""
 
 from __future__ import annotations

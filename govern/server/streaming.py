@@ -114,9 +114,9 @@ def encode(fmt: str, reader: pa.RecordBatchReader, finish: Callable[[int, int], 
         try:
             writer = pacsv.CSVWriter(sink, schema)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            nested = [f.name for f in schema if pa.types.is_nested(f.type)]
-            raise InvalidRequest(f"format csv cannot hold nested column(s) {', '.join(nested) or ''}: "
-                                 "ask for arrow, parquet or jsonl") from None
+            nested = ", ".join(f.name for f in schema if pa.types.is_nested(f.type))
+            what = f"nested column(s) {nested}" if nested else "these column types"
+            raise InvalidRequest(f"format csv cannot hold {what}: ask for arrow, parquet or jsonl") from None
     elif fmt == "jsonl":
         writer = None
     else:  # pragma: no cover - validated by the router

@@ -220,12 +220,23 @@ def test_a_small_read_commits_one_record_and_a_large_one_reserves_before_its_fir
         with sqlite3.connect(db) as con:
             return con.execute("SELECT outcome, status FROM audit_log WHERE request_id = ?", (rid,)).fetchall()
 
+    def reservations(rid: str) -> int:
+        with sqlite3.connect(db) as con:
+            return con.execute("SELECT COUNT(*) FROM reserved WHERE request_id = ?", (rid,)).fetchone()[0]
+
     try:
+        # every reservation the gateway commits, kept after the request's append clears it (the
+        # tables exist once the gateway has written its first record)
         bob = {**world.auth("bob"), "X-Purpose": "research"}
+        assert httpx.get(f"{s.url}/v1/datasets", headers=bob).status_code == 200
+        with sqlite3.connect(db) as con:
+            con.execute("CREATE TABLE reserved (request_id TEXT)")
+            con.execute("CREATE TRIGGER keep_reserved AFTER INSERT ON audit_pending "
+                        "BEGIN INSERT INTO reserved VALUES (NEW.request_id); END")
         small = httpx.get(f"{s.url}/v1/datasets/patients/rows", headers=bob, params={"limit": 20, "format": "jsonl"})
         assert small.status_code == 200 and small.text.count("\n") == 20
         rid = small.headers["x-request-id"]
-        assert recorded(rid) == [("ok", 200)] and pending(rid) == 0
+        assert recorded(rid) == [("ok", 200)] and reservations(rid) == 0  # one commit: its record
         with httpx.stream("GET", f"{s.url}/v1/datasets/patients/rows", headers=bob,
                           params={"format": "jsonl"}) as r:
             assert r.status_code == 200 and "content-length" not in r.headers
@@ -235,7 +246,7 @@ def test_a_small_read_commits_one_record_and_a_large_one_reserves_before_its_fir
             assert first and pending(rid) == 1 and recorded(rid) == []  # reserved, still streaming
             rest = b"".join(chunks)
         assert (first + rest).count(b"\n") == 160_000
-        assert recorded(rid) == [("ok", 200)] and pending(rid) == 0
+        assert recorded(rid) == [("ok", 200)] and pending(rid) == 0 and reservations(rid) == 1
         # the store refuses the reservation: the large read fails before its first byte
         with sqlite3.connect(db) as con:
             con.execute("DROP TABLE audit_pending")
