@@ -14,8 +14,10 @@ loop small reads (``--clients`` keep-alive connections spread over the instances
 asyncio loop: ``loadgen.py``), then small reads open-loop at half the audited rate measured, for
 their latency, then closed-loop mixed load (90 % small reads, 5 % SQL, 5 % DP releases on a
 budget large enough never to run out). Prints p50/p99 per operation, audited requests per second
-(audit records committed per second of the window) and the gateways' RSS sampled every
-``--sample`` seconds.
+(audit records committed per second of the window), the gateways' RSS sampled every
+``--sample`` seconds, and where their CPU went: per audited request, its kernel share and the
+threads' voluntary context switches (threads waiting for the GIL show there); first, the cores
+the idle gateways keep busy for ``--idle`` seconds.
 
     .venv/bin/python benchmarks/fleet.py load --seconds 120 --json benchmarks/results/fleet-load.json
     .venv/bin/python benchmarks/fleet.py history --ops 10000 --json benchmarks/results/fleet-history.json
@@ -85,6 +87,52 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def kernel_seconds(pids: list[int]) -> float:
+    """System CPU seconds used so far by ``pids`` (the kernel's share of :func:`cpu_seconds`)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        total += int(stat[stat.rindex(")") + 2:].split()[12]) / _TICK
+    return total
+
+
+def context_switches(pids: list[int]) -> dict[tuple[int, str], int]:
+    """Voluntary context switches so far per thread of ``pids``: a thread giving up the CPU to
+    wait (for the GIL, a lock, a socket). Per thread, since threads come and go (an idle worker
+    thread exits): compare two snapshots with :func:`switches_between`."""
+    found: dict[tuple[int, str], int] = {}
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        found[(pid, task.name)] = int(line.split(":")[1])
+            except OSError:
+                pass
+    return found
+
+
+def switches_between(before: dict[tuple[int, str], int], after: dict[tuple[int, str], int]) -> int:
+    """Switches made between two snapshots by the threads alive at the second (a thread that
+    exited in between is not counted: a lower bound)."""
+    return sum(n - before.get(tid, 0) for tid, n in after.items())
+
+
+def idle_cores(setup: Setup, seconds: float) -> float:
+    """Cores the gateways keep busy with no request at all (heartbeats, watchers, writers)."""
+    pids = [s.process.pid for s in setup.fleet.servers]
+    before = cpu_seconds(pids)
+    time.sleep(seconds)
+    return round((cpu_seconds(pids) - before) / seconds, 4)
+
+
 def postgres_pids() -> list[int]:
     out = []
     for entry in Path("/proc").iterdir():
@@ -148,11 +196,13 @@ async def _load_phase(setup: Setup, seconds: float, clients: int, rate: float | 
     prepared = [calls(s.url, setup.world) for s in servers]
     lat: dict[str, list[float]] = {k: [] for k, _ in mix}
     errors: dict[str, int] = {k: 0 for k, _ in mix}
+    failures: dict[str, dict[str, int]] = {k: {} for k, _ in mix}  # status code (or exception) -> count
     kinds = [k for k, w in mix for _ in range(w)]
     rss: list[dict[str, float]] = []
     start_seq = audited(setup.cluster.url)
     gateways, databases = [s.process.pid for s in servers], postgres_pids()
     cpu0 = (cpu_seconds(gateways), cpu_seconds(databases), time.process_time())
+    kernel0, switches0 = kernel_seconds(gateways), context_switches(gateways)
     t0 = time.monotonic()
     end = t0 + seconds
     interval = clients / rate if rate else 0.0
@@ -172,14 +222,15 @@ async def _load_phase(setup: Setup, seconds: float, clients: int, rate: float | 
             began = time.monotonic()
             try:
                 status, _ = await conn.send(prepared[server][kind], 30)
-                ok = status == 200
-            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
-                ok = False
+                ok, why = status == 200, str(status)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                ok, why = False, type(exc).__name__
             took = time.monotonic() - began
             if ok:
                 lat[kind].append(took)
             else:
                 errors[kind] += 1
+                failures[kind][why] = failures[kind].get(why, 0) + 1
         conn.close()
 
     async def sampler() -> None:
@@ -191,6 +242,7 @@ async def _load_phase(setup: Setup, seconds: float, clients: int, rate: float | 
     await asyncio.gather(sampler(), *(client(i) for i in range(clients)))
     elapsed = time.monotonic() - t0
     cpu = (cpu_seconds(gateways) - cpu0[0], cpu_seconds(databases) - cpu0[1], time.process_time() - cpu0[2])
+    kernel, switches = kernel_seconds(gateways) - kernel0, switches_between(switches0, context_switches(gateways))
     records = audited(setup.cluster.url) - start_seq
     return {
         "mode": "open" if rate else "closed", "rate": rate, "clients": clients, "seconds": round(elapsed, 1),
@@ -199,7 +251,10 @@ async def _load_phase(setup: Setup, seconds: float, clients: int, rate: float | 
         "cores": {"gateways": round(cpu[0] / elapsed, 2), "postgres": round(cpu[1] / elapsed, 2),
                   "load_generator": round(cpu[2] / elapsed, 2)},
         "gateway_cpu_ms_per_request": round(cpu[0] / max(records, 1) * 1000, 2),
-        "ops": {k: {"n": len(v), "errors": errors[k], "p50_ms": round(percentile(v, 0.5) * 1000, 1),
+        # how much of that was the kernel's, and how often threads gave up the CPU to wait (at least)
+        "gateway_kernel_share": round(kernel / cpu[0], 2) if cpu[0] else 0.0,
+        "gateway_switches_per_request": round(switches / max(records, 1), 1),
+        "ops": {k: {"n": len(v), "errors": errors[k], "failures": failures[k], "p50_ms": round(percentile(v, 0.5) * 1000, 1),
                     "p99_ms": round(percentile(v, 0.99) * 1000, 1)} for k, v in lat.items()},
         "rss_mib": rss,
     }
@@ -219,11 +274,12 @@ def cmd_load(args: argparse.Namespace) -> dict[str, Any]:
                                  env={"GOVERN_MAX_CONCURRENT_READS": "32"})
             try:
                 warm_up(setup)
+                idle = idle_cores(setup, args.idle)
                 closed = load_phase(setup, args.seconds, args.clients, None, args.sample, READS)
                 half = max(1.0, closed["audited_per_s"] / 2)
                 opened = load_phase(setup, args.seconds, args.clients, half, args.sample, READS)
                 mixed = load_phase(setup, args.seconds, args.clients, None, args.sample, OPS)
-                run_ = {"instances": n, "closed": closed, "half_rate": opened, "mixed": mixed,
+                run_ = {"instances": n, "idle_cores": idle, "closed": closed, "half_rate": opened, "mixed": mixed,
                         "load_per_core": cpu_busy()}
                 out["runs"].append(run_)
                 print(f"\n{n} instance(s), small reads: closed loop {closed['audited_per_s']} audited req/s "
@@ -231,11 +287,14 @@ def cmd_load(args: argparse.Namespace) -> dict[str, Any]:
                       f"mixed closed loop {mixed['audited_per_s']} audited req/s")
                 for label, phase in (("closed", closed), ("open", opened), ("mixed", mixed)):
                     print(f"  {label:6} cores busy {phase['cores']}; gateway CPU "
-                          f"{phase['gateway_cpu_ms_per_request']} ms per audited request")
+                          f"{phase['gateway_cpu_ms_per_request']} ms per audited request "
+                          f"({phase['gateway_kernel_share']:.0%} in the kernel, "
+                          f"at least {phase['gateway_switches_per_request']} context switches)")
                     for kind, st in phase["ops"].items():
                         print(f"  {label:6} {kind:5} n={st['n']:6} err={st['errors']:4} p50 {st['p50_ms']:7.1f} ms "
-                              f"p99 {st['p99_ms']:7.1f} ms")
+                              f"p99 {st['p99_ms']:7.1f} ms" + (f" failures {st['failures']}" if st["failures"] else ""))
                 first, last = closed["rss_mib"][0], mixed["rss_mib"][-1]
+                print(f"  idle before the load: {idle} cores busy in the gateways")
                 print(f"  RSS MiB first sample {first} last sample {last}; load per core {run_['load_per_core']}")
             finally:
                 setup.close()
@@ -285,6 +344,7 @@ def main() -> None:
     load.add_argument("--clients", type=int, default=16)
     load.add_argument("--instances", type=lambda s: [int(x) for x in s.split(",")], default=[1, 3])
     load.add_argument("--sample", type=float, default=5.0)
+    load.add_argument("--idle", type=float, default=10.0, help="seconds to measure the idle gateways first")
     load.add_argument("--json", type=Path)
     hist = sub.add_parser("history")
     hist.add_argument("--ops", type=int, default=10_000)

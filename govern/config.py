@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     batch_size: int = 32_768  # rows; peak memory of a streamed read scales with it (docs/performance.md)
     mask_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     max_rows: int = 10_000_000
+    # Small local Parquet datasets kept decoded (govern.storage.hot; docs/performance.md#fleet)
+    hot_table_bytes: int = Field(default=64 << 20, ge=0)  # 0: off
     # Scan manifests (docs/adapters.md#tier-1): stored rows per fragment, lifetime of a fragment ticket
     fragment_rows: int = Field(default=1_000_000, ge=1)
     fragment_ticket_ttl: float = Field(default=3_600.0, gt=0)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from copy import deepcopy
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,7 +69,13 @@ class AuditRecord:
 
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, nested values copied: what :func:`dataclasses.asdict` gives, built
+        directly (a record is hashed and stored field by field on every request, and asdict's
+        generic walk cost more than the hash itself)."""
+        out = {name: getattr(self, name) for name in _NAMES}
+        out["columns"] = _copied(self.columns)
+        out["extra"] = _copied(self.extra)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuditRecord:
@@ -92,6 +99,22 @@ class AuditRecord:
         """This record placed at ``seq`` after a record whose hash is ``prev_hash``."""
         placed = replace(self, seq=seq, time=time, prev_hash=prev_hash, hash="")
         return replace(placed, hash=placed.compute_hash())
+
+
+_NAMES: tuple[str, ...] = tuple(f.name for f in fields(AuditRecord))
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _copied(value: Any) -> Any:
+    """A copy of ``value`` as :func:`dataclasses.asdict` makes one (containers rebuilt, JSON
+    scalars shared, anything else deep-copied)."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, dict):
+        return type(value)((_copied(k), _copied(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_copied(v) for v in value)
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else deepcopy(value)
 
 
 def canonical_json(value: Any) -> str:

@@ -37,6 +37,7 @@ from govern.policy.model import PolicySet
 from govern.storage import dictionary as storage_dictionary
 from govern.storage import fragments as storage_fragments
 from govern.storage import scan as storage_scan
+from govern.storage.hot import HotTables
 from govern.storage.version import data_version
 
 
@@ -63,6 +64,7 @@ class Governor:
         self._datasets: dict[tuple[str, str, bool], Any] = {}
         # Compiled plans of the current policy state (see plan()); dropped with the state.
         self._plans: dict[tuple[Any, ...], tuple[PolicyState, AccessPlan]] = {}
+        self.hot = HotTables(settings.hot_table_bytes)  # small datasets, decoded (read())
 
     # -- policy --------------------------------------------------------------------------------
     @property
@@ -199,6 +201,7 @@ class Governor:
         keys = self.keys
         ds = self.dataset(dataset, state, dictionaries=dictionaries)
         entry = state.policy.datasets[dataset]
+        whole = ds  # the opened dataset itself, which the hot tables are kept for
         if fragment is not None:
             ds = storage_fragments.subset(ds, fragment.file, fragment.row_groups, location=entry.location)
         pushdown = pushdown_filter(plan, request)
@@ -215,8 +218,9 @@ class Governor:
             # An ill-typed filter is the caller's mistake (400): found on an empty batch before
             # the scan binds it to storage, where it would read as a storage failure (503).
             executor.output_schema(pa.schema([ds.schema.field(c) for c in scanned]))
+        hot = self.hot.table(ds) if ds is whole else None
         raw = storage_scan.scan(ds, scanned, pushdown,
-                                self.settings.batch_size, location=entry.location)
+                                self.settings.batch_size, location=entry.location, table=hot)
         return GovernedRead(plan, request, executor.reader(raw))
 
     def reidentify(self, principal: Principal, dataset: str, purpose: str, tokens: list[str],

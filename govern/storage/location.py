@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 from govern.config import S3Settings, Settings
 from govern.errors import InvalidRequest, StorageError
 
-__all__ = ["is_within", "local_root", "resolve", "s3_filesystem"]
+__all__ = ["is_within", "local_root", "real_path", "resolve", "s3_filesystem"]
 
 _SCHEMES = ("s3", "file")
 
@@ -65,12 +65,51 @@ def resolve(location: str, settings: Settings) -> tuple[pafs.FileSystem, str]:
 
 def local_root(settings: Settings) -> Path:
     """The data root with symlinks resolved; every local path must lie under it."""
-    return Path(os.path.realpath(Path(settings.data_root).expanduser()))
+    return Path(real_path(Path(settings.data_root).expanduser()))
+
+
+# realpath() walks every component of a path with one lstat each, in Python; every read asks
+# for its location several times (plan, data version, scan). The answer is remembered with the
+# (device, inode) it led to, and used again only while both the path and the remembered real
+# path still lead to that inode (two os.stat calls, which follow links): anything else — a link
+# re-pointed, a folder swapped or renamed, the file replaced — resolves afresh. Checking the
+# real path too matters: a link re-pointed *inside* the remembered real path would otherwise
+# lead the open elsewhere while the path itself still reached the old file. A path that does
+# not exist is never remembered. (Between this check and the open, a link can still change, as
+# it could between realpath and the open before: the same window, no wider.)
+_REAL: dict[str, tuple[str, int, int]] = {}
+_REAL_MAX = 4096
+
+
+def _inode(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def real_path(path: str | Path) -> str:
+    """``os.path.realpath(path)``, remembered while ``path`` still leads to the same inode."""
+    key = os.fspath(path)
+    try:
+        st = os.stat(key)
+    except OSError:
+        return os.path.realpath(key)
+    found = _REAL.get(key)
+    if found is not None and (found[1], found[2]) == (st.st_dev, st.st_ino) == _inode(found[0]):
+        return found[0]
+    real = os.path.realpath(key)
+    if _inode(real) == (st.st_dev, st.st_ino):  # nothing moved in between
+        if len(_REAL) >= _REAL_MAX:
+            _REAL.clear()
+        _REAL[key] = (real, st.st_dev, st.st_ino)
+    return real
 
 
 def is_within(path: str | Path, root: Path) -> bool:
     """True if ``path`` (symlinks resolved) is ``root`` or lies below it."""
-    real = Path(os.path.realpath(path))
+    real = Path(real_path(path))
     return real == root or root in real.parents
 
 
@@ -81,7 +120,7 @@ def _local_path(raw: str, stated: str, settings: Settings) -> str:
         candidate = root / candidate
     # realpath follows every symlink (also in a not-yet-existing tail) and folds "..", so the
     # containment check below sees where the OS would really go.
-    real = Path(os.path.realpath(candidate))
+    real = Path(real_path(candidate))
     if not (real == root or root in real.parents):
         raise InvalidRequest(f"dataset location {stated!r} lies outside the data root")
     return real.as_posix()

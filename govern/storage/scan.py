@@ -202,11 +202,14 @@ def scan(
     batch_size: int,
     *,
     location: str | None = None,
+    table: pa.Table | None = None,
 ) -> pa.RecordBatchReader:
     """Stream ``columns`` of the rows matching ``filter``, one batch at a time.
 
     The scanner is built eagerly, so a bad column or filter fails here, before any byte is
     sent to a client. ``location`` is only used in error messages (give the catalog's text).
+    ``table``: the dataset's rows already decoded (:class:`govern.storage.hot.HotTables`), to
+    filter and project instead of scanning the files.
     """
     if batch_size <= 0:
         raise InvalidRequest("batch_size must be positive")
@@ -217,6 +220,8 @@ def scan(
             f"{_subject(location)} has no column(s) {', '.join(map(repr, missing))}",
             **_extra(location),
         )
+    if table is not None:
+        return _from_table(table, columns, filter, batch_size, location)
     try:
         scanner = dataset.scanner(
             columns=list(columns),
@@ -242,6 +247,22 @@ def scan(
         raise _storage_error(exc, location, "scan") from exc
     schema = scanner.projected_schema
     return pa.RecordBatchReader.from_batches(schema, _stream(scanner, dataset, before, location))
+
+
+def _from_table(table: pa.Table, columns: list[str], filter: pc.Expression | None, batch_size: int,
+                location: str | None) -> pa.RecordBatchReader:
+    """:func:`scan` over rows already decoded: the same filter (Arrow's, as the scanner's) and
+    projection, and the same refusal when the filter does not bind to the stored types."""
+    try:
+        rows = table.filter(filter) if filter is not None else table
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        log.warning("scan of %r refused: %s", location, type(exc).__name__)
+        raise StorageError(
+            f"the filter cannot be applied to {_subject(location)}: its stored column types differ",
+            **_extra(location),
+        ) from exc
+    rows = rows.select(list(columns))
+    return pa.RecordBatchReader.from_batches(rows.schema, iter(rows.to_batches(max_chunksize=batch_size)))
 
 
 def check_reachable(location: str, fmt: str, settings: Settings, timeout: float) -> None:

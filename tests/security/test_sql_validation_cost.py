@@ -4,7 +4,7 @@ The attack: ``validate`` rendered the subtree of every ``exp.Func`` node to lear
 would call (``node.sql()``), and ``OR``/``AND`` are Funcs, so a long boolean chain re-rendered
 itself once per link: a 10 KB query from a principal with no grants burned 22 s of CPU, 45 KB
 pinned a core for over 6 minutes. Any statement within ``sql_max_length`` (100,000 characters)
-must now be validated or refused in well under a second.
+must now be validated or refused in linear time: about a second at most here.
 
 Each statement below is built to be a worst case and filled to just under 100,000 characters:
 long OR/AND chains, nesting as deep as the parser allows (and deeper: that must be a clean
@@ -12,10 +12,13 @@ long OR/AND chains, nesting as deep as the parser allows (and deeper: that must 
 subqueries, CTEs and set operations, and refusals found at the very end of a long text. Each
 runs in a child process (killed after ``KILL_AFTER`` seconds, so the unfixed code fails instead
 of hanging), timed there with ``time.perf_counter`` and ``time.process_time``; the bound is
-``BOUND`` = 1 s of CPU on the 2-core development machine. Before the fix, 22 of the 32 cases ran
+``BOUND`` = 2 s of CPU on the 2-core development machine. Before the fix, 22 of the 32 cases ran
 past 20 s and were killed. Measured after it (2 cores shared with other work): 0.1-0.9 s each,
 the worst the 100 KB OR chain, the 30-deep nested calls and the 1,500 table functions, where
-sqlglot's own tokenizer and parser take about two thirds of the time.
+sqlglot's own tokenizer and parser take about two thirds of the time. The bound was 1 s until the
+same machine ran 1.4 times slower on another day (2026-12-06: the same pure-Python loop took
+0.87-1.22 s of CPU within an hour, and these cases 1.0-1.4 s): 2 s keeps a tenfold margin below
+what the quadratic validation took, so it still fails that, and no longer fails on a slow hour.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from govern.errors import GovernError
 from govern.sql.validate import validate
 
 MAX_LENGTH = 100_000  # the default sql_max_length
-BOUND = 1.0  # seconds per statement
+BOUND = 2.0  # seconds of CPU per statement (see the module docstring)
 KILL_AFTER = 20.0  # the unfixed code takes minutes on most of these: fail, don't hang
 
 

@@ -117,6 +117,59 @@ def test_symlink_leading_outside_is_refused(
         assert err.value.detail == f"dataset location {location!r} lies outside the data root"
 
 
+# -- a remembered resolution never outlives what it checked (location.real_path) ----------------
+
+
+def _relink(link: Path, target: Path) -> None:
+    """Re-point ``link`` in one step (rename over it), as an attacker with the folder would."""
+    tmp = link.with_name(link.name + ".new")
+    tmp.symlink_to(target, target_is_directory=target.is_dir())
+    os.replace(tmp, link)
+
+
+def test_a_link_re_pointed_outside_after_a_read_is_refused(
+    settings: Settings, data_root: Path, outside: Path
+) -> None:
+    inside = _touch(data_root / "real" / "p.parquet")
+    (data_root / "alias.parquet").symlink_to(inside)
+    (data_root / "lake").symlink_to(inside.parent, target_is_directory=True)
+    for _ in range(2):  # resolved and remembered
+        assert resolve("alias.parquet", settings)[1] == os.path.realpath(inside)
+        assert resolve("lake/p.parquet", settings)[1] == os.path.realpath(inside)
+    _relink(data_root / "alias.parquet", outside)
+    _relink(data_root / "lake", outside.parent)
+    for location in ("alias.parquet", "lake/passwd.parquet", "lake"):
+        with pytest.raises(InvalidRequest, match="outside the data root"):
+            resolve(location, settings)
+
+
+def test_a_folder_swapped_under_a_remembered_path_is_resolved_again(
+    settings: Settings, data_root: Path, tmp_path: Path
+) -> None:
+    """The remembered real path is checked too: here the path still reaches the same file (its
+    folder was renamed and the link followed it), but the remembered real path now leads to
+    another file, outside, through a link planted where the folder was."""
+    inside = _touch(data_root / "c" / "b.parquet")
+    (data_root / "a").symlink_to(data_root / "c", target_is_directory=True)
+    assert resolve("a/b.parquet", settings)[1] == os.path.realpath(inside)
+    os.rename(data_root / "c", data_root / "c-old")
+    _relink(data_root / "a", data_root / "c-old")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _touch(elsewhere / "b.parquet")
+    (data_root / "c").symlink_to(elsewhere, target_is_directory=True)
+    assert resolve("a/b.parquet", settings)[1] == os.path.realpath(data_root / "c-old" / "b.parquet")
+
+
+def test_a_file_replaced_in_place_resolves_to_the_new_one(settings: Settings, data_root: Path) -> None:
+    first = _touch(data_root / "one" / "p.parquet")
+    second = _touch(data_root / "two" / "p.parquet")
+    (data_root / "p.parquet").symlink_to(first)
+    assert resolve("p.parquet", settings)[1] == os.path.realpath(first)
+    _relink(data_root / "p.parquet", second)
+    assert resolve("p.parquet", settings)[1] == os.path.realpath(second)
+
+
 def test_sibling_with_common_prefix_is_outside(tmp_path: Path) -> None:
     """``/x/data-evil`` starts with the text ``/x/data`` but is not inside it."""
     _touch(tmp_path / "data-evil" / "p.parquet")
