@@ -74,29 +74,24 @@ def rss_mib(pid: int) -> float:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
+def _times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by ``pid`` (Linux /proc); 0 when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0, 0.0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+
+
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds used so far by ``pids`` (Linux /proc)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        total += (int(fields[11]) + int(fields[12])) / _TICK
-    return total
+    """User + system CPU seconds used so far by ``pids``."""
+    return sum(sum(_times(pid)) for pid in pids)
 
 
 def kernel_seconds(pids: list[int]) -> float:
     """System CPU seconds used so far by ``pids`` (the kernel's share of :func:`cpu_seconds`)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        total += int(stat[stat.rindex(")") + 2:].split()[12]) / _TICK
-    return total
+    return sum(_times(pid)[1] for pid in pids)
 
 
 def context_switches(pids: list[int]) -> dict[tuple[int, str], int]:
