@@ -359,21 +359,24 @@ class Exchange:
             self._free()
             return
         try:
-            status, detail = self._refusal(exc)
-            self._write(outcome_of(status), status, detail=detail, wait=self.principal is not None)
-        except AuditError:
-            pass
+            self._record_refusal(exc, wait=self.principal is not None)
         finally:
             self._free()
 
-    def _refusal(self, exc: BaseException) -> tuple[int, str]:
-        """(status, detail) of ``exc`` as a refusal, counted in the metrics."""
+    def _record_refusal(self, exc: BaseException, *, wait: bool = True) -> None:
+        """Write ``exc`` as a refusal (counted in the metrics); a failed audit write changes
+        nothing: no data goes out either way."""
         if isinstance(exc, GovernError):
             exc.recorded = True
             self._life.metrics.denials.labels(reason=exc.slug).inc()
-            return exc.status, f"{exc.slug}: {exc.detail}"
-        self._life.metrics.denials.labels(reason="internal").inc()
-        return 500, f"internal: {type(exc).__name__}"
+            status, detail = exc.status, f"{exc.slug}: {exc.detail}"
+        else:
+            self._life.metrics.denials.labels(reason="internal").inc()
+            status, detail = 500, f"internal: {type(exc).__name__}"
+        try:
+            self._write(outcome_of(status), status, detail=detail, wait=wait)
+        except AuditError:
+            pass
 
     def close_as(self, status: int, detail: str, reason: str | None = None) -> None:
         """Record the outcome of a response the surface produced without this exchange (a 404 for
@@ -502,11 +505,7 @@ class AuditedStream(Iterator[T]):
             raise
         except BaseException as exc:
             if self._holding and not ex._recorded:  # nothing has left: a refusal like any other
-                try:
-                    status, detail = ex._refusal(exc)
-                    ex._write(outcome_of(status), status, detail=detail)
-                except AuditError:
-                    pass
+                ex._record_refusal(exc)
                 raise
             status = exc.status if isinstance(exc, GovernError) else 500
             detail = f"{exc.slug}: {exc.detail}" if isinstance(exc, GovernError) else type(exc).__name__

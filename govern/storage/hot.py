@@ -45,7 +45,7 @@ class HotTables:
         self.limit = self.budget // 4
         self._tables: weakref.WeakKeyDictionary[ds.Dataset, pa.Table] = weakref.WeakKeyDictionary()
         self._order: OrderedDict[int, weakref.ref[ds.Dataset]] = OrderedDict()  # id -> dataset, oldest first
-        self._too_large: weakref.WeakSet[ds.Dataset] = weakref.WeakSet()  # or unreadable: never kept
+        self._skipped: weakref.WeakSet[ds.Dataset] = weakref.WeakSet()  # too large or unreadable: never kept
         self._lock = threading.Lock()
 
     def table(self, dataset: ds.Dataset) -> pa.Table | None:
@@ -57,7 +57,7 @@ class HotTables:
             if found is not None:
                 self._order.move_to_end(id(dataset))
                 return found
-            if dataset in self._too_large or not self._eligible(dataset):
+            if dataset in self._skipped or not self._eligible(dataset):
                 return None
         try:  # outside the lock: a slow decode blocks no other read
             table = dataset.to_table(use_threads=False)
@@ -65,11 +65,11 @@ class HotTables:
             # Unreadable (a corrupt or vanished file): not kept, and not tried again for this
             # dataset object; the streamed scan reads it and reports the failure where it is.
             with self._lock:
-                self._too_large.add(dataset)
+                self._skipped.add(dataset)
             return None
         with self._lock:
             if table.nbytes > self.limit:
-                self._too_large.add(dataset)
+                self._skipped.add(dataset)
                 return None
             self._tables[dataset] = table
             self._order[id(dataset)] = weakref.ref(dataset)
@@ -92,7 +92,7 @@ class HotTables:
         except (OSError, pa.ArrowException):
             return False  # the scan itself reports it, with the catalog's location
         if on_disk > self.limit // 4:
-            self._too_large.add(dataset)
+            self._skipped.add(dataset)
             return False
         return True
 

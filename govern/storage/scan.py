@@ -233,14 +233,7 @@ def scan(
             use_threads=USE_THREADS,
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        # Binding the filter to the stored types failed: the data does not have the types
-        # the catalog promised. No I/O has happened yet. (The message may quote filter
-        # literals, i.e. data, so only its type is logged.)
-        log.warning("scan of %r refused: %s", location, type(exc).__name__)
-        raise StorageError(
-            f"the filter cannot be applied to {_subject(location)}: its stored column types differ",
-            **_extra(location),
-        ) from exc
+        raise _unbound(exc, location) from exc
     try:
         before = _snapshot(dataset)
     except (OSError, pa.ArrowException) as exc:
@@ -256,13 +249,20 @@ def _from_table(table: pa.Table, columns: list[str], filter: pc.Expression | Non
     try:
         rows = table.filter(filter) if filter is not None else table
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        log.warning("scan of %r refused: %s", location, type(exc).__name__)
-        raise StorageError(
-            f"the filter cannot be applied to {_subject(location)}: its stored column types differ",
-            **_extra(location),
-        ) from exc
+        raise _unbound(exc, location) from exc
     rows = rows.select(list(columns))
     return pa.RecordBatchReader.from_batches(rows.schema, iter(rows.to_batches(max_chunksize=batch_size)))
+
+
+def _unbound(exc: Exception, location: str | None) -> StorageError:
+    """Binding the filter to the stored types failed: the data does not have the types the
+    catalog promised. No I/O has happened yet. (The message may quote filter literals, i.e.
+    data, so only the exception's type is logged.)"""
+    log.warning("scan of %r refused: %s", location, type(exc).__name__)
+    return StorageError(
+        f"the filter cannot be applied to {_subject(location)}: its stored column types differ",
+        **_extra(location),
+    )
 
 
 def check_reachable(location: str, fmt: str, settings: Settings, timeout: float) -> None:
