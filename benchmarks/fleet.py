@@ -12,8 +12,9 @@ reloads, ``--rounds`` times over; then the offline checker (``tests/fleet/histor
 ``load``: for each instance count in ``--instances`` (default 1 and 3), ``--seconds`` of closed-
 loop small reads (``--clients`` keep-alive connections spread over the instances, driven by one
 asyncio loop: ``loadgen.py``), then small reads open-loop at half the audited rate measured, for
-their latency, then closed-loop mixed load (90 % small reads, 5 % SQL, 5 % DP releases on a
-budget large enough never to run out). Prints p50/p99 per operation, audited requests per second
+their latency, then closed-loop small reads with a filter (one of eight, on a kept column or a
+masked one: reads the gateway cannot serve from a plan's masked rows), then closed-loop mixed
+load (90 % small reads, 5 % SQL, 5 % DP releases on a budget large enough never to run out). Prints p50/p99 per operation, audited requests per second
 (audit records committed per second of the window), the gateways' RSS sampled every
 ``--sample`` seconds, and where their CPU went: per audited request, its kernel share and the
 threads' voluntary context switches (threads waiting for the GIL show there); first, the cores
@@ -37,6 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -148,17 +150,24 @@ def audited(url: str) -> int:
 
 OPS = (("read", 90), ("sql", 5), ("dp", 5))
 READS = (("read", 1),)  # the throughput target is for small reads
+FILTERED = (("filtered", 1),)  # small reads with a filter: never served from a plan's masked rows
+# on a kept column (the scan filters raw rows) and on a masked one (the engine filters masked rows)
+FILTERS = (*(f"diagnosis = '{d}'" for d in ("Asthma", "Migraine", "Influenza", "Fracture")),
+           *(f"charges > {c}" for c in (0, 1000, 2500, 5000)))
 
 
-def calls(url: str, world: World) -> dict[str, Call]:
-    """The three operations of the mix, prebuilt for the lean client (loadgen.py)."""
+def calls(url: str, world: World) -> dict[str, list[Call]]:
+    """The operations, prebuilt for the lean client (loadgen.py); a client picks one of each
+    kind's calls at random."""
     headers = {**world.auth("alice"), "X-Purpose": "analytics"}
     posting = {**headers, "Content-Type": "application/json"}
     sql = json.dumps({"sql": "SELECT region, COUNT(*) AS n FROM patients GROUP BY region"}).encode()
     dp = json.dumps({"aggregates": [{"function": "count"}], "epsilon": 0.01}).encode()
-    return {"read": Call.of("read", url, "GET", "/v1/datasets/patients/rows?limit=20&format=jsonl", headers),
-            "sql": Call.of("sql", url, "POST", "/v1/sql", posting, sql),
-            "dp": Call.of("dp", url, "POST", "/v1/datasets/patients/dp", posting, dp)}
+    rows = "/v1/datasets/patients/rows?limit=20&format=jsonl"
+    return {"read": [Call.of("read", url, "GET", rows, headers)],
+            "filtered": [Call.of("filtered", url, "GET", f"{rows}&filter={quote(f)}", headers) for f in FILTERS],
+            "sql": [Call.of("sql", url, "POST", "/v1/sql", posting, sql)],
+            "dp": [Call.of("dp", url, "POST", "/v1/datasets/patients/dp", posting, dp)]}
 
 
 def warm_up(setup: Setup) -> None:
@@ -168,8 +177,8 @@ def warm_up(setup: Setup) -> None:
         for server in setup.fleet.servers:
             conn = Connection(server.url)
             try:
-                for kind, call in calls(server.url, setup.world).items():
-                    status, _ = await conn.send(call, 120)
+                for kind, variants in calls(server.url, setup.world).items():
+                    status, _ = await conn.send(variants[0], 120)
                     if status != 200:
                         raise RuntimeError(f"warm-up {kind} on {server.url}: status {status}")
             finally:
@@ -216,7 +225,7 @@ async def _load_phase(setup: Setup, seconds: float, clients: int, rate: float | 
             kind = rng.choice(kinds)
             began = time.monotonic()
             try:
-                status, _ = await conn.send(prepared[server][kind], 30)
+                status, _ = await conn.send(rng.choice(prepared[server][kind]), 30)
                 ok, why = status == 200, str(status)
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 ok, why = False, type(exc).__name__
@@ -255,13 +264,29 @@ async def _load_phase(setup: Setup, seconds: float, clients: int, rate: float | 
     }
 
 
+def versions() -> dict[str, str]:
+    """What the numbers were measured on: Python and the packages a request goes through (runs
+    on different days are comparable only when these agree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": sys.version.split()[0]}
+    for name in ("fastapi", "starlette", "uvicorn", "httptools", "uvloop", "h11", "anyio", "pydantic", "pyarrow",
+                 "numpy", "psycopg", "cryptography"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
 def cpu_busy() -> float:
     """Load average over the last minute, per core (how shared the machine was)."""
     return round(os.getloadavg()[0] / (os.cpu_count() or 1), 2)
 
 
 def cmd_load(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"load_per_core_before": cpu_busy(), "runs": []}
+    out: dict[str, Any] = {"load_per_core_before": cpu_busy(), "versions": versions(), "runs": []}
+    print("versions:", ", ".join(f"{k} {v}" for k, v in out["versions"].items()))
     with tempfile.TemporaryDirectory(prefix="govern-fleet-bench-") as tmp:
         world = demo_world(Path(tmp))
         for n in args.instances:
@@ -273,14 +298,16 @@ def cmd_load(args: argparse.Namespace) -> dict[str, Any]:
                 closed = load_phase(setup, args.seconds, args.clients, None, args.sample, READS)
                 half = max(1.0, closed["audited_per_s"] / 2)
                 opened = load_phase(setup, args.seconds, args.clients, half, args.sample, READS)
+                filtered = load_phase(setup, args.seconds, args.clients, None, args.sample, FILTERED)
                 mixed = load_phase(setup, args.seconds, args.clients, None, args.sample, OPS)
-                run_ = {"instances": n, "idle_cores": idle, "closed": closed, "half_rate": opened, "mixed": mixed,
-                        "load_per_core": cpu_busy()}
+                run_ = {"instances": n, "idle_cores": idle, "closed": closed, "half_rate": opened,
+                        "filtered": filtered, "mixed": mixed, "load_per_core": cpu_busy()}
                 out["runs"].append(run_)
                 print(f"\n{n} instance(s), small reads: closed loop {closed['audited_per_s']} audited req/s "
                       f"({args.clients} clients); open loop at {half:.0f}/s -> {opened['audited_per_s']} audited req/s; "
+                      f"filtered small reads closed loop {filtered['audited_per_s']} audited req/s; "
                       f"mixed closed loop {mixed['audited_per_s']} audited req/s")
-                for label, phase in (("closed", closed), ("open", opened), ("mixed", mixed)):
+                for label, phase in (("closed", closed), ("open", opened), ("filter", filtered), ("mixed", mixed)):
                     print(f"  {label:6} cores busy {phase['cores']}; gateway CPU "
                           f"{phase['gateway_cpu_ms_per_request']} ms per audited request "
                           f"({phase['gateway_kernel_share']:.0%} in the kernel, "

@@ -6,16 +6,20 @@ A seeded demo world (2,000 patients, the fleet benchmark's) in a temporary folde
 in interleaved rounds (every case once per round, best of ``--rounds``, microseconds per call):
 
 (a) ``Governor.read`` of alice's 20 masked rows (analytics: EU row filter and eight masks), read
-    to the end, with the dataset kept decoded (``hot_table_bytes``, the default) and without
+    to the end: as served (the dataset kept decoded with alice's plan's masked rows, the default
+    ``hot_table_bytes``); from the kept table but masked on every read (the kept masked rows
+    switched off, as a read with a ``filter`` is served); and with nothing kept
     (``hot_table_bytes: 0``, every read decodes the file's row group);
+(a') the same read's JSON lines (``govern.server.streaming.encode``) against ``json.dumps`` of
+    each row, as before;
 (b) resolving the dataset's location (``govern.storage.location.resolve``, called about five
     times per read), remembered per inode, against the same function with ``os.path.realpath``
     each time as before;
 (c) an audit record's dict form (``AuditRecord.to_dict``, built three times per record) and
     sealing (hash over canonical JSON), against :func:`dataclasses.asdict` as before.
 
-Each pair's outputs are checked equal before timing. These are the changes of the session that
-wrote this script (docs/performance.md#fleet); the whole request is measured by ``fleet.py``.
+Each pair's outputs are checked equal before timing. These are the changes of the sessions that
+worked on issue 17 (docs/performance.md#fleet); the whole request is measured by ``fleet.py``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import pyarrow as pa
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -40,7 +46,9 @@ from govern.config import load_settings  # noqa: E402
 from govern.deliver.governor import Governor  # noqa: E402
 from govern.demo import create_demo  # noqa: E402
 from govern.identity.principal import Principal  # noqa: E402
+from govern.server.streaming import encode  # noqa: E402
 from govern.storage import location  # noqa: E402
+from govern.storage.hot import HotTable  # noqa: E402
 
 
 def best(fn: Callable[[], object], number: int) -> float:
@@ -64,6 +72,24 @@ def main() -> None:
 
         def read(g: Governor) -> Callable[[], object]:
             return lambda: g.read(alice, "patients", "analytics", limit=20).reader.read_all()
+
+        def read_masking_each_time() -> object:  # the kept table, no kept masked rows
+            kept = HotTable.derived
+            HotTable.derived = lambda self, key, owner, build: None  # type: ignore[method-assign]
+            try:
+                return read(hot)()
+            finally:
+                HotTable.derived = kept  # type: ignore[method-assign]
+
+        rows = read(hot)()
+
+        def jsonl() -> bytes:
+            reader = pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches())
+            return b"".join(bytes(c) for c in encode("jsonl", reader, lambda n, size: None))
+
+        def jsonl_as_before() -> bytes:
+            return "".join(json.dumps({k: v.hex() if isinstance(v, bytes) else v for k, v in row.items()},
+                                      default=str, ensure_ascii=False) + "\n" for row in rows.to_pylist()).encode()
 
         record = AuditRecord(seq=None, time="", request_id="r" * 32, principal="alice", purpose="analytics",
                              dataset="patients", action="read", outcome="ok", status=200, plan_hash="h" * 64,
@@ -90,8 +116,11 @@ def main() -> None:
                 location.real_path = remembered
 
         cases: dict[str, tuple[Callable[[], object], int]] = {
-            "read, kept decoded": (read(hot), 300),
+            "read, masked rows kept": (read(hot), 1_000),
+            "read, kept table, masked each time": (read_masking_each_time, 300),
             "read, decoded each time": (read(cold), 300),
+            "jsonl, one encoder": (jsonl, 1_000),
+            "jsonl, json.dumps per row": (jsonl_as_before, 1_000),
             "resolve, remembered per inode": (lambda: location.resolve("patients.parquet", settings), 3_000),
             "resolve, realpath each time": (resolve_as_before, 3_000),
             "to_dict": (record.to_dict, 5_000),
@@ -101,6 +130,8 @@ def main() -> None:
         }
         # the pairs agree before anything is timed
         assert read(hot)().equals(read(cold)()), "kept and decoded reads differ"
+        assert read_masking_each_time().equals(read(cold)()), "kept and decoded reads differ"
+        assert jsonl() == jsonl_as_before()
         assert location.resolve("patients.parquet", settings)[1] == resolve_as_before()[1]
         assert record.to_dict() == asdict(record)
         assert seal() == seal_asdict()
@@ -112,11 +143,13 @@ def main() -> None:
             for name, (fn, number) in cases.items():
                 times[name].append(best(fn, number))
     result = {name: round(min(t) * 1e6, 1) for name, t in times.items()}
-    pairs = (("read, kept decoded", "read, decoded each time"),
+    pairs = (("read, masked rows kept", "read, kept table, masked each time"),
+             ("read, kept table, masked each time", "read, decoded each time"),
+             ("jsonl, one encoder", "jsonl, json.dumps per row"),
              ("resolve, remembered per inode", "resolve, realpath each time"),
              ("to_dict", "dataclasses.asdict"), ("seal", "seal through asdict"))
     for now, before in pairs:
-        print(f"{now:32} {result[now]:9.1f} µs   {before:28} {result[before]:9.1f} µs   "
+        print(f"{now:36} {result[now]:9.1f} µs   {before:36} {result[before]:9.1f} µs   "
               f"ratio {result[before] / result[now]:.2f}×")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ def serve(config: str | None, host: str | None, port: int | None, pg_port: int |
     from govern.logs import log_everything_as_json
     from govern.pgwire.server import PgServerThread
     from govern.server.app import create_app
-    from govern.server.connections import IdleClosingH11
+    from govern.server.connections import idle_closing_protocol
     from govern.storage.scan import use_jemalloc
 
     use_jemalloc()  # a long-running server: the allocator that returns freed memory (docs/performance.md)
@@ -93,7 +93,7 @@ def serve(config: str | None, host: str | None, port: int | None, pg_port: int |
             await super().shutdown(sockets)
 
     config_ = uvicorn.Config(app, host=h, port=p, log_level=settings.log_level, access_log=False,
-                             http=IdleClosingH11, timeout_keep_alive=max(1, int(settings.http_idle_timeout)),
+                             http=idle_closing_protocol(), timeout_keep_alive=max(1, int(settings.http_idle_timeout)),
                              ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile,
                              log_config=None)  # uvicorn's loggers go through govern's JSON logging
     try:

@@ -37,7 +37,7 @@ from govern.policy.model import PolicySet
 from govern.storage import dictionary as storage_dictionary
 from govern.storage import fragments as storage_fragments
 from govern.storage import scan as storage_scan
-from govern.storage.hot import HotTables
+from govern.storage.hot import HotTable, HotTables
 from govern.storage.version import data_version
 
 
@@ -219,9 +219,39 @@ class Governor:
             # the scan binds it to storage, where it would read as a storage failure (503).
             executor.output_schema(pa.schema([ds.schema.field(c) for c in scanned]))
         hot = self.hot.table(ds) if ds is whole else None
+        if hot is not None and client_filter is None and not dictionaries:
+            masked = hot.derived(("masked", plan.hash), keys, lambda: self._masked(plan, hot, ds, entry.location))
+            if masked is not None:
+                stored = pa.schema([ds.schema.field(c) for c in scanned])
+                return GovernedRead(plan, request, self._from_masked(masked, request, executor.output_schema(stored)))
         raw = storage_scan.scan(ds, scanned, pushdown,
                                 self.settings.batch_size, location=entry.location, table=hot)
         return GovernedRead(plan, request, executor.reader(raw))
+
+    def _masked(self, plan: AccessPlan, hot: HotTable, ds: Any, location: str) -> pa.Table:
+        """Every row and visible column ``plan`` gives of a kept table, masked: what a read with
+        no columns, filter or limit delivers. Kept with the table (:meth:`HotTable.derived`)
+        under the plan's hash and this key ring, since a mask's output is a function of the
+        row, the plan (its key id included) and the keys alone — the property masked
+        materializations rest on too (govern.deliver.materialize). A read of some columns or
+        the first rows is then a projection and a slice of it: every mask is row-local."""
+        whole = resolve_request(plan, None, None, None)
+        executor = ArrowExecutor(plan, whole, self.keys, threads=self.settings.mask_threads, row_filter_applied=True)
+        raw = storage_scan.scan(ds, scan_columns(plan, whole), pushdown_filter(plan, whole),
+                                self.settings.batch_size, location=location, table=hot)
+        return executor.reader(raw).read_all()
+
+    def _from_masked(self, masked: pa.Table, request: Request, schema: pa.Schema) -> pa.RecordBatchReader:
+        """``request``'s columns and first ``limit`` rows of a plan's masked rows, in the schema
+        (the engine's, :meth:`ArrowExecutor.output_schema`) and batches it would stream (no
+        empty batch)."""
+        rows = masked.select(list(request.columns))
+        if request.limit is not None:
+            rows = rows.slice(0, request.limit)
+        if not rows.schema.equals(schema):
+            rows = rows.cast(schema)
+        batches = [b for b in rows.to_batches(max_chunksize=self.settings.batch_size) if b.num_rows]
+        return pa.RecordBatchReader.from_batches(schema, iter(batches))
 
     def reidentify(self, principal: Principal, dataset: str, purpose: str, tokens: list[str],
                    state: PolicyState | None = None) -> Reidentification:

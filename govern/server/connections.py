@@ -1,44 +1,88 @@
-"""HTTP connections that cannot be held open for free.
+"""HTTP connections that cannot be held open for free, on the fastest HTTP parser installed.
 
 uvicorn closes a keep-alive connection that stays idle *after* a response, but a connection
 that never sends a request, or sends its headers a byte at a time, is kept forever: a few
-thousand of them exhaust the gateway's file descriptors (slowloris). :class:`IdleClosingH11`
+thousand of them exhaust the gateway's file descriptors (slowloris). :class:`HeadDeadline`
 gives every connection ``http_idle_timeout`` seconds to deliver a complete request head — from
 the moment it opens, and again after each response — and closes it otherwise. A request whose
 head has arrived is the application's business (its body is read with size limits and its work
 has the request's deadline).
+
+The mixin also tells the application whether the client has gone, without waiting and from any
+thread: the ASGI scope extension :data:`LOST` (a callable, read with :func:`lost_probe`). ASGI's
+own way is to await ``receive()``, which a sync route's worker thread cannot do without a
+hand-off back to the event loop; :meth:`govern.server.streaming.ReadStream.prefetch` asks it
+before it runs a read in the route's thread, so that a read whose client has already left is
+still recorded as abandoned (499), never as sent.
+
+The deadline is a mixin over uvicorn's two HTTP protocols, which share the hooks it needs
+(``connection_made``, ``data_received``, ``on_response_complete``, ``cycle``).
+:func:`idle_closing_protocol` takes httptools' (llhttp, in C; the ``server`` extra installs it)
+and falls back to h11's (pure Python) where httptools cannot be imported: a small read spends
+about a quarter of its CPU in HTTP parsing and framing under h11 (docs/performance.md#fleet).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["IdleClosingH11"]
+__all__ = ["LOST", "HeadDeadline", "IdleClosingH11", "idle_closing_protocol", "lost_probe"]
+
+LOST = "govern.connection_lost"  # scope["extensions"][LOST]: () -> bool, whether the client has gone
 
 
-class IdleClosingH11(H11Protocol):
+def lost_probe(scope: Scope) -> Callable[[], bool] | None:
+    """Whether the request's client has gone, asked without waiting; None when the server does
+    not say (any server but ``govern serve``'s, e.g. an in-process test client)."""
+    return (scope.get("extensions") or {}).get(LOST)
+
+
+class HeadDeadline:
+    """Close a connection whose request head does not arrive within ``timeout_keep_alive``."""
+
+    app: ASGIApp
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    timeout_keep_alive: int
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._lost = False
+        inner = self.app
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            scope["extensions"] = {**(scope.get("extensions") or {}), LOST: self.lost}
+            await inner(scope, receive, send)
+
+        self.app = app
+
+    def lost(self) -> bool:
+        """Whether the connection has been lost (a plain flag: safe to read from any thread)."""
+        return self._lost
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         self._disarm()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        super().data_received(data)  # type: ignore[misc]
         if self._in_request():
             self._disarm()  # the head is in: the request is running
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
         self._arm()  # the next request's head must arrive in time too
 
     def _in_request(self) -> bool:
@@ -58,3 +102,20 @@ class IdleClosingH11(H11Protocol):
         self._head_timer = None
         if not self._in_request() and not self.transport.is_closing():
             self.transport.close()
+
+
+class IdleClosingH11(HeadDeadline, H11Protocol):
+    """h11 (pure Python) with the head deadline."""
+
+
+def idle_closing_protocol() -> type:
+    """httptools' protocol with the head deadline when httptools imports, else h11's."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return IdleClosingH11
+
+    class IdleClosingHttpTools(HeadDeadline, HttpToolsProtocol):
+        """httptools (llhttp, C) with the head deadline."""
+
+    return IdleClosingHttpTools

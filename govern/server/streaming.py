@@ -90,6 +90,18 @@ def _has_dictionary(t: pa.DataType | pa.Schema) -> bool:
     return any(_has_dictionary(t.field(i).type) for i in range(t.num_fields))
 
 
+# json.dumps(row, default=str, ensure_ascii=False) builds this encoder anew for every row
+_JSONL = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
+def _is_binary(t: pa.DataType) -> bool:
+    """Whether a top-level column's values come out of Arrow as bytes (hex in JSON lines)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t) or \
+        getattr(pa.types, "is_binary_view", lambda _: False)(t)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.hex()
@@ -126,12 +138,14 @@ def encode(fmt: str, reader: pa.RecordBatchReader, finish: Callable[[int, int], 
     if head:
         sent += len(head)
         yield from _slices(head)
+    binary = fmt == "jsonl" and any(_is_binary(f.type) for f in schema)
     for batch in reader:
         rows += batch.num_rows
         if writer is None:
-            chunk = "".join(
-                json.dumps({k: _jsonable(v) for k, v in row.items()}, default=str, ensure_ascii=False) + "\n"
-                for row in batch.to_pylist()).encode()
+            records = batch.to_pylist()
+            if binary:
+                records = [{k: _jsonable(v) for k, v in row.items()} for row in records]
+            chunk = "".join(_JSONL.encode(row) + "\n" for row in records).encode()
         else:
             if fmt == "parquet":
                 writer.write_table(pa.Table.from_batches([batch], schema=schema))
@@ -179,14 +193,38 @@ class ReadStream(StreamingResponse):
         super().__init__(stream, media_type=media_type, headers=headers)
         self._stream = stream
         self._known_length = known_length
+        self._taken: tuple[list[Chunk], bool] | None = None
+
+    def prefetch(self, lost: Callable[[], bool] | None) -> ReadStream:
+        """Run the stream up to its first message now, in the caller's thread (a sync route's
+        worker thread): a small body — most reads — is then encoded and its record committed
+        in the thread that planned it, instead of a second and third hand-off to a worker
+        thread from the event loop (each costs a GIL hand-off under load; docs/performance.md#fleet).
+        Nothing is sent before the response is; a failure here is raised to the route, as an
+        error response, exactly as it would be from :meth:`__call__`. A client that leaves
+        meanwhile finds its read recorded as sent, as one that leaves while a held body is
+        being written does.
+
+        ``lost``: whether the client has gone (:func:`govern.server.connections.lost_probe`).
+        When it has, or when the server cannot tell (None), nothing runs here: :meth:`__call__`
+        looks for the client first, as without a prefetch, and an abandoned read is recorded
+        as such (499)."""
+        if lost is None or lost():
+            return self
+        self._stream.hold()
+        self._taken = _take(self._stream, KNOWN_LENGTH if self._known_length else CHUNK)
+        return self
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ended = False
         try:
-            if await _left(receive):  # gone before the first byte: the stream never runs (aborted)
+            if self._taken is None and await _left(receive):  # gone before the first byte: never runs (aborted)
                 return
-            self._stream.hold()
-            held, ended = await anyio.to_thread.run_sync(_take, self._stream,
-                                                         KNOWN_LENGTH if self._known_length else CHUNK)
+            if self._taken is None:
+                self._stream.hold()
+                self._taken = await anyio.to_thread.run_sync(_take, self._stream,
+                                                             KNOWN_LENGTH if self._known_length else CHUNK)
+            held, ended = self._taken
             if ended:  # the whole body: one message with Content-Length, no streaming machinery
                 body = b"".join(held)
                 self.headers["content-length"] = str(len(body))
@@ -205,8 +243,9 @@ class ReadStream(StreamingResponse):
             self.body_iterator = resumed()
             await super().__call__(scope, receive, send)
         finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._stream.close)
+            if not ended:  # a stream that ran to its end has nothing left to close
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._stream.close)
 
 
 async def _left(receive: Receive) -> bool:

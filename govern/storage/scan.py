@@ -37,6 +37,7 @@ import pyarrow.fs as pafs
 
 from govern.config import Settings
 from govern.errors import GovernError, InvalidRequest, StorageError
+from govern.storage.hot import HotTable
 from govern.storage.location import is_within, local_root, resolve
 
 __all__ = ["FORMATS", "check_reachable", "fingerprint", "open_dataset", "physical_schema", "readahead", "row_count", "scan", "use_jemalloc"]
@@ -202,7 +203,7 @@ def scan(
     batch_size: int,
     *,
     location: str | None = None,
-    table: pa.Table | None = None,
+    table: HotTable | None = None,
 ) -> pa.RecordBatchReader:
     """Stream ``columns`` of the rows matching ``filter``, one batch at a time.
 
@@ -242,15 +243,15 @@ def scan(
     return pa.RecordBatchReader.from_batches(schema, _stream(scanner, dataset, before, location))
 
 
-def _from_table(table: pa.Table, columns: list[str], filter: pc.Expression | None, batch_size: int,
+def _from_table(table: HotTable, columns: list[str], filter: pc.Expression | None, batch_size: int,
                 location: str | None) -> pa.RecordBatchReader:
-    """:func:`scan` over rows already decoded: the same filter (Arrow's, as the scanner's) and
-    projection, and the same refusal when the filter does not bind to the stored types."""
+    """:func:`scan` over rows already decoded: the same filter (Arrow's, as the scanner's, its
+    selection remembered per filter) and projection, and the same refusal when the filter does
+    not bind to the stored types."""
     try:
-        rows = table.filter(filter) if filter is not None else table
+        rows = table.rows(filter, list(columns))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise _unbound(exc, location) from exc
-    rows = rows.select(list(columns))
     return pa.RecordBatchReader.from_batches(rows.schema, iter(rows.to_batches(max_chunksize=batch_size)))
 
 

@@ -21,6 +21,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from govern.client import Client, StreamInterrupted
 from govern.errors import LimitExceeded
@@ -375,3 +378,45 @@ def test_a_stream_whose_client_left_before_the_first_byte_gives_back_its_read_sl
     outcome = {r.extra.get("client_request_id"): (r.outcome, r.status) for r in records}
     assert [outcome.get(f"abandoned-read-{i}") for i in range(3)] == [("aborted", 499)] * 3
     assert outcome["kept-read"] == ("ok", 200)
+
+
+# -- JSON lines: one encoder for the stream, the same text as json.dumps per row ------------------
+
+
+_VALUES = {
+    pa.string(): st.text(max_size=6),
+    pa.binary(): st.binary(max_size=6),
+    pa.int64(): st.integers(-(2**63), 2**63 - 1),
+    pa.float64(): st.floats(allow_nan=True, allow_infinity=True),
+    pa.date32(): st.dates(),
+    pa.timestamp("us", tz="UTC"): st.datetimes(timezones=st.just(__import__("datetime").timezone.utc)),
+    pa.list_(pa.binary()): st.lists(st.binary(max_size=3), max_size=2),
+}
+
+
+@st.composite
+def _tables(draw) -> pa.Table:
+    types = draw(st.lists(st.sampled_from(list(_VALUES)), min_size=1, max_size=4))
+    n = draw(st.integers(0, 5))
+    columns = {}
+    for i, t in enumerate(types):
+        values = draw(st.lists(st.none() | _VALUES[t], min_size=n, max_size=n))
+        array = pa.array(values, t)
+        if t in (pa.string(), pa.binary()) and draw(st.booleans()):
+            array = array.dictionary_encode()
+        columns[f"c{i}"] = array
+    return pa.table(columns)
+
+
+@hsettings(max_examples=80, deadline=None)
+@given(_tables())
+def test_json_lines_are_json_dumps_of_each_row(table: pa.Table) -> None:
+    """Property: the stream's text is, row by row, ``json.dumps(row, default=str,
+    ensure_ascii=False)`` with top-level bytes as hex (nested bytes through ``str``, as ever)."""
+    def reference(row: dict) -> str:
+        return json.dumps({k: v.hex() if isinstance(v, bytes) else v for k, v in row.items()},
+                          default=str, ensure_ascii=False)
+
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=2))
+    got = b"".join(bytes(c) for c in encode("jsonl", reader, lambda rows, size: None)).decode()
+    assert got == "".join(reference(r) + "\n" for r in table.to_pylist())

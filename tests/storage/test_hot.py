@@ -11,13 +11,16 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from govern.config import Settings
 from govern.deliver.governor import Governor
 from govern.demo import create_demo
 from govern.errors import StorageError
 from govern.identity.principal import Principal
-from govern.storage.hot import HotTables
+from govern.storage.hot import HotTable, HotTables
 from govern.storage.scan import open_dataset, scan
 from tests.storage.test_scan import _corrupt_row_group, _table
 
@@ -60,7 +63,7 @@ def test_kept_per_dataset_object_and_dropped_with_it(settings: Settings, small: 
     dataset = open_dataset("t.parquet", "parquet", settings)
     first = hot.table(dataset)
     assert first is not None and hot.table(dataset) is first  # decoded once
-    assert hot.nbytes() == first.nbytes
+    assert hot.nbytes() == 2 * first.table.nbytes  # its rows, and room for its selections
     del dataset, first
     gc.collect()
     assert hot.nbytes() == 0
@@ -70,7 +73,7 @@ def test_least_recently_used_tables_go_first_within_the_budget(settings: Setting
     for name in ("a", "b", "c"):
         pq.write_table(_table(3_000), data_root / f"{name}.parquet")
     sets = {n: open_dataset(f"{n}.parquet", "parquet", settings) for n in ("a", "b", "c")}
-    one = HotTables(BUDGET).table(sets["a"]).nbytes
+    one = HotTables(BUDGET).table(sets["a"]).nbytes  # twice the rows (HotTable.nbytes)
     hot = HotTables(2 * one + one // 2)  # room for two
     hot.limit = 10 * one  # each one fits alone (the per-table share, not the budget, is what is tested here)
     a = hot.table(sets["a"])
@@ -139,3 +142,109 @@ def test_a_governed_read_keeps_the_table_and_sees_a_rewritten_file(tmp_path: Pat
     pq.write_table(changed, path)
     after = regions()
     assert after == ["ZZ"] * len(before)  # the new file, not the kept table
+
+
+# -- a filter's selection, remembered -------------------------------------------------------------
+
+_KEPT = HotTable(_table(500))
+_LITERALS = {"id": st.integers(-5, 505), "amount": st.floats(-1, 260, allow_nan=False),
+             "region": st.sampled_from(["EU", "US", "APAC", "eu", ""]), "name": st.sampled_from(["name-1", "name-499", "x"])}
+_OPS = ["==", "!=", "<", ">=", "isin"]
+
+
+@st.composite
+def _filters(draw) -> pc.Expression:
+    """Comparisons of one column with a literal (int32, int64 or float literals for numbers, so
+    that filters printing alike differ in type), combined with AND / OR / NOT."""
+    column = draw(st.sampled_from(sorted(_LITERALS)))
+    value = draw(_LITERALS[column])
+    if column == "id":
+        value = pa.scalar(value, draw(st.sampled_from([pa.int32(), pa.int64(), pa.float64()])))
+    op = draw(st.sampled_from(_OPS))
+    field = pc.field(column)
+    one = field.isin([value.as_py() if isinstance(value, pa.Scalar) else value]) if op == "isin" else {
+        "==": field == value, "!=": field != value, "<": field < value, ">=": field >= value}[op]
+    shape = draw(st.integers(0, 3))
+    if shape == 0:
+        return one
+    other = draw(_filters()) if draw(st.booleans()) else pc.field("id") < 250
+    return {1: one & other, 2: one | other, 3: ~one}[shape]
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_filters(), min_size=1, max_size=8), st.randoms(use_true_random=False))
+def test_remembered_selections_give_arrows_filter_for_every_filter_in_any_order(filters, rng) -> None:
+    """Property: whatever filters come, in whatever order and however often, each read gives
+    exactly what Arrow's own filter gives on the rows (a selection is never another filter's)."""
+    asked = filters * 2
+    rng.shuffle(asked)
+    for where in asked:
+        got = _KEPT.rows(where, ["id", "name"])
+        assert got.equals(_KEPT.table.filter(where).select(["id", "name"])), str(where)
+
+
+def test_selections_are_bounded_in_number_and_bytes() -> None:
+    kept = HotTable(_table(3_000))
+    for i in range(HotTable.KEPT + 8):
+        assert kept.rows(pc.field("id") >= i, ["id"]).num_rows == 3_000 - i
+    held = list(kept._kept.values())
+    assert len(held) <= HotTable.KEPT
+    assert sum(size for _, _, size in held) <= kept.table.nbytes
+    assert kept.rows(pc.field("id") >= 0, ["id"]).num_rows == 3_000  # an evicted one, selected again
+
+
+def test_a_selection_larger_than_the_rows_is_not_kept() -> None:
+    kept = HotTable(pa.table({"b": pa.array([True] * 1_000)}))  # 1,000 bits of rows, 4,000 bytes of positions
+    assert kept.rows(pc.field("b"), ["b"]).num_rows == 1_000
+    assert not kept._kept
+
+
+def test_a_filter_that_does_not_bind_is_refused_every_time(settings: Settings, small: Path) -> None:
+    dataset = open_dataset("t.parquet", "parquet", settings)
+    table = HotTables(BUDGET).table(dataset)
+    for _ in range(2):
+        with pytest.raises(StorageError, match="stored column types differ"):
+            scan(dataset, ["id"], pc.field("id") == pc.scalar("not a number"), 100, table=table)
+
+
+# -- tables derived from the kept rows -------------------------------------------------------------
+
+def test_a_derived_table_is_built_once_per_key_and_owner() -> None:
+    kept = HotTable(_table(1_000))
+    builds: list[str] = []
+
+    def build(tag: str):
+        def go() -> pa.Table:
+            builds.append(tag)
+            return kept.table.slice(0, 10)
+        return go
+
+    owner, other = object(), object()
+    first = kept.derived("k", owner, build("a"))
+    assert kept.derived("k", owner, build("b")) is first and builds == ["a"]
+    assert kept.derived("k", other, build("c")) is not None and builds == ["a", "c"]  # another owner: built again
+    assert kept.derived("j", other, build("d")) is not None and builds == ["a", "c", "d"]
+
+
+def test_a_derived_table_that_fails_to_build_is_none_and_not_tried_again() -> None:
+    kept = HotTable(_table(100))
+    calls = []
+
+    def broken() -> pa.Table:
+        calls.append(1)
+        raise pa.ArrowInvalid("no")
+
+    owner = object()
+    assert kept.derived("k", owner, broken) is None
+    assert kept.derived("k", owner, broken) is None and len(calls) == 1
+
+
+def test_derived_tables_and_selections_share_one_bound() -> None:
+    kept = HotTable(_table(1_000))
+    owner = object()
+    assert kept.derived("big", owner, lambda: pa.concat_tables([kept.table, kept.table])) is not None
+    assert not kept._kept  # larger than the rows: served, not kept
+    for i in range(3):  # each about half the rows' bytes: at most two fit
+        kept.derived(i, owner, lambda: kept.table.slice(0, 500))
+    assert sum(size for _, _, size in kept._kept.values()) <= kept.table.nbytes
+    assert list(k for k in kept._kept) == [("derived", 1), ("derived", 2)]

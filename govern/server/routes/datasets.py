@@ -23,6 +23,7 @@ from govern.errors import InvalidRequest, LimitExceeded, StorageError
 from govern.plan.model import AccessPlan
 from govern.plan.predicates import compile_client_filter
 from govern.server.bodies import validate
+from govern.server.connections import lost_probe
 from govern.server.contract import errors, json_body
 from govern.server.exchange import (
     bearer,
@@ -161,7 +162,7 @@ def read_rows(
 
             stream = ex.stream(lambda finish: encode(format, reader, finish), close=close)
     return ReadStream(stream, media_type=MEDIA_TYPES[format], headers=_read_headers(name, format, plan),
-                      known_length=format == "parquet")
+                      known_length=format == "parquet").prefetch(lost_probe(request.scope))
 
 
 def _read_headers(name: str, format: str, plan: AccessPlan) -> dict[str, str]:

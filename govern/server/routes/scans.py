@@ -43,6 +43,7 @@ from govern.identity.tickets import Ticket, issue
 from govern.plan.model import AccessPlan
 from govern.plan.predicates import compile_client_filter
 from govern.server.bodies import validate
+from govern.server.connections import lost_probe
 from govern.server.contract import errors
 from govern.server.exchange import (
     bearer,
@@ -180,7 +181,7 @@ def fragment(fragment_id: str, request: Request, authorization: Auth = None) -> 
             ex.plan, reader = opened.plan, opened.reader
         stream = ex.stream(lambda finish: encode("arrow", reader, finish), close=reader.close)
     headers = {"x-govern-plan-hash": plan.hash, "x-govern-policy-version": plan.policy_version or ""}
-    return ReadStream(stream, media_type=MEDIA_TYPES["arrow"], headers=headers)
+    return ReadStream(stream, media_type=MEDIA_TYPES["arrow"], headers=headers).prefetch(lost_probe(request.scope))
 
 
 def _materialized(gw: Gateway, ex: Exchange, dataset: str, frag: Fragment,
