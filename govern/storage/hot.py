@@ -12,14 +12,14 @@ What is kept, and what is not:
 
 - local Parquet only. S3 data streams from the store, so that an outage cuts a stream in flight
   the way a client can tell (docs/deployment.md); CSV has no footer to size it by;
-- datasets whose files take at most ``limit / 4`` bytes on disk, and whose decoded table takes at
-  most ``limit`` bytes (``limit`` is a quarter of the budget); a larger one is remembered as too
+- datasets whose files take at most ``limit / 4`` bytes on disk, and whose decoded table, counted
+  twice (below), takes at most ``limit`` bytes (``limit`` is a quarter of the budget); a larger one is remembered as too
   large for as long as its dataset object lives, and never decoded twice for nothing;
 - a dataset whose decode fails is not kept (nor tried again while its object lives): the
   streamed scan reads it and reports the failure where it happens, before or during the stream;
 - at most ``budget`` bytes in all (``Settings.hot_table_bytes``), least recently used dropped
   first; 0 turns the cache off. A kept table counts twice its decoded size: its rows, and at
-  most as much again for the rows its filters selected (below).
+  most as much again for what reads computed from them (below).
 
 A read filters the kept table with Arrow's own filter, as the scanner does; the first read with
 a given filter keeps the positions of the rows it selected (:class:`HotTable`), and later reads
@@ -27,7 +27,9 @@ with the same filter take those rows instead of filtering again. Arrow evaluates
 table through an Acero plan, which costs about 0.15 ms of CPU and a hand-off to Arrow's threads
 however few the rows; a principal's row filter is the same on every one of their reads. The
 filter is recognised by its serialized form (literals' types included) and checked equal, so
-two filters that print alike never share their rows.
+two filters that print alike never share their rows. A caller may also keep a table it derived
+from the rows alone (:meth:`HotTable.derived`): the governor keeps each plan's masked rows there,
+so that a small read with no filter is a projection and a slice (govern.deliver.governor).
 
 The table is decoded by the same scanner a streamed read uses, with every column, so filters and
 projections applied to it (:func:`govern.storage.scan.scan`) see the same types and values.
