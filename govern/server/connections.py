@@ -17,9 +17,10 @@ still recorded as abandoned (499), never as sent.
 
 The deadline is a mixin over uvicorn's two HTTP protocols, which share the hooks it needs
 (``connection_made``, ``data_received``, ``on_response_complete``, ``cycle``).
-:func:`idle_closing_protocol` takes httptools' (llhttp, in C; the ``server`` extra installs it)
-and falls back to h11's (pure Python) where httptools cannot be imported: a small read spends
-about a quarter of its CPU in HTTP parsing and framing under h11 (docs/performance.md#fleet).
+:func:`idle_closing_protocol` takes httptools' (llhttp, in C; the ``server`` extra installs it,
+as uvicorn's own ``standard`` extra would) and falls back to h11's (pure Python) where httptools
+cannot be imported. (Alone, the switch made no difference the fleet benchmark could see:
+docs/performance.md#fleet.)
 """
 
 from __future__ import annotations
