@@ -28,9 +28,9 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from govern.deliver.lifecycle import AuditedStream
-from govern.errors import InvalidRequest
+from govern.errors import InvalidRequest, StorageError
 
-__all__ = ["CHUNK", "MEDIA_TYPES", "Chunk", "ReadStream", "encode"]
+__all__ = ["CHUNK", "MEDIA_TYPES", "PARQUET_FRAGMENT", "Chunk", "ReadStream", "encode", "stored"]
 
 MEDIA_TYPES = {
     "arrow": "application/vnd.apache.arrow.stream",
@@ -38,6 +38,9 @@ MEDIA_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "jsonl": "application/x-ndjson",
 }
+
+# A fragment's stored Parquet: its row groups' bytes, then the file's footer (docs/api.md#fragments)
+PARQUET_FRAGMENT = "application/vnd.govern.parquet-fragment"
 
 CHUNK = 1 << 20  # bytes per ASGI message at most: the server's write buffer stays small
 KNOWN_LENGTH = 8 * CHUNK  # bytes of a Parquet body held back to tell its Content-Length (ReadStream)
@@ -161,6 +164,26 @@ def encode(fmt: str, reader: pa.RecordBatchReader, finish: Callable[[int, int], 
         tail = sink.take()
         if tail:
             yield from _slices(tail)
+
+
+def stored(open_file: Callable[[], Any], ranges: list[tuple[int, int]], rows: int,
+           finish: Callable[[int, int], None]) -> Iterator[Chunk]:
+    """Bytes ``[begin, end)`` of a stored file for each range, in order, as they are (nothing
+    decoded); the last range is the end marker (a Parquet footer), sent only after
+    ``finish(rows, bytes)`` (``bytes``: the whole body, whose size is known before it is sent).
+    A file shorter than a range fails the stream (StorageError)."""
+    with open_file() as handle:
+        for i, (begin, end) in enumerate(ranges):
+            if i == len(ranges) - 1:
+                finish(rows, sum(e - b for b, e in ranges))
+            handle.seek(begin)
+            left = end - begin
+            while left > 0:
+                chunk = handle.read(min(CHUNK, left))
+                if not chunk:
+                    raise StorageError("the stored file ended early")
+                left -= len(chunk)
+                yield chunk
 
 
 def _arrow(reader: pa.RecordBatchReader, finish: Callable[[int, int], None]) -> Iterator[Chunk]:

@@ -9,11 +9,13 @@ only for the data version it was cut from (:mod:`govern.storage.version`).
 A Parquet file is cut at row-group boundaries into runs of about ``target_rows`` rows; other
 formats (CSV, JSON lines) are one fragment per file. A masked materialization
 (:mod:`govern.storage.materialized`) is cut the same way (:func:`row_group_runs`) and read back
-by row group (:func:`row_group_reader`).
+by row group (:func:`row_group_reader`), or sent as it is stored (:func:`stored_span`): the bytes
+of its row groups and the file's footer, which a reader decodes itself (docs/api.md#fragments).
 """
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import pyarrow.parquet as pq
 
 from govern.errors import StorageError
 
-__all__ = ["Fragment", "row_group_reader", "row_group_runs", "split", "subset"]
+__all__ = ["Fragment", "StoredSpan", "row_group_reader", "row_group_runs", "split", "stored_span", "subset"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,54 @@ def row_group_runs(metadata: pq.FileMetaData, file: str, target_rows: int) -> li
             out.append(Fragment(file, (start, i + 1), rows, nbytes))
             start, rows, nbytes = i + 1, 0, 0
     return out or [Fragment(file, (0, 0), 0, 0)]
+
+
+@dataclass(frozen=True)
+class StoredSpan:
+    """Where row groups ``[start, stop)`` of a Parquet file lie: ``body`` — the bytes
+    ``[begin, end)`` that hold all their column chunks — and ``footer``, the file's last
+    ``size - footer_begin`` bytes (metadata, its length, the magic). With both, a reader decodes
+    those row groups as if it had the file, reading nothing else (the Spark source does:
+    ``govern_spark.source``)."""
+
+    size: int
+    begin: int
+    end: int
+    footer_begin: int
+    rows: int
+
+    @property
+    def nbytes(self) -> int:
+        return (self.end - self.begin) + (self.size - self.footer_begin)
+
+
+def stored_span(metadata: pq.FileMetaData, row_groups: tuple[int, int], size: int, tail: bytes) -> StoredSpan | None:
+    """The span of row groups ``[start, stop)`` in a file of ``size`` bytes whose last 8 bytes
+    are ``tail``; None when their column chunks are not one contiguous run (not so in files
+    Arrow writes: then the caller decodes and re-encodes instead)."""
+    if len(tail) != 8 or tail[4:] != b"PAR1":
+        return None
+    footer_begin = size - 8 - int.from_bytes(tail[:4], "little")
+    chunks: list[tuple[int, int]] = []
+    rows = 0
+    for i in range(*row_groups):
+        group = metadata.row_group(i)
+        rows += group.num_rows
+        for c in range(group.num_columns):
+            col = group.column(c)
+            begin = col.dictionary_page_offset if col.has_dictionary_page and col.dictionary_page_offset else \
+                col.data_page_offset
+            chunks.append((begin, begin + col.total_compressed_size))
+    if not chunks:
+        return None
+    chunks.sort()
+    for (_, end), (begin, _) in itertools.pairwise(chunks):
+        if begin != end:
+            return None
+    begin, end = chunks[0][0], chunks[-1][1]
+    if not 4 <= begin <= end <= footer_begin <= size - 8:
+        return None
+    return StoredSpan(size, begin, end, footer_begin, rows)
 
 
 def row_group_reader(handle: pa.NativeFile, row_groups: tuple[int, int], columns: list[str],

@@ -207,3 +207,53 @@ def test_a_stale_ticket_fails_the_task_with_the_gateways_refusal(registered, gat
 def test_an_api_key_option_is_refused() -> None:
     with pytest.raises(ValueError, match="api_key_file"):
         GovernDataSource({"dataset": "patients", "purpose": "analytics", "api_key": "gk_x"})
+
+
+# -- fragments of the masked materialization, sent as stored Parquet -------------------------------
+
+@pytest.fixture(scope="module")
+def stored_gateway(demo, tmp_path_factory) -> Iterator[tuple[Server, dict[str, Path]]]:
+    """The demo world with the defaults: fragments are row groups of each plan's masked
+    materialization, which the source asks for as stored Parquet."""
+    d = tmp_path_factory.mktemp("tier1-stored") / "world"
+    shutil.copytree(demo.directory, d, ignore=shutil.ignore_patterns("audit.db*", "audit.checkpoints"))
+    world = World(d, dict(demo.api_keys))
+    key_files = {}
+    for who, key in world.keys.items():
+        key_files[who] = d / f"{who}.key"
+        key_files[who].write_text(key + "\n")
+    server = start_server(world, "--pg-port", "0", "--flight-port", "0")
+    yield server, key_files
+    stop_server(server)
+
+
+def test_materialized_fragments_arrive_as_stored_parquet_and_give_exactly_rows(registered, stored_gateway) -> None:
+    server, key_files = stored_gateway
+    for who, purpose in WHO.items():
+        expected = plain(rows(server, who, "patients", purpose))
+        got = spark_arrow(govern_read(registered, server, key_files[who], "patients", purpose), expected.schema)
+        assert got.schema.equals(expected.schema) and got.equals(expected), who
+        sent = [r for r in audit(server, who) if r["extra"].get("route") == "fragment"]
+        assert sent and all(r["extra"].get("format") == "parquet-fragment" for r in sent), who
+
+
+def test_a_stored_fragment_cut_short_or_misplaced_is_never_decoded(stored_gateway) -> None:
+    from govern_spark.source import PARQUET_FRAGMENT, stored_fragment
+
+    server, _ = stored_gateway
+    m = httpx.post(f"{server.url}/v1/datasets/patients/scan", json={}, timeout=60,
+                   headers={"Authorization": f"Bearer {server.world.keys['bob']}", "X-Purpose": "model-training"}).json()
+    f = m["fragments"][0]
+    r = httpx.get(server.url + f["url"], timeout=60,
+                  headers={"Authorization": f"Bearer {f['ticket']}", "Accept": PARQUET_FRAGMENT})
+    assert r.headers["content-type"] == PARQUET_FRAGMENT
+    whole = pa.Table.from_batches(list(stored_fragment(r.content, r.headers)))
+    assert whole.num_rows == f["rows"] > 0
+    with pytest.raises((GatewayError, OSError, pa.ArrowException)):
+        list(stored_fragment(r.content[:-10], r.headers))  # the footer cut
+    with pytest.raises((GatewayError, OSError, pa.ArrowException)):
+        list(stored_fragment(r.content[: len(r.content) // 2], r.headers))  # the row groups cut
+    begin, end = (int(v) for v in r.headers["x-govern-byte-span"].split("-"))
+    shifted = {**r.headers, "x-govern-byte-span": f"{begin + 1}-{end + 1}"}
+    with pytest.raises((GatewayError, OSError, pa.ArrowException)):
+        list(stored_fragment(r.content, shifted))

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from govern.deliver.gateway import Gateway
 from govern.deliver.governor import GovernedRead, PolicyState
 from govern.deliver.lifecycle import Exchange
-from govern.errors import InvalidRequest, LimitExceeded, StorageError
+from govern.errors import InvalidRequest, LimitExceeded
 from govern.plan.model import AccessPlan
 from govern.plan.predicates import compile_client_filter
 from govern.server.bodies import validate
@@ -33,7 +33,7 @@ from govern.server.exchange import (
     purpose_candidates,
     read_body,
 )
-from govern.server.streaming import CHUNK, MEDIA_TYPES, Chunk, ReadStream, encode
+from govern.server.streaming import MEDIA_TYPES, Chunk, ReadStream, encode, stored
 from govern.storage import scan as storage_scan
 from govern.storage.materialized import Entry
 
@@ -211,17 +211,7 @@ def _materialized(gw: Gateway, ex: Exchange, name: str, cols: list[str] | None, 
 def _file_bytes(entry: Entry, finish: Callable[[int, int], None]) -> Iterator[Chunk]:
     """A stored materialization's bytes; its footer (the end marker) only after ``finish``."""
     tail = min(8, entry.size)
-    with entry.open() as handle:
-        left = entry.size - tail
-        while left > 0:
-            chunk = handle.read(min(CHUNK, left))
-            if not chunk:
-                raise StorageError("the materialization ended early")
-            left -= len(chunk)
-            yield chunk
-        last = handle.read(tail)
-    finish(entry.rows, entry.size)
-    yield last
+    return stored(entry.open, [(0, entry.size - tail), (entry.size - tail, entry.size)], entry.rows, finish)
 
 
 def _within_cap(gw: Gateway, state: PolicyState, result: GovernedRead, cap: int) -> pa.RecordBatchReader:

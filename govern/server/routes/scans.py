@@ -30,7 +30,6 @@ import base64
 import time
 from typing import Annotated
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,8 +52,15 @@ from govern.server.exchange import (
     purpose_candidates,
     read_body,
 )
-from govern.server.streaming import MEDIA_TYPES, ReadStream, encode
-from govern.storage.fragments import Fragment, row_group_reader, row_group_runs
+from govern.server.streaming import MEDIA_TYPES, PARQUET_FRAGMENT, ReadStream, encode, stored
+from govern.storage.fragments import (
+    Fragment,
+    StoredSpan,
+    row_group_reader,
+    row_group_runs,
+    stored_span,
+)
+from govern.storage.materialized import Entry
 
 router = APIRouter(tags=["scans"])
 
@@ -153,8 +159,9 @@ def _manifest(gw: Gateway, ex: Exchange, request: Request, raw: bytes) -> dict:
             "schema": base64.b64encode(schema.serialize().to_pybytes()).decode(), "fragments": out}
 
 
-@router.get("/v1/fragments/{fragment_id}", summary="One fragment's masked rows (Arrow IPC); the bearer is its ticket",
-            responses={200: {"content": {MEDIA_TYPES["arrow"]: {}}}, **errors(408, 413)})
+@router.get("/v1/fragments/{fragment_id}",
+            summary="One fragment's masked rows (Arrow IPC, or its stored Parquet when accepted); the bearer is its ticket",
+            responses={200: {"content": {MEDIA_TYPES["arrow"]: {}, PARQUET_FRAGMENT: {}}}, **errors(408, 413)})
 def fragment(fragment_id: str, request: Request, authorization: Auth = None) -> ReadStream:
     gw = _gateway(request)
     with governed(request, "fragment", "read") as ex:
@@ -173,21 +180,37 @@ def fragment(fragment_id: str, request: Request, authorization: Auth = None) -> 
         columns = list(ticket.extra["columns"])
         ex.admit()
         assert ex.principal is not None and ex.purpose is not None
+        media, layout = MEDIA_TYPES["arrow"], {}
         if spec.get("materialized"):
-            reader = _materialized(gw, ex, ticket.dataset, frag, columns)
+            entry = _materialization(gw, ex, ticket.dataset, frag)
+            assert frag.row_groups is not None
+            span = _stored_span(entry, frag.row_groups, columns) if _accepts(request, PARQUET_FRAGMENT) else None
+            if span is not None:  # the stored bytes as they are: nothing decoded or encoded here
+                ex.extra["format"] = "parquet-fragment"
+                ranges = [(span.begin, span.end), (span.footer_begin, span.size)]
+                stream = ex.stream(lambda finish: stored(entry.open, ranges, span.rows, finish))
+                media = PARQUET_FRAGMENT
+                layout = {"x-govern-file-size": str(span.size), "x-govern-byte-span": f"{span.begin}-{span.end}",
+                          "x-govern-row-groups": f"{frag.row_groups[0]}-{frag.row_groups[1]}"}
+            else:
+                reader = row_group_reader(entry.open(), frag.row_groups, columns, gw.settings.batch_size)
+                stream = ex.stream(lambda finish: encode("arrow", reader, finish), close=reader.close)
         else:
             opened = gw.governor.read(ex.principal, ticket.dataset, ex.purpose, columns=columns, filter=where,
                                       state=ex.state, fragment=frag)
             ex.plan, reader = opened.plan, opened.reader
-        stream = ex.stream(lambda finish: encode("arrow", reader, finish), close=reader.close)
-    headers = {"x-govern-plan-hash": plan.hash, "x-govern-policy-version": plan.policy_version or ""}
-    return ReadStream(stream, media_type=MEDIA_TYPES["arrow"], headers=headers).prefetch(lost_probe(request.scope))
+            stream = ex.stream(lambda finish: encode("arrow", reader, finish), close=reader.close)
+    headers = {"x-govern-plan-hash": plan.hash, "x-govern-policy-version": plan.policy_version or "", **layout}
+    return ReadStream(stream, media_type=media, headers=headers).prefetch(lost_probe(request.scope))
 
 
-def _materialized(gw: Gateway, ex: Exchange, dataset: str, frag: Fragment,
-                  columns: list[str]) -> pa.RecordBatchReader:
-    """The fragment's row groups of the plan's masked materialization, built again if the store
-    evicted it (same plan, same data: the same rows and row groups)."""
+def _accepts(request: Request, media_type: str) -> bool:
+    return any(part.split(";")[0].strip() == media_type for part in request.headers.get("accept", "").split(","))
+
+
+def _materialization(gw: Gateway, ex: Exchange, dataset: str, frag: Fragment) -> Entry:
+    """The plan's masked materialization the fragment's row groups are cut from, built again if
+    the store evicted it (same plan, same data: the same rows and row groups)."""
     assert ex.principal is not None and ex.purpose is not None
     found = gw.materializer.get_or_build(ex.principal, dataset, ex.purpose, state=ex.state)
     if found.entry.file_id != frag.file:  # the plan or the data moved after check_ticket: stale all the same
@@ -195,8 +218,18 @@ def _materialized(gw: Gateway, ex: Exchange, dataset: str, frag: Fragment,
                           reason="data changed")
     ex.plan = found.plan
     ex.extra["materialization"] = {"file_id": found.entry.file_id, "built": found.built}
-    assert frag.row_groups is not None
-    return row_group_reader(found.entry.open(), frag.row_groups, columns, gw.settings.batch_size)
+    return found.entry
+
+
+def _stored_span(entry: Entry, row_groups: tuple[int, int], columns: list[str]) -> StoredSpan | None:
+    """Where the fragment's row groups lie in the stored file, when the ticket's columns are the
+    file's own, in its order (else the rows are decoded and projected: None)."""
+    with entry.open() as handle:
+        parquet = pq.ParquetFile(handle)
+        if parquet.schema_arrow.names != columns:
+            return None
+        handle.seek(entry.size - 8)
+        return stored_span(parquet.metadata, row_groups, entry.size, handle.read(8))
 
 
 def _ticket_text(header: str | None) -> str:
