@@ -45,16 +45,23 @@ def gateway(demo, tmp_path_factory) -> Iterator[tuple[Server, dict[str, Path]]]:
         pq.write_table(pq.read_table(path), path, row_group_size=200)
     with (d / "govern.yaml").open("a") as fh:
         # fragments of the files themselves (several per dataset); the default path, fragments of
-        # the masked materialization, is tested in tests/server/test_scans.py and by the docs' start
+        # the masked materialization sent as stored Parquet, is tested below (stored_gateway)
         fh.write("fragment_rows: 300\nmaterialize_max_bytes: 0\n")
-    world = World(d, dict(demo.api_keys))
+    yield from _served(World(d, dict(demo.api_keys)))
+
+
+def _served(world: World) -> Iterator[tuple[Server, dict[str, Path]]]:
+    """``govern serve`` over ``world``, and a key file per principal (the source reads keys
+    from files, never from options)."""
     key_files = {}
     for who, key in world.keys.items():
-        key_files[who] = d / f"{who}.key"
+        key_files[who] = world.directory / f"{who}.key"
         key_files[who].write_text(key + "\n")
     server = start_server(world, "--pg-port", "0", "--flight-port", "0")
-    yield server, key_files
-    stop_server(server)
+    try:
+        yield server, key_files
+    finally:
+        stop_server(server)
 
 
 def govern_read(spark, server: Server, key_file: Path, dataset: str, purpose: str, **options: str):
@@ -217,14 +224,7 @@ def stored_gateway(demo, tmp_path_factory) -> Iterator[tuple[Server, dict[str, P
     materialization, which the source asks for as stored Parquet."""
     d = tmp_path_factory.mktemp("tier1-stored") / "world"
     shutil.copytree(demo.directory, d, ignore=shutil.ignore_patterns("audit.db*", "audit.checkpoints"))
-    world = World(d, dict(demo.api_keys))
-    key_files = {}
-    for who, key in world.keys.items():
-        key_files[who] = d / f"{who}.key"
-        key_files[who].write_text(key + "\n")
-    server = start_server(world, "--pg-port", "0", "--flight-port", "0")
-    yield server, key_files
-    stop_server(server)
+    yield from _served(World(d, dict(demo.api_keys)))
 
 
 def test_materialized_fragments_arrive_as_stored_parquet_and_give_exactly_rows(registered, stored_gateway) -> None:
