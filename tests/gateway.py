@@ -59,9 +59,20 @@ def make_client(world: World, **overrides) -> TestClient:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports: bound all at once, so the kernel cannot hand the same
+    one out twice (it may, to sockets bound one after another)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 @dataclass
@@ -78,16 +89,16 @@ def start_server(world: World, *extra: str, env: dict[str, str] | None = None, t
     """``govern serve`` on a free HTTP port and (unless ``--pg-port`` / ``--flight-port`` is in
     ``extra``) free PostgreSQL wire and Flight SQL ports, so that servers of parallel tests never
     collide."""
-    port = free_port()
+    port, spare_pg, spare_flight = free_ports(3)  # distinct: the gateway binds all three
     pg_port: int | None = None
     if "--pg-port" not in extra:
-        pg_port = free_port()
+        pg_port = spare_pg
         extra = (*extra, "--pg-port", str(pg_port))
     else:
         given = int(extra[extra.index("--pg-port") + 1])
         pg_port = given or None
     if "--flight-port" not in extra:
-        flight_port: int | None = free_port()
+        flight_port: int | None = spare_flight
         extra = (*extra, "--flight-port", str(flight_port))
     else:
         flight_port = int(extra[extra.index("--flight-port") + 1]) or None
