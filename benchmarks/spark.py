@@ -28,6 +28,9 @@ Where Tier 1's time goes, for bob's plan (every row out, the longest masked valu
     source built on Spark's Python Data Source API;
 (g) ``spark.read.parquet`` of the same masked rows: what Spark's native reader makes of them.
 
+For Tier 1 it also prints the gateway process's CPU per run (``/proc``) and the bytes of bob's
+fragments as Arrow IPC and as stored Parquet (docs/api.md#fragments-as-stored-parquet).
+
 Every case is consumed fully by Spark's ``noop`` sink (no collection to the driver). Before
 timing, (a)'s two forms are checked to give identical rows. Timed runs are interleaved
 round-robin over ``--repeat`` rounds; ratios use best times.
@@ -179,6 +182,11 @@ def ceiling_cases(spark: SparkSession, url: str, api_key: str, purpose: str, fol
     for f in manifest["fragments"]:
         r = httpx.get(url + f["url"], headers={"Authorization": f"Bearer {f['ticket']}"}, timeout=600)
         r.raise_for_status()
+        stored = httpx.get(url + f["url"], timeout=600, headers={"Authorization": f"Bearer {f['ticket']}",
+                                                                 "Accept": govern_spark.source.PARQUET_FRAGMENT})
+        stored.raise_for_status()
+        SIZES["arrow"] += len(r.content)
+        SIZES["stored"] += len(stored.content)
         table = pa.ipc.open_stream(r.content).read_all()
         path = folder / f"fragment-{f['id']}.arrow"
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
@@ -192,6 +200,15 @@ def ceiling_cases(spark: SparkSession, url: str, api_key: str, purpose: str, fol
             .option("schema", like.schema.json()).load(),
         "(g) spark.read.parquet of bob's masked rows": spark.read.parquet(str(folder / "masked.parquet")),
     }
+
+
+SIZES = {"arrow": 0, "stored": 0}  # bytes of bob's fragments in either form (ceiling_cases)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` so far (``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(run: Callable[[], None]) -> float:
@@ -257,9 +274,13 @@ def main() -> None:
         for df in cases.values():  # warm up: JIT, Python workers
             noop(df)()
         times: dict[str, list[float]] = {name: [] for name in cases}
+        gateway_cpu: dict[str, list[float]] = {name: [] for name in tier1}
         for _ in range(args.repeat):
             for name, df in cases.items():
+                before = cpu_seconds(gateway.pid)
                 times[name].append(timed(noop(df)))
+                if name in gateway_cpu:
+                    gateway_cpu[name].append(cpu_seconds(gateway.pid) - before)
         spark.stop()
         gateway.terminate()
         gateway.wait(timeout=30)
@@ -283,6 +304,9 @@ def main() -> None:
         med = statistics.median(times[ceiling]) / statistics.median(times[name])
         print(f"Tier 1: {name} ÷ {ceiling} (throughput)  best {r:.2f}×, median {med:.2f}×  target ≥ 0.5×  "
               f"{'PASS' if r >= 0.5 else 'MISS'}")
+    for name in tier1:
+        print(f"{name}: the gateway's CPU per run {min(gateway_cpu[name]):.2f}–{max(gateway_cpu[name]):.2f} s")
+    print(f"bob's fragments: {SIZES['arrow'] / 1e6:.0f} MB as Arrow IPC, {SIZES['stored'] / 1e6:.0f} MB as stored Parquet")
     bob_d, bob_e = tier1[1], names[names.index(tier1[1]) + 1]
     f_name, g_name = list(bounds)
     print(f"Tier 1 ceiling, bob: (f) Python Data Source over local Arrow ÷ (e) unmasked: {best[bob_e] / best[f_name]:.2f}×; "
@@ -294,6 +318,7 @@ def main() -> None:
             "rows": args.rows, "repeat": args.repeat, "spark": spark.version, "python": platform.python_version(),
             "cpus": os.cpu_count(), "seconds": times, "best": best, "tier2_ratio": ratio, "tier2_ratio_median": median,
             "tier1_ratios": tier1_ratios, "fragment_rows": args.fragment_rows,
+            "tier1_gateway_cpu_seconds": gateway_cpu, "bob_fragment_bytes": SIZES,
         }, indent=2))
 
 

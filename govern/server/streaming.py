@@ -234,9 +234,13 @@ class ReadStream(StreamingResponse):
         as such (499)."""
         if lost is None or lost():
             return self
-        self._stream.hold()
-        self._taken = _take(self._stream, KNOWN_LENGTH if self._known_length else CHUNK)
+        self._taken = self._first()
         return self
+
+    def _first(self) -> tuple[list[Chunk], bool]:
+        """The chunks up to the first message, held (:func:`_take`)."""
+        self._stream.hold()
+        return _take(self._stream, KNOWN_LENGTH if self._known_length else CHUNK)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ended = False
@@ -244,9 +248,7 @@ class ReadStream(StreamingResponse):
             if self._taken is None and await _left(receive):  # gone before the first byte: never runs (aborted)
                 return
             if self._taken is None:
-                self._stream.hold()
-                self._taken = await anyio.to_thread.run_sync(_take, self._stream,
-                                                             KNOWN_LENGTH if self._known_length else CHUNK)
+                self._taken = await anyio.to_thread.run_sync(self._first)
             held, ended = self._taken
             if ended:  # the whole body: one message with Content-Length, no streaming machinery
                 body = b"".join(held)

@@ -80,10 +80,6 @@ class StoredSpan:
     footer_begin: int
     rows: int
 
-    @property
-    def nbytes(self) -> int:
-        return (self.end - self.begin) + (self.size - self.footer_begin)
-
 
 def stored_span(metadata: pq.FileMetaData, row_groups: tuple[int, int], size: int, tail: bytes) -> StoredSpan | None:
     """The span of row groups ``[start, stop)`` in a file of ``size`` bytes whose last 8 bytes

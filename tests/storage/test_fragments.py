@@ -34,8 +34,7 @@ def test_the_span_and_the_footer_decode_to_exactly_the_row_groups(options, group
     sparse[span.footer_begin:] = data[span.footer_begin:]
     got = pq.ParquetFile(pa.BufferReader(bytes(sparse))).read_row_groups(list(range(*groups)))
     assert got.equals(parquet.read_row_groups(list(range(*groups))))
-    assert span.nbytes == (span.end - span.begin) + (len(data) - span.footer_begin)
-    assert span.nbytes < len(data) or groups == (0, 10)
+    assert (span.end - span.begin) + (len(data) - span.footer_begin) < len(data) or groups == (0, 10)
 
 
 def test_not_a_parquet_tail_gives_no_span() -> None:

@@ -292,7 +292,8 @@ def stored_fragment(body: bytes, headers: Any) -> Iterator[pa.RecordBatch]:
     """A fragment sent as it is stored (``application/vnd.govern.parquet-fragment``): the bytes
     of its row groups, then the Parquet file's footer; the headers say where they lie in the file
     (``x-govern-file-size``, ``x-govern-byte-span``, ``x-govern-row-groups``). Decoded here, on
-    the executor: the gateway sends a third of the bytes it would as Arrow and decodes nothing.
+    the executor: the gateway decodes nothing and sends the compressed bytes (for the demo's
+    data, a third of the Arrow form's: ``benchmarks/spark.py`` prints both).
     A body that does not match its layout (cut short, or a read outside it) raises."""
     try:
         size = int(headers["x-govern-file-size"])
