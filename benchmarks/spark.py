@@ -24,8 +24,8 @@ same 2 cores):
 Where Tier 1's time goes, for bob's plan (every row out, the longest masked values):
 
 (f) bob's masked rows (what the gateway delivers) from local Arrow IPC files, one per
-    fragment, through a minimal Python Data Source: no gateway, no HTTP — the ceiling of any
-    source built on Spark's Python Data Source API;
+    fragment (so as many Spark tasks as (d)), through a minimal Python Data Source: no gateway,
+    no HTTP — the ceiling of any source built on Spark's Python Data Source API;
 (g) ``spark.read.parquet`` of the same masked rows: what Spark's native reader makes of them.
 
 For Tier 1 it also prints the gateway process's CPU per run (``/proc``) and the bytes of bob's
@@ -122,10 +122,12 @@ def hand_written(df: DataFrame) -> DataFrame:
     return df.where(F.col("region").isin("EU", "US")).select(*cols)
 
 
-def serve(world, fragment_rows: int) -> tuple[subprocess.Popen, str]:
-    """``govern serve`` over ``world`` on a free loopback port (HTTP only)."""
-    with (world.directory / "govern.yaml").open("a") as fh:
-        fh.write(f"fragment_rows: {fragment_rows}\n")
+def serve(world, fragment_rows: int | None) -> tuple[subprocess.Popen, str]:
+    """``govern serve`` over ``world`` on a free loopback port (HTTP only); ``fragment_rows``
+    None keeps the gateway's default."""
+    if fragment_rows is not None:
+        with (world.directory / "govern.yaml").open("a") as fh:
+            fh.write(f"fragment_rows: {fragment_rows}\n")
     port = free_port()
     exe = Path(sys.executable).parent / "govern"
     proc = subprocess.Popen([str(exe), "serve", "--config", str(world.config), "--port", str(port),
@@ -179,6 +181,7 @@ def ceiling_cases(spark: SparkSession, url: str, api_key: str, purpose: str, fol
     manifest = httpx.post(f"{url}/v1/datasets/patients/scan", json={}, headers=headers, timeout=600).json()
     folder.mkdir()
     paths, tables = [], []
+    SIZES["fragments"] = len(manifest["fragments"])
     for f in manifest["fragments"]:
         r = httpx.get(url + f["url"], headers={"Authorization": f"Bearer {f['ticket']}"}, timeout=600)
         r.raise_for_status()
@@ -202,7 +205,7 @@ def ceiling_cases(spark: SparkSession, url: str, api_key: str, purpose: str, fol
     }
 
 
-SIZES = {"arrow": 0, "stored": 0}  # bytes of bob's fragments in either form (ceiling_cases)
+SIZES = {"arrow": 0, "stored": 0, "fragments": 0}  # bob's fragments: bytes in either form, how many
 
 
 def cpu_seconds(pid: int) -> float:
@@ -226,7 +229,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--fragment-rows", type=int, default=262_144)
+    ap.add_argument("--fragment-rows", type=int, default=None,
+                    help="rows per fragment of a scan (default: the gateway's fragment_rows, 1,000,000)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -306,7 +310,8 @@ def main() -> None:
               f"{'PASS' if r >= 0.5 else 'MISS'}")
     for name in tier1:
         print(f"{name}: the gateway's CPU per run {min(gateway_cpu[name]):.2f}–{max(gateway_cpu[name]):.2f} s")
-    print(f"bob's fragments: {SIZES['arrow'] / 1e6:.0f} MB as Arrow IPC, {SIZES['stored'] / 1e6:.0f} MB as stored Parquet")
+    print(f"bob's {SIZES['fragments']} fragments: {SIZES['arrow'] / 1e6:.0f} MB as Arrow IPC, "
+          f"{SIZES['stored'] / 1e6:.0f} MB as stored Parquet")
     bob_d, bob_e = tier1[1], names[names.index(tier1[1]) + 1]
     f_name, g_name = list(bounds)
     print(f"Tier 1 ceiling, bob: (f) Python Data Source over local Arrow ÷ (e) unmasked: {best[bob_e] / best[f_name]:.2f}×; "

@@ -212,7 +212,9 @@ class ReadStream(StreamingResponse):
     """
 
     def __init__(self, stream: AuditedStream[Chunk], *, media_type: str, headers: dict[str, str] | None = None,
-                 known_length: bool = False) -> None:
+                 known_length: bool = False, length: int | None = None) -> None:
+        if length is not None:  # a stored body's size, known before it is read: no chunked framing
+            headers = {**(headers or {}), "content-length": str(length)}
         super().__init__(stream, media_type=media_type, headers=headers)
         self._stream = stream
         self._known_length = known_length

@@ -12,12 +12,14 @@ import json
 import time
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from govern.identity.principal import Principal
 from govern.identity.tickets import Ticket, issue
 from govern.policy.load import load_policy
+from govern.server.streaming import CHUNK
 from tests.conftest import edit
 from tests.gateway import World, make_client
 
@@ -238,8 +240,9 @@ def stored_rows(r) -> pa.Table:
 @pytest.mark.parametrize(("who", "purpose"), [("alice", "analytics"), ("bob", "research"), ("dave", "treatment")])
 def test_fragments_as_stored_parquet_give_the_same_rows(gw_materialized, split_world, who, purpose) -> None:
     """A client that accepts the stored form gets each fragment's row groups of the masked
-    materialization as stored (nothing decoded in the gateway) and the file's footer; decoded,
-    they are the Arrow fragment's rows, and the record says what was sent."""
+    materialization as stored (nothing decoded in the gateway) and the file's footer, with its
+    Content-Length; decoded, they are the Arrow fragment's rows, and the record says what was
+    sent."""
     gw = gw_materialized
     m = manifest(gw, split_world, who, purpose)
     arrow = table_of(fetch(gw, f) for f in m["fragments"])
@@ -248,6 +251,9 @@ def test_fragments_as_stored_parquet_give_the_same_rows(gw_materialized, split_w
         r = gw.get(f["url"], headers={"Authorization": f"Bearer {f['ticket']}",
                                       "Accept": f"{PARQUET_FRAGMENT}, application/vnd.apache.arrow.stream"})
         assert r.status_code == 200 and r.headers["content-type"] == PARQUET_FRAGMENT, r.text
+        # its size is known before a byte is read: told, so a client reads it in one piece and a
+        # body cut short is seen as such
+        assert r.headers["content-length"] == str(len(r.content)) and "transfer-encoding" not in r.headers
         parts.append(stored_rows(r))
         [rec] = records(gw, request_id=r.headers["x-request-id"])
         assert rec.outcome == "ok" and rec.extra["format"] == "parquet-fragment"
@@ -266,3 +272,25 @@ def test_a_fragment_of_some_columns_or_without_the_accept_header_is_arrow(gw_mat
     assert pa.ipc.open_stream(r.content).read_all().column_names == ["zip", "region"]
     every = manifest(gw, split_world, "alice", "analytics")["fragments"][0]
     assert fetch(gw, every).headers["content-type"] == "application/vnd.apache.arrow.stream"
+
+
+def test_a_stored_fragment_larger_than_a_chunk_tells_its_length(world: World) -> None:
+    """A body of many chunks still says its size up front (it is the sum of stored ranges), so
+    the client reads it in one piece and sees a body cut short as such."""
+    path = world.directory / "data" / "patients.parquet"
+    base = pq.read_table(path)
+    copies = []
+    for k in range(40):  # distinct values: masked, they do not compress away
+        t = base
+        for i, field in enumerate(t.schema):
+            if pa.types.is_string(field.type):
+                t = t.set_column(i, field.name, pc.binary_join_element_wise(t[field.name], str(k), ""))
+        copies.append(t)
+    pq.write_table(pa.concat_tables(copies), path)
+    with make_client(world) as c:
+        [f] = manifest(c, world, "bob", "research")["fragments"]
+        r = c.get(f["url"], headers={"Authorization": f"Bearer {f['ticket']}", "Accept": PARQUET_FRAGMENT})
+    assert r.status_code == 200 and r.headers["content-type"] == PARQUET_FRAGMENT, r.text
+    assert len(r.content) > CHUNK
+    assert r.headers["content-length"] == str(len(r.content))
+    assert stored_rows(r).num_rows == f["rows"]

@@ -23,15 +23,21 @@ Options: ``dataset`` and ``purpose`` (required), ``url`` (default ``GOVERN_URL``
 gateway; Spark's Python Data Source API has no pruning callback), ``api_key_file`` /
 ``api_key_env``, ``timeout`` (seconds, default 60).
 
-Executors need only pyarrow, httpx and pyspark: this module imports nothing else of govern but
-the Arrow → Spark type map.
+Executors need only pyarrow, pyspark and the standard library (``http.client`` fetches a
+fragment; the driver's calls use httpx): this module imports nothing else of govern but the
+Arrow → Spark type map.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import http.client
+import json
 import os
+import ssl
+import urllib.parse
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,14 +138,8 @@ class Options:
 
 
 def check(response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
-    try:
-        body = response.json()
-        detail = f"{body.get('type', '')}: {body.get('detail', '')}"
-    except ValueError:
-        detail = response.text[:200]
-    raise GatewayError(f"gateway answered {response.status_code} ({detail})")
+    if response.status_code >= 400:
+        raise GatewayError(f"gateway answered {response.status_code} ({_problem(response.content)})")
 
 
 # -- filters --------------------------------------------------------------------------------------
@@ -276,16 +276,70 @@ class GovernReader(DataSourceReader):
         assert isinstance(partition, FragmentPartition)
         target = self.described.schema
         headers = {"Authorization": f"Bearer {partition.ticket}", "Accept": f"{PARQUET_FRAGMENT}, {ARROW_STREAM}"}
-        with httpx.stream("GET", partition.url, headers=headers, timeout=partition.timeout) as response:
-            if response.status_code >= 400:
-                response.read()
-                check(response)
-            if response.headers.get("content-type", "").split(";")[0].strip() == PARQUET_FRAGMENT:
-                batches: Iterator[pa.RecordBatch] = stored_fragment(response.read(), response.headers)
-            else:
-                batches = iter(pa.ipc.open_stream(_ResponseFile(response.iter_raw())))
+        with _fetch(partition.url, headers, partition.timeout) as response:
+            if response.status >= 400:
+                raise GatewayError(f"gateway answered {response.status} ({_problem(response.read())})")
+            body = _Body(response)
+            if (response.getheader("content-type") or "").split(";")[0].strip() == PARQUET_FRAGMENT:
+                batches: Iterator[pa.RecordBatch] = stored_fragment(body.read(), response.headers)
+            else:  # message by message: memory holds one batch
+                batches = iter(pa.ipc.open_stream(body))
             for batch in batches:
                 yield _for_spark(batch, target)
+
+
+@contextmanager
+def _fetch(url: str, headers: dict[str, str], timeout: float) -> Iterator[http.client.HTTPResponse]:
+    """GET ``url`` with the standard library's client, which reads a body straight into the
+    bytes it returns: a fragment is tens to hundreds of MB, and httpx hands a body over in
+    64 KiB pieces (fetching 298 MB of Arrow over loopback, a scratch measurement: 0.52 s of
+    client CPU against 0.20–0.24 s). No proxy: executors reach the gateway directly."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise GatewayError(f"a fragment URL must be http(s)://host/...: {url!r}")
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    connection: http.client.HTTPConnection = (
+        http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout, context=ssl.create_default_context())
+        if parts.scheme == "https" else http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout))
+    try:
+        connection.request("GET", target, headers=headers)
+        yield connection.getresponse()
+    finally:
+        connection.close()
+
+
+class _Body:
+    """A response body as a read-only file (pyarrow's stream reader reads message by message).
+    A body that ends before its ``Content-Length`` or its last chunk raises: an Arrow stream
+    cut between two messages would otherwise read as a shorter, valid one."""
+
+    def __init__(self, response: http.client.HTTPResponse) -> None:
+        self._response = response
+        self.closed = False
+
+    def read(self, n: int | None = -1) -> bytes:
+        want = None if n is None or n < 0 else n
+        try:
+            data = self._response.read(want)
+        except (http.client.HTTPException, OSError) as exc:  # IncompleteRead, a reset connection
+            raise GatewayError("the gateway's answer was cut short") from exc
+        if self._response.length and (want is None or len(data) < want):
+            raise GatewayError("the gateway's answer was cut short")  # fewer bytes than Content-Length
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _problem(body: bytes) -> str:
+    try:
+        problem = json.loads(body)
+        return f"{problem.get('type', '')}: {problem.get('detail', '')}"
+    except (ValueError, AttributeError):
+        return body[:200].decode("utf-8", "replace")
 
 
 def stored_fragment(body: bytes, headers: Any) -> Iterator[pa.RecordBatch]:
@@ -359,30 +413,3 @@ def _for_spark(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
     """The batch with Spark's view of each type (dictionaries decoded; values unchanged)."""
     arrays = [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in batch.columns]
     return pa.RecordBatch.from_arrays(arrays, names=target.names)
-
-
-class _ResponseFile:
-    """A read-only file over an HTTP body, for pyarrow's IPC reader (bounded memory)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = bytearray()
-        self.closed = False
-
-    def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buffer) < n:
-            try:
-                self._buffer += next(self._chunks)
-            except StopIteration:
-                break
-        if n < 0:
-            n = len(self._buffer)
-        out = bytes(self._buffer[:n])
-        del self._buffer[:n]
-        return out
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.closed = True

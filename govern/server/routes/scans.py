@@ -180,7 +180,7 @@ def fragment(fragment_id: str, request: Request, authorization: Auth = None) -> 
         columns = list(ticket.extra["columns"])
         ex.admit()
         assert ex.principal is not None and ex.purpose is not None
-        media, layout = MEDIA_TYPES["arrow"], {}
+        media, layout, length = MEDIA_TYPES["arrow"], {}, None
         if spec.get("materialized"):
             entry = _materialization(gw, ex, ticket.dataset, frag)
             assert frag.row_groups is not None
@@ -189,7 +189,7 @@ def fragment(fragment_id: str, request: Request, authorization: Auth = None) -> 
                 ex.extra["format"] = "parquet-fragment"
                 ranges = [(span.begin, span.end), (span.footer_begin, span.size)]
                 stream = ex.stream(lambda finish: stored(entry.open, ranges, span.rows, finish))
-                media = PARQUET_FRAGMENT
+                media, length = PARQUET_FRAGMENT, sum(e - b for b, e in ranges)
                 layout = {"x-govern-file-size": str(span.size), "x-govern-byte-span": f"{span.begin}-{span.end}",
                           "x-govern-row-groups": f"{frag.row_groups[0]}-{frag.row_groups[1]}"}
             else:
@@ -201,7 +201,7 @@ def fragment(fragment_id: str, request: Request, authorization: Auth = None) -> 
             ex.plan, reader = opened.plan, opened.reader
             stream = ex.stream(lambda finish: encode("arrow", reader, finish), close=reader.close)
     headers = {"x-govern-plan-hash": plan.hash, "x-govern-policy-version": plan.policy_version or "", **layout}
-    return ReadStream(stream, media_type=media, headers=headers).prefetch(lost_probe(request.scope))
+    return ReadStream(stream, media_type=media, headers=headers, length=length).prefetch(lost_probe(request.scope))
 
 
 def _accepts(request: Request, media_type: str) -> bool:
