@@ -107,3 +107,17 @@ def test_govern_materialize_builds_what_the_first_read_then_finds(client, world)
     refused = CliRunner().invoke(main, ["materialize", "patients", "--principal", "eve", "--purpose", "analytics",
                                         "--config", str(world.config)])
     assert refused.exit_code != 0 and refused.output.startswith("error:")
+
+
+def test_a_whole_parquet_read_of_a_materialization_tells_its_length_at_any_size(client, world, monkeypatch) -> None:
+    """The stored file's size is known before a byte is read: told however large the file is (a
+    Parquet reader seeks to the footer), while an encoded Parquet body is told only when it
+    fits in what the gateway holds back."""
+    monkeypatch.setattr("govern.server.streaming.KNOWN_LENGTH", 64)  # a body above this streams
+    headers = {**world.auth("bob"), "X-Purpose": "research"}
+    r = client.get("/v1/datasets/patients/rows", params={"format": "parquet"}, headers=headers)
+    [path] = (world.directory / "state" / "materialized").glob("*.parquet")
+    assert r.status_code == 200 and r.content == path.read_bytes()
+    assert r.headers["content-length"] == str(len(r.content)) and len(r.content) > 64
+    some = client.get("/v1/datasets/patients/rows", params={"format": "parquet", "columns": "zip"}, headers=headers)
+    assert some.status_code == 200 and "content-length" not in some.headers  # encoded as it goes

@@ -137,9 +137,10 @@ def read_rows(
             return head
         ex.admit(defer_reserve=True)  # a small read commits one record, before it leaves
         stored = _materialized(gw, ex, name, cols, filter, limit, cap)
+        length = None
         if stored is not None and format == "parquet" and cols is None and limit is None:
-            plan, entry = stored  # the stored file is the answer: its bytes, as they are
-            stream = ex.stream(lambda finish: _file_bytes(entry, finish))
+            plan, entry = stored  # the stored file is the answer: its bytes, as they are, of a known size
+            stream, length = ex.stream(lambda finish: _file_bytes(entry, finish)), entry.size
         elif stored is not None:
             plan, entry = stored
             reader = entry.reader(cols, limit, gw.settings.batch_size)
@@ -162,7 +163,7 @@ def read_rows(
 
             stream = ex.stream(lambda finish: encode(format, reader, finish), close=close)
     return ReadStream(stream, media_type=MEDIA_TYPES[format], headers=_read_headers(name, format, plan),
-                      known_length=format == "parquet").prefetch(lost_probe(request.scope))
+                      known_length=format == "parquet", length=length).prefetch(lost_probe(request.scope))
 
 
 def _read_headers(name: str, format: str, plan: AccessPlan) -> dict[str, str]:
