@@ -9,7 +9,9 @@ head has arrived is the application's business (its body is read with size limit
 has the request's deadline).
 
 The mixin also tells the application whether the client has gone, without waiting and from any
-thread: the ASGI scope extension :data:`LOST` (a callable, read with :func:`lost_probe`). ASGI's
+thread: the ASGI scope extension :data:`LOST` (a callable, read with :func:`lost_probe`), which
+asks the kernel (:func:`peer_closed`) when the event loop has not yet seen the close — a worker
+thread holding the GIL runs ahead of the loop. ASGI's
 own way is to await ``receive()``, which a sync route's worker thread cannot do without a
 hand-off back to the event loop; :meth:`govern.server.streaming.ReadStream.prefetch` asks it
 before it runs a read in the route's thread, so that a read whose client has already left is
@@ -26,13 +28,15 @@ docs/performance.md#fleet.)
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["LOST", "HeadDeadline", "IdleClosingH11", "idle_closing_protocol", "lost_probe"]
+__all__ = ["LOST", "HeadDeadline", "IdleClosingH11", "idle_closing_protocol", "lost_probe", "peer_closed"]
 
 LOST = "govern.connection_lost"  # scope["extensions"][LOST]: () -> bool, whether the client has gone
 
@@ -41,6 +45,23 @@ def lost_probe(scope: Scope) -> Callable[[], bool] | None:
     """Whether the request's client has gone, asked without waiting; None when the server does
     not say (any server but ``govern serve``'s, e.g. an in-process test client)."""
     return (scope.get("extensions") or {}).get(LOST)
+
+
+def peer_closed(fd: int) -> bool:
+    """Whether the peer of the connected socket ``fd`` has closed or reset it, as the kernel
+    knows now: a peek that neither waits nor consumes (a pipelined request stays where it is)."""
+    try:
+        peer = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return False  # not a socket we can ask: the event loop's flag answers alone
+    try:
+        return peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False  # open, nothing waiting
+    except OSError:
+        return True  # reset
+    finally:
+        peer.close()  # the duplicate only: the connection's own descriptor stays open
 
 
 class HeadDeadline:
@@ -56,6 +77,7 @@ class HeadDeadline:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
         self._lost = False
+        self._fd = -1
         inner = self.app
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -65,11 +87,18 @@ class HeadDeadline:
         self.app = app
 
     def lost(self) -> bool:
-        """Whether the connection has been lost (a plain flag: safe to read from any thread)."""
-        return self._lost
+        """Whether the client has gone: the connection was lost, or the kernel already holds the
+        client's end of stream (or a reset) that the event loop has not read yet — the caller
+        is a worker thread, and the loop may not have run since (a loaded machine). Safe from
+        any thread."""
+        if self._lost or self.transport.is_closing():
+            return True
+        return self._fd >= 0 and peer_closed(self._fd)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
