@@ -67,9 +67,21 @@ def page(server):
         tab.on("console", lambda m: tab.csp_errors.append(m.text)  # type: ignore[attr-defined]
                if "Content Security Policy" in m.text or "Refused to" in m.text else None)
         tab.on("dialog", lambda d: d.accept())  # the Accept button asks first
+        tab.history = []  # type: ignore[attr-defined]  # what the tab did, for a failure's message
+        tab.on("framenavigated", lambda f: tab.history.append(f.url) if f == tab.main_frame else None)  # type: ignore[attr-defined]
+        tab.on("crash", lambda _: tab.history.append("renderer crashed"))  # type: ignore[attr-defined]
         yield tab
         context.close()
         browser.close()
+
+
+def _open(page, path: str) -> None:
+    """Start a step at its page's address, as a bookmark would. Steps share the signed-in tab
+    (its session cookie), not the page the last step left: CI once found the tab on about:blank
+    between two steps, and a step then failed for what the step before it had left behind."""
+    page.goto(path)
+    assert page.url.endswith(path) and page.locator("header .who .principal").count() == 1, (
+        f"{path}: the tab is at {page.url}, not a signed-in console page; its navigations: {page.history}")
 
 
 def _shot(page, shots: Path, name: str) -> None:
@@ -110,6 +122,7 @@ def test_1_sign_in(page, server, world, shots) -> None:
 
 
 def test_2_read_the_matrix(page, shots) -> None:
+    _open(page, "/console/catalog")
     page.click("nav >> text=Effective access")
     page.wait_for_url("**/console/access")
     table = page.locator("table.matrix[data-dataset=patients]")
@@ -132,6 +145,7 @@ def test_3_run_a_dry_run(page, world, shots) -> None:
     shutil.copytree(world.directory / "policies", proposed)
     edit(proposed / "policy.csv", "p, analyst, group:clinical, read, analytics, allow",
          "p, analyst, dataset:encounters, read, analytics, allow")
+    _open(page, "/console/access")
     page.click("nav >> text=Policy dry run")
     page.fill("input[name=folder]", "proposed")
     page.click("#dry-run button[type=submit]")
@@ -144,6 +158,7 @@ def test_3_run_a_dry_run(page, world, shots) -> None:
 
 
 def test_4_filter_the_audit(page, shots) -> None:
+    _open(page, "/console/dry-run")
     page.click("nav >> text=Audit")
     assert "Hash chain verified" in page.inner_text("#chain")
     page.fill("#audit-filters input[name=principal]", "alice")
@@ -157,6 +172,7 @@ def test_4_filter_the_audit(page, shots) -> None:
 
 
 def test_5_accept_a_classification_suggestion(page, world, shots) -> None:
+    _open(page, "/console/audit")
     page.click("nav >> text=Catalog")
     version = page.inner_text(".who .version")
     page.locator("tr.unclassified", has_text="phone").locator("form.accept button").click()
@@ -168,6 +184,7 @@ def test_5_accept_a_classification_suggestion(page, world, shots) -> None:
 
 
 def test_6_budgets_fleet_and_monitoring(page, world, shots) -> None:
+    _open(page, "/console/catalog")
     page.click("nav >> text=Budgets")
     assert "bob" in page.inner_text("#budgets") and page.locator("svg.plot").count() >= 1
     _shot(page, shots, "budgets")
