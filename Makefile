@@ -13,13 +13,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 
-$(STAMP): $(PY) pyproject.toml setup.py govern/mask/_hmac.c adapters/spark/pyproject.toml adapters/kubeflow/pyproject.toml
+$(STAMP): $(PY) pyproject.toml setup.py govern/mask/_hmac.c adapters/spark/pyproject.toml adapters/kubeflow/pyproject.toml adapters/dask/pyproject.toml
 	@test -f /usr/include/openssl/sha.h || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq libssl-dev)
 	@test -f /usr/share/java/postgresql.jar || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq libpostgresql-jdbc-java)
 	@# Debian's Chromium drives the console's browser tests (Playwright never downloads one).
 	@test -x /usr/bin/chromium || (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq chromium)
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[server,client,dev,dp,he,synthetic,monitor]' -e adapters/spark -e adapters/kubeflow
+	$(PIP) install --quiet -e '.[server,client,dev,dp,he,synthetic,monitor]' -e adapters/spark -e adapters/kubeflow -e adapters/dask
 	$(PIP) install --quiet --no-deps delta-sharing==1.4.2  # pins pyarrow<=23: see pyproject.toml (dev)
 	@touch $(STAMP)
 
@@ -53,6 +53,7 @@ lint: install ## ruff and mypy over the whole package (CI runs it before the tes
 	$(VENV)/bin/mypy govern
 	$(VENV)/bin/mypy adapters/spark/govern_spark
 	$(VENV)/bin/mypy adapters/kubeflow/govern_kubeflow
+	$(VENV)/bin/mypy adapters/dask/govern_dask
 
 typecheck: install
 	$(VENV)/bin/mypy govern

@@ -54,7 +54,7 @@ def test_a_batch_of_another_schema_fails_closed(governor) -> None:
         list(mask_batches(plan, [raw.to_batches()[0], other], governor.keys))
 
 
-def test_the_ray_and_dask_example_in_the_docs(tmp_path, monkeypatch) -> None:
+def test_the_trusted_cluster_example_in_the_docs(tmp_path, monkeypatch) -> None:
     """docs/adapters.md: the Tier 2 start's shell commands, then the mask_batches example."""
     import contextlib
     import io
@@ -72,7 +72,7 @@ def test_the_ray_and_dask_example_in_the_docs(tmp_path, monkeypatch) -> None:
         return re.findall(rf"```{language}\n(.*?)```", part, re.S)
 
     (shell,) = code("### Five-minute start (Tier 2", "bash")
-    (python,) = code("## Ray and Dask", "python")
+    (python,) = code("## Ray, and trusted clusters", "python")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     subprocess.run(["bash", "-euo", "pipefail", "-c", shell], cwd=tmp_path, check=True, capture_output=True, env=env)
     monkeypatch.chdir(tmp_path / "demo")

@@ -6,8 +6,6 @@ itself cannot tell, with a ``Content-Length`` or with chunked framing — fails 
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -21,44 +19,10 @@ from govern_spark.source import (
     GovernReader,
     Options,
 )
+from tests.rawhttp import RawServer, arrow_stream, chunked, head
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string())])
 TABLE = pa.table({"id": list(range(30)), "name": [f"n{i}" for i in range(30)]}, schema=SCHEMA)
-
-
-def _stream() -> tuple[bytes, int]:
-    """TABLE as an Arrow IPC stream of three batches, and where the last batch begins."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, SCHEMA) as writer:
-        batches = TABLE.to_batches(max_chunksize=10)
-        for batch in batches[:-1]:
-            writer.write_batch(batch)
-        boundary = sink.tell()
-        writer.write_batch(batches[-1])
-    return sink.getvalue().to_pybytes(), boundary
-
-
-class RawServer:
-    """Answers every connection with ``self.answer`` (head and body bytes), then closes."""
-
-    def __init__(self) -> None:
-        self.answer = b""
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)  # the request: one GET, small
-                conn.sendall(self.answer)
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -75,39 +39,28 @@ def _read(server: RawServer) -> list[pa.RecordBatch]:
     return list(reader.read(FragmentPartition(server.url + "/v1/fragments/0", "gt1.ticket", 10)))
 
 
-def _head(status: str, content_type: str, **headers: str) -> bytes:
-    lines = [f"HTTP/1.1 {status}", f"content-type: {content_type}", "connection: close",
-             *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items())]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def _chunked(body: bytes, *, last: bool) -> bytes:
-    out = b"".join(b"%x\r\n" % len(body[i:i + 64]) + body[i:i + 64] + b"\r\n" for i in range(0, len(body), 64))
-    return out + (b"0\r\n\r\n" if last else b"")
-
-
-def test_a_whole_body_gives_every_row_with_a_length_or_chunked(server: RawServer) -> None:
-    body, _ = _stream()
-    server.answer = _head("200 OK", ARROW_STREAM, content_length=str(len(body))) + body
+def test_a_whole_body_gives_every_row_with_a_length_orchunked(server: RawServer) -> None:
+    body, _ = arrow_stream(TABLE, 10)
+    server.answer = head("200 OK", ARROW_STREAM, content_length=str(len(body))) + body
     assert pa.Table.from_batches(_read(server)).equals(TABLE)
-    server.answer = _head("200 OK", ARROW_STREAM, transfer_encoding="chunked") + _chunked(body, last=True)
+    server.answer = head("200 OK", ARROW_STREAM, transfer_encoding="chunked") + chunked(body, last=True)
     assert pa.Table.from_batches(_read(server)).equals(TABLE)
 
 
 def test_a_body_cut_at_a_message_boundary_fails_the_task(server: RawServer) -> None:
-    body, boundary = _stream()
+    body, boundary = arrow_stream(TABLE, 10)
     cut = body[:boundary]  # two whole batches: a valid, shorter stream on its own
     assert pa.ipc.open_stream(cut).read_all().num_rows == 20
-    server.answer = _head("200 OK", ARROW_STREAM, content_length=str(len(body))) + cut
+    server.answer = head("200 OK", ARROW_STREAM, content_length=str(len(body))) + cut
     with pytest.raises(GatewayError, match="cut short"):
         _read(server)
-    server.answer = _head("200 OK", ARROW_STREAM, transfer_encoding="chunked") + _chunked(cut, last=False)
+    server.answer = head("200 OK", ARROW_STREAM, transfer_encoding="chunked") + chunked(cut, last=False)
     with pytest.raises(GatewayError, match="cut short"):
         _read(server)
 
 
 def test_a_stored_fragment_cut_short_fails_before_decoding(server: RawServer) -> None:
-    server.answer = _head("200 OK", "application/vnd.govern.parquet-fragment", content_length="1000",
+    server.answer = head("200 OK", "application/vnd.govern.parquet-fragment", content_length="1000",
                           x_govern_file_size="2000", x_govern_byte_span="4-900",
                           x_govern_row_groups="0-1") + b"\0" * 500
     with pytest.raises(GatewayError, match="cut short"):
@@ -116,6 +69,6 @@ def test_a_stored_fragment_cut_short_fails_before_decoding(server: RawServer) ->
 
 def test_a_refusal_carries_the_gateways_problem(server: RawServer) -> None:
     problem = b'{"type": "https://govern.dev/errors/ticket-stale", "detail": "ask for a new one"}'
-    server.answer = _head("401 Unauthorized", "application/problem+json", content_length=str(len(problem))) + problem
+    server.answer = head("401 Unauthorized", "application/problem+json", content_length=str(len(problem))) + problem
     with pytest.raises(GatewayError, match=r"401 .*ticket-stale: ask for a new one"):
         _read(server)

@@ -1,4 +1,4 @@
-"""Scans: a dataset's fragments, each fetched with a plan-bound ticket (the Spark data source, Ray, Dask).
+"""Scans: a dataset's fragments, each fetched with a plan-bound ticket (the Spark data source, the Dask reader).
 
 ``POST /v1/datasets/{name}/scan`` (the *scan manifest*) authenticates the caller with its API
 key, compiles its plan and cuts the dataset into fragments (:mod:`govern.storage.fragments`),
