@@ -164,3 +164,18 @@ def stop_server(server: Server) -> None:
         server.process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         server.process.kill()
+
+
+@contextlib.contextmanager
+def new_data_version(path: Path, row_group_size: int) -> Iterator[None]:
+    """The Parquet file at ``path`` rewritten with the same rows — to the gateway, a new data
+    version, so tickets of scans made before it go stale — and rewritten again after."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    time.sleep(0.01)  # a later modification time, on file systems that keep coarse ones
+    pq.write_table(table, path, row_group_size=row_group_size)
+    try:
+        yield
+    finally:
+        pq.write_table(table, path, row_group_size=row_group_size)

@@ -14,7 +14,6 @@ import json
 import pickle
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +30,7 @@ if str(ROOT) not in sys.path:  # tests.gateway (a real govern serve) when run on
 from govern_dask import Fragment, GatewayError, read_dataset, read_fragment  # noqa: E402
 
 from govern.config import load_settings  # noqa: E402
-from tests.gateway import Server, World, start_server, stop_server  # noqa: E402
+from tests.gateway import Server, World, new_data_version, start_server, stop_server  # noqa: E402
 from tests.leaks import Leaks  # noqa: E402
 from tests.rawhttp import RawServer, arrow_stream, chunked, head  # noqa: E402
 
@@ -151,15 +150,9 @@ def _args(task) -> list:
 
 def test_a_stale_ticket_fails_its_partition_with_the_gateways_refusal(gateway) -> None:
     ddf = read_dataset(gateway.url, "encounters", "analytics", api_key=gateway.world.keys["alice"])
-    path = gateway.world.directory / "data" / "encounters.parquet"
-    table = pq.read_table(path)
-    time.sleep(0.01)
-    pq.write_table(table, path, row_group_size=200)  # rewritten: a new data version
-    try:
-        with pytest.raises(GatewayError, match=r"403.*ticket-stale.*data changed"):
-            ddf.compute()
-    finally:
-        pq.write_table(table, path, row_group_size=200)
+    with (new_data_version(gateway.world.directory / "data" / "encounters.parquet", row_group_size=200),
+          pytest.raises(GatewayError, match=r"403.*ticket-stale.*data changed")):
+        ddf.compute()
     refused = [r for r in audit(gateway, "alice") if r["extra"].get("route") == "fragment" and r["outcome"] == "denied"]
     assert refused and refused[-1]["status"] == 403
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pickle
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import govern_spark
 from govern.config import load_settings
 from govern.mask.keys import KeyRing
 from govern_spark.source import GatewayError, GovernDataSource
-from tests.gateway import Server, World, start_server, stop_server
+from tests.gateway import Server, World, new_data_version, start_server, stop_server
 
 pytestmark = pytest.mark.xdist_group("spark")  # one worker, one JVM, for all Spark tests
 
@@ -198,15 +197,9 @@ def test_a_stale_ticket_fails_the_task_with_the_gateways_refusal(registered, gat
     reader = source.reader(source.schema())
     [first, *_] = reader.partitions()
     assert sum(b.num_rows for b in reader.read(first)) > 0
-    path = server.world.directory / "data" / "encounters.parquet"
-    table = pq.read_table(path)
-    time.sleep(0.01)
-    pq.write_table(table, path, row_group_size=200)  # rewritten: a new data version
-    try:
-        with pytest.raises(GatewayError, match=r"403.*ticket-stale.*data changed"):
-            list(reader.read(first))
-    finally:
-        pq.write_table(table, path, row_group_size=200)
+    with (new_data_version(server.world.directory / "data" / "encounters.parquet", row_group_size=200),
+          pytest.raises(GatewayError, match=r"403.*ticket-stale.*data changed")):
+        list(reader.read(first))
     refused = [r for r in audit(server, "alice") if r["extra"]["route"] == "fragment" and r["outcome"] == "denied"]
     assert refused and refused[-1]["status"] == 403
 
