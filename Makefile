@@ -37,7 +37,7 @@ serve: install ## serve an existing demo world
 
 # --dist loadgroup: the Spark adapter's tests share one worker (one JVM); the rest spread as usual.
 test: install ## run the whole test suite (slow tests and the adapters' tests included)
-	$(PY) -m pytest -n 2 --dist loadgroup -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q --durations=20  # the slowest: the suite must stay under 15 minutes
 
 test-fast: install
 	$(PY) -m pytest -n 2 --dist loadgroup -q -m "not slow"
