@@ -153,7 +153,7 @@ def test_closing_a_result_early_stops_the_query_and_frees_the_worker(gateway: Ga
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # The cancel path under test, not the race against its fallback: on a loaded CI machine a
     # cancel took longer than CANCEL_WAIT (5 s) twice, and the worker was killed and replaced
-    # as designed. A broken cancel still fails here (after 60 s, with a replaced worker).
+    # as designed. A broken cancel still fails here (after 60 s, released as unhealthy).
     monkeypatch.setattr("govern.sql.isolation.CANCEL_WAIT", 60.0)
     state = gateway.governor.state
     alice = local_principal(state.policy, "alice")
@@ -162,7 +162,6 @@ def test_closing_a_result_early_stops_the_query_and_frees_the_worker(gateway: Ga
     # test replaced would otherwise spend its first job starting up while it is being cancelled)
     with ThreadPoolExecutor(gateway.service.size) as pool:
         list(pool.map(lambda _: gateway.run("SELECT count(*) AS n FROM patients p"), range(4 * gateway.service.size)))
-    pids = set(gateway.service.workers())
     results = []
     for _ in range(gateway.service.size):  # every worker busy streaming a result nobody reads
         result = gateway.service.run(alice, "analytics", "SELECT * FROM range(100000000) r, patients p", None,
@@ -170,12 +169,19 @@ def test_closing_a_result_early_stops_the_query_and_frees_the_worker(gateway: Ga
         assert result.datasets == ["patients"] and set(result.plans) == {"patients"}
         next(iter(result.reader))
         results.append(result)
+    # How each worker comes back: healthy (the query stopped, the worker serves again) or not
+    # (killed and replaced). Not the set of worker pids: a worker started for a busy moment of
+    # the warm-up may join the pool late and be stopped as surplus, by design (CI saw that once).
+    released: list[bool] = []
+    release = SqlService._release
+    monkeypatch.setattr(SqlService, "_release", lambda service, worker, *, healthy: (
+        released.append(healthy), release(service, worker, healthy=healthy))[1])
     for result in results:
         result.close()  # the client went away
+    assert released == [True] * gateway.service.size  # drained and given back, none killed
     start = time.monotonic()
     assert gateway.run("SELECT count(*) AS n FROM encounters").column("n")[0].as_py() > 0
-    assert time.monotonic() - start < 5  # the workers were freed, not killed and restarted
-    assert pids == set(gateway.service.workers())
+    assert time.monotonic() - start < 5  # a freed worker answered; none had to start
 
 
 def test_errors_keep_their_type_position_and_state(gateway: Gateway) -> None:
