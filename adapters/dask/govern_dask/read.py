@@ -38,11 +38,10 @@ class Fragment:
 
     url: str
     ticket: str
-    rows: int
     timeout: float = 60.0
 
     def __repr__(self) -> str:
-        return f"Fragment({self.url!r}, rows={self.rows})"
+        return f"Fragment({self.url!r})"
 
 
 def read_dataset(gateway: str, dataset: str, purpose: str, *, columns: Sequence[str] | None = None,
@@ -70,7 +69,7 @@ def read_dataset(gateway: str, dataset: str, purpose: str, *, columns: Sequence[
     manifest = r.json()
     schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(manifest["schema"])))
     meta = schema.empty_table().to_pandas(types_mapper=pd.ArrowDtype)
-    fragments = [Fragment(base + f["url"], f["ticket"], int(f["rows"]), timeout) for f in manifest["fragments"]]
+    fragments = [Fragment(base + f["url"], f["ticket"], timeout) for f in manifest["fragments"]]
     if not fragments:  # an empty manifest: one empty partition, so the frame still computes
         return dd.from_pandas(meta, npartitions=1)
     return dd.from_map(read_fragment, fragments, meta=meta, label=f"govern-{dataset}",

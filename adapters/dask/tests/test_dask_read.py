@@ -135,17 +135,9 @@ def test_the_graph_holds_tickets_only(gateway) -> None:
     secrets = [k.encode() for k in world.keys.values()] + [key_file.read_bytes().strip()]
     assert not [s for s in secrets if s in shipped]
     Leaks.from_world(world.directory).assert_none(shipped.decode("latin-1"), repr(graph))
-    fragments = [a for task in graph.values() for a in _args(task) if isinstance(a, Fragment)]
+    fragments = [a for task in graph.values() for a in task.args if isinstance(a, Fragment)]
     assert len(fragments) == ddf.npartitions
     assert all(f.ticket.encode() in shipped and f.ticket not in repr(graph) for f in fragments)
-
-
-def _args(task) -> list:
-    """The arguments of a task, whatever Dask's task spec (older tuples or Task objects)."""
-    found = []
-    for a in getattr(task, "args", ()) if not isinstance(task, tuple) else task[1:]:
-        found.extend(_args(a) if isinstance(a, tuple) or hasattr(a, "args") else [getattr(a, "value", a)])
-    return found
 
 
 def test_a_stale_ticket_fails_its_partition_with_the_gateways_refusal(gateway) -> None:
@@ -165,7 +157,7 @@ def test_a_body_cut_short_never_computes() -> None:
     stream = "application/vnd.apache.arrow.stream"
     server = RawServer()
     try:
-        fragment = Fragment(server.url + "/v1/fragments/0", "gt1.ticket", 30, timeout=10)
+        fragment = Fragment(server.url + "/v1/fragments/0", "gt1.ticket", timeout=10)
         server.answer = head("200 OK", stream, content_length=str(len(body))) + body
         assert pa.Table.from_pandas(read_fragment(fragment), preserve_index=False).to_pylist() == table.to_pylist()
         server.answer = head("200 OK", stream, content_length=str(len(body))) + body[:boundary]
